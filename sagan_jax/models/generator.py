@@ -1,0 +1,81 @@
+"""The SAGAN generator: an attention U-Net (SPEC section 2)."""
+from __future__ import annotations
+
+from typing import Optional
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+from sagan_jax.models.layers import (
+    CBAM,
+    Conv,
+    DoubleConv,
+    max_pool_2x2,
+    pad_to,
+    upsample_bilinear_align_corners,
+)
+
+
+class SAGANGenerator(nn.Module):
+    """U-Net with CBAM on every skip and (optionally) depthwise-separable convolutions.
+
+        x1 = DoubleConv(3, w)(x);    a1 = CBAM(x1)
+        x2 = Down(w, 2w)(x1);        a2 = CBAM(x2)
+        x3 = Down(2w, 4w)(x2);       a3 = CBAM(x3)
+        x4 = Down(4w, 8w)(x3);       a4 = CBAM(x4)
+        x5 = Down(8w, 8w)(x4);       a5 = CBAM(x5)
+        y = Up(a5, a4) -> 4w; Up(., a3) -> 2w; Up(., a2) -> w; Up(., a1) -> w; 1x1 conv -> 3
+
+    ``pool_after_cbam=True`` is the paper's prose variant (Down pools CBAM(x) instead of x).
+    ``use_cbam=False`` passes the maps straight to the skips. No output activation (authors'
+    code). ``dsc_impl`` only chooses how DSCs are computed, never their math or parameters.
+    """
+
+    ngf: int = 64
+    out_channels: int = 3
+    use_dsc: bool = True
+    use_cbam: bool = True
+    kernels_per_layer: int = 2
+    dsc_impl: str = "dense"
+    pool_after_cbam: bool = False
+    axis_name: Optional[str] = None
+
+    def _double(self, features, mid=None, name=None):
+        return DoubleConv(
+            features,
+            mid,
+            use_dsc=self.use_dsc,
+            kernels_per_layer=self.kernels_per_layer,
+            dsc_impl=self.dsc_impl,
+            axis_name=self.axis_name,
+            name=name,
+        )
+
+    @nn.compact
+    def __call__(self, x, train: bool = True, update_stats: bool = True):
+        w = self.ngf
+        widths = (w, 2 * w, 4 * w, 8 * w, 8 * w)  # factor 2 in the bottleneck (bilinear)
+        if x.shape[1] % 16 or x.shape[2] % 16:
+            raise ValueError(f"image size {x.shape[1:3]} must be a multiple of 16 (4 poolings)")
+
+        def attend(h, i):
+            if not self.use_cbam:
+                return h
+            return CBAM(axis_name=self.axis_name, name=f"cbam{i + 1}")(h, train, update_stats)
+
+        feats, atts = [], []
+        h = self._double(widths[0], name="inc")(x, train, update_stats)
+        for i in range(5):
+            if i > 0:
+                src = atts[-1] if self.pool_after_cbam else feats[-1]
+                h = self._double(widths[i], name=f"down{i}")(max_pool_2x2(src), train, update_stats)
+            feats.append(h)
+            atts.append(attend(h, i))
+
+        y = atts[4]
+        up_widths = (4 * w, 2 * w, w, w)
+        for i, (skip, out_w) in enumerate(zip(reversed(atts[:4]), up_widths)):
+            u = pad_to(upsample_bilinear_align_corners(y), skip)
+            h = jnp.concatenate([skip, u], axis=-1)
+            y = self._double(out_w, h.shape[-1] // 2, name=f"up{i + 1}")(h, train, update_stats)
+        return Conv(self.out_channels, 1, name="outc")(y)

@@ -1,0 +1,46 @@
+"""Anomaly score and detection metrics (SPEC section 6)."""
+from __future__ import annotations
+
+import numpy as np
+from sklearn import metrics as skm
+
+
+def per_image_scores(x, recon, feat_real, feat_fake):
+    """R(x) = mean over pixels and channels of (x - G(x))^2; L(x) = mean (f(x) - f(G(x)))^2.
+
+    Works on NumPy or JAX arrays; returns (R, L), each of shape (batch,)."""
+    b = x.shape[0]
+    r = ((x - recon) ** 2).reshape(b, -1).mean(axis=1)
+    lat = ((feat_real - feat_fake) ** 2).reshape(b, -1).mean(axis=1)
+    return r, lat
+
+
+def anomaly_score(r, lat, lam: float):
+    """A(x) = lambda R(x) + (1 - lambda) L(x); higher = more anomalous."""
+    return lam * np.asarray(r, np.float64) + (1.0 - lam) * np.asarray(lat, np.float64)
+
+
+def minmax(scores):
+    """Scale scores to [0, 1] over the set (Eq. 6). A constant set maps to zeros."""
+    s = np.asarray(scores, np.float64)
+    span = s.max() - s.min()
+    return np.zeros_like(s) if span == 0 else (s - s.min()) / span
+
+
+def detection_metrics(labels, scores) -> dict:
+    """ROC AUC, average precision and the best F1 over thresholds (label 1 = abnormal)."""
+    labels = np.asarray(labels).astype(int)
+    scores = np.asarray(scores, np.float64)
+    if labels.shape != scores.shape:
+        raise ValueError(f"labels {labels.shape} and scores {scores.shape} differ in shape")
+    if set(np.unique(labels)) != {0, 1}:
+        raise ValueError("metrics need both normal (0) and abnormal (1) labels")
+    precision, recall, thresholds = skm.precision_recall_curve(labels, scores)
+    f1 = 2 * precision * recall / np.maximum(precision + recall, 1e-12)
+    best = int(np.argmax(f1[:-1])) if len(thresholds) else 0
+    return {
+        "auc": float(skm.roc_auc_score(labels, scores)),
+        "ap": float(skm.average_precision_score(labels, scores)),
+        "f1": float(f1[best]),
+        "f1_threshold": float(thresholds[best]) if len(thresholds) else float("nan"),
+    }

@@ -1,0 +1,1 @@
+"""Training: state, the pure training step, the data-parallel wrapper and the loop."""

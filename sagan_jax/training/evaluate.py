@@ -1,0 +1,66 @@
+"""Scoring a split with a trained state: per-image R(x) and L(x) (SPEC section 6).
+
+Default: BatchNorm running averages, so an image's score does not depend on the other images
+in its batch, nor on the order of the test set. ``cfg.eval_batch_stats`` reproduces the
+PyTorch originals, which score in training mode with each test batch's own statistics.
+"""
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from sagan_jax import scoring
+from sagan_jax.data.pipeline import eval_batches
+from sagan_jax.models import build_models
+
+
+@functools.partial(jax.jit, static_argnames=("cfg",))
+def _score_batch(variables, x, cfg):
+    g, d = build_models(cfg)
+    train = cfg.eval_batch_stats
+    kw = dict(train=train, update_stats=False)
+    g_vars = {"params": variables["g_params"], "batch_stats": variables["g_stats"]}
+    d_vars = {"params": variables["d_params"], "batch_stats": variables["d_stats"]}
+    recon = g.apply(g_vars, x, **kw)
+    _, feat_real = d.apply(d_vars, x, **kw)
+    _, feat_fake = d.apply(d_vars, recon, **kw)
+    r, lat = scoring.per_image_scores(x, recon, feat_real, feat_fake)
+    return r, lat, recon
+
+
+def variables_of(state) -> dict:
+    return {
+        "g_params": state.g_params, "g_stats": state.g_stats,
+        "d_params": state.d_params, "d_stats": state.d_stats,
+    }
+
+
+def score_images(cfg, state, images_u8: np.ndarray, keep_recon: bool = False):
+    """(R, L[, reconstructions]) for uint8 images, in their order. With running averages the
+    last batch is padded to the batch size (no recompilation) and the padding dropped."""
+    variables = variables_of(state)
+    bs = cfg.eval_batch_size
+    rs, ls, recons = [], [], []
+    for x in eval_batches(images_u8, bs):
+        n = len(x)
+        if n < bs and not cfg.eval_batch_stats:
+            x = np.concatenate([x, np.zeros((bs - n,) + x.shape[1:], x.dtype)])
+        r, lat, recon = _score_batch(variables, jnp.asarray(x), cfg)
+        rs.append(np.asarray(r)[:n])
+        ls.append(np.asarray(lat)[:n])
+        if keep_recon:
+            recons.append(np.asarray(recon)[:n])
+    out = (np.concatenate(rs), np.concatenate(ls))
+    return out + (np.concatenate(recons),) if keep_recon else out
+
+
+def evaluate(cfg, state, split) -> dict:
+    """Scores and metrics of a labelled split."""
+    r, lat = score_images(cfg, state, split.images)
+    raw = scoring.anomaly_score(r, lat, cfg.score_lambda)
+    result = scoring.detection_metrics(split.labels, scoring.minmax(raw))
+    result["scores"] = raw
+    return result
