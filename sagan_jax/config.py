@@ -7,6 +7,9 @@ from typing import Optional
 MODES = ("train", "eval", "summary")
 DATASETS = ("digits", "cifar10", "image_folder", "anomaly_folder")
 PROTOCOLS = ("ganomaly", "clean")
+ON_BAD_IMAGE = ("error", "skip")
+ON_SMALL_IMAGE = ("error", "upsample")
+FOLDER_DATASETS = ("image_folder", "anomaly_folder")
 DSC_IMPLS = ("auto", "dense", "shift", "repeat", "xla")
 DIGIT_CLASSES = tuple(str(i) for i in range(10))
 CIFAR10_CLASSES = (
@@ -35,6 +38,9 @@ class Config:
     max_train_images: int = 0        # 0 = all normal training images
     val_fraction: float = 0.0
     digits_test_fraction: float = 0.2
+    on_bad_image: str = "error"      # error | skip (corrupt, empty or non-image files)
+    on_small_image: str = "error"    # error | upsample (images smaller than isize)
+    download: bool = True            # let tfds download cifar10 when it is not prepared
     # Optimisation (SPEC section 5).
     batch_size: int = 64
     eval_batch_size: int = 64
@@ -96,6 +102,12 @@ def validate(cfg: Config) -> None:
     _choice("dataset", cfg.dataset, DATASETS)
     _choice("protocol", cfg.protocol, PROTOCOLS)
     _choice("dsc_impl", cfg.dsc_impl, DSC_IMPLS)
+    _choice("on_bad_image", cfg.on_bad_image, ON_BAD_IMAGE)
+    _choice("on_small_image", cfg.on_small_image, ON_SMALL_IMAGE)
+    if cfg.dataset in FOLDER_DATASETS and not cfg.data_root:
+        raise ConfigError(
+            f"--dataset={cfg.dataset} needs --data_root=DIR, the folder that holds the images"
+        )
     known = classes_of(cfg.dataset)
     if known is not None and cfg.abnormal_class not in known:
         raise ConfigError(

@@ -27,12 +27,17 @@ HELP = {
     "dataset": "digits (embedded, offline) | cifar10 | image_folder | anomaly_folder",
     "abnormal_class": "the class held out as abnormal (a digit 0-9, a CIFAR-10 class name, ...)",
     "protocol": "ganomaly (abnormal test images from both splits) | clean (test split only)",
-    "data_dir": "tensorflow-datasets data_dir",
+    "data_dir": "tensorflow-datasets data_dir (cifar10: tfds default; anomaly_folder: where the "
+                "prepared folder is cached, default ~/.cache/sagan_jax/tfds)",
     "data_root": "root folder of an image-folder dataset",
     "isize": "image size, a multiple of 16",
     "max_train_images": "train on a seeded subset of this many normal images (0 = all)",
     "val_fraction": "fraction of normal training images held out for validation",
     "digits_test_fraction": "digits: fraction of each normal digit held out for the test set",
+    "on_bad_image": "error (stop at the first corrupt, empty or non-image file, naming it) | "
+                    "skip (drop such files with a warning; their number is logged)",
+    "on_small_image": "error (stop at an image smaller than isize, naming it) | upsample",
+    "download": "cifar10: let tensorflow-datasets download it when --data_dir lacks it",
     "batch_size": "global training batch size (split over the devices)",
     "eval_batch_size": "batch size for scoring",
     "epochs": "number of training epochs",

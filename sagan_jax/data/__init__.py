@@ -1,19 +1,45 @@
-"""Data sources (embedded digits, CIFAR-10, image folders) as in-memory anomaly splits."""
+"""Data sources (embedded digits, CIFAR-10, image folders) as in-memory anomaly splits.
+
+Each source decodes its images once into uint8 arrays (sagan_jax.data.base); the tf.data
+pipeline (sagan_jax.data.pipeline) then feeds them to the devices.
+"""
 from __future__ import annotations
 
 from sagan_jax.data.base import AnomalyData, DataError, Split, hold_out_validation, subsample_train
 
-__all__ = ["AnomalyData", "DataError", "Split", "load_data"]
+__all__ = ["AnomalyData", "DataError", "Split", "load_data", "load_source"]
 
 
-def load_data(cfg) -> AnomalyData:
-    """The dataset a Config names, with its training subset and validation split applied."""
+def load_source(cfg) -> AnomalyData:
+    """The dataset a Config names, as its protocol defines it (no subset, no validation)."""
     if cfg.dataset == "digits":
         from sagan_jax.data.digits import load_digits_anomaly
 
-        data = load_digits_anomaly(cfg.abnormal_class, cfg.isize, cfg.digits_test_fraction, cfg.seed)
-    else:
-        raise NotImplementedError(f"--dataset={cfg.dataset} is not implemented yet")
+        return load_digits_anomaly(cfg.abnormal_class, cfg.isize, cfg.digits_test_fraction, cfg.seed)
+    if cfg.dataset == "cifar10":
+        from sagan_jax.data.cifar10 import load_cifar10
+
+        return load_cifar10(cfg.abnormal_class, cfg.protocol, cfg.isize, cfg.data_dir,
+                            cfg.download, cfg.on_small_image)
+    if cfg.dataset == "image_folder":
+        from sagan_jax.data.image_folder import load_image_folder
+
+        return load_image_folder(cfg.data_root, cfg.abnormal_class, cfg.protocol, cfg.isize,
+                                 cfg.on_bad_image, cfg.on_small_image)
+    if cfg.dataset == "anomaly_folder":
+        from sagan_jax.data.anomaly_folder import load_anomaly_folder
+
+        return load_anomaly_folder(cfg.data_root, cfg.isize, cfg.on_bad_image,
+                                   cfg.on_small_image, cfg.data_dir)
+    raise DataError(f"--dataset={cfg.dataset} is not implemented")
+
+
+def load_data(cfg) -> AnomalyData:
+    """The dataset a Config names, with its training subset and validation split applied.
+
+    Only normal training images are subsampled or held out; the test split is never touched.
+    Counts per split and label (and skipped bad files) are always logged."""
+    data = load_source(cfg)
     data = subsample_train(data, cfg.max_train_images, cfg.seed)
     data = hold_out_validation(data, cfg.val_fraction, cfg.seed)
     data.log_counts()

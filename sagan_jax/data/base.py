@@ -50,16 +50,33 @@ class AnomalyData:
     train: Split             # normal images only
     test: Split
     val: Optional[Split] = None   # normal images held out from training (model selection)
+    skipped: tuple = ()           # (path, reason) of bad files skipped (--on_bad_image=skip)
+    class_names: Optional[tuple] = None  # names of the original class indices, if any
 
     def counts(self) -> dict:
         out = {"train": self.train.counts(), "test": self.test.counts()}
         if self.val is not None:
             out["val"] = self.val.counts()
+        out["skipped_bad_images"] = len(self.skipped)
         return out
 
     def log_counts(self, logger=logging.getLogger("sagan_jax")) -> None:
-        for split, c in self.counts().items():
-            logger.info("%s %s: %d normal, %d abnormal", self.name, split, c["normal"], c["abnormal"])
+        """One line per split (normal / abnormal, and per class where known), one for skips."""
+        for name in ("train", "val", "test"):
+            split = getattr(self, name)
+            if split is None:
+                continue
+            c = split.counts()
+            per_class = ""
+            if split.classes is not None and self.class_names is not None:
+                ids, n = np.unique(split.classes, return_counts=True)
+                per_class = " (" + ", ".join(
+                    f"{self.class_names[i]} {k}" for i, k in zip(ids, n)) + ")"
+            logger.info("%s %s: %d normal, %d abnormal%s", self.name, name, c["normal"],
+                        c["abnormal"], per_class)
+        if self.skipped:
+            logger.warning("%s: %d bad files skipped (--on_bad_image=skip), first: %s",
+                           self.name, len(self.skipped), self.skipped[0][1])
 
 
 def hold_out_validation(data: AnomalyData, fraction: float, seed: int) -> AnomalyData:

@@ -1,0 +1,84 @@
+"""CIFAR-10 through tensorflow-datasets (``cifar10``) as leave-one-class-out anomaly data.
+
+Prepared data in ``data_dir`` (tfds' default ~/tensorflow_datasets when None) is read offline;
+otherwise tfds downloads and prepares it when ``download`` is on. Examples are put back in the
+binary release's order by their ``id`` (``train_00042``), since tfds stores them shuffled, so
+the GANomaly protocol's test set is in the originals' order.
+"""
+from __future__ import annotations
+
+import dataclasses
+import re
+
+import numpy as np
+
+from sagan_jax.config import CIFAR10_CLASSES
+from sagan_jax.data.base import AnomalyData, DataError
+from sagan_jax.data.images import resize_array
+from sagan_jax.data.protocols import leave_one_class_out
+
+OFFLINE_HINT = ("offline, unpack the shared archive cifar10_jpg.tar.gz (shared/data/README.md) "
+                "outside the repository and use --dataset=image_folder --data_root=DIR")
+
+
+def _builder(data_dir, download: bool):
+    import tensorflow_datasets as tfds
+
+    builder = tfds.builder("cifar10", data_dir=data_dir)
+    if builder.is_prepared():
+        return builder
+    where = data_dir or "tfds' default data_dir (~/tensorflow_datasets)"
+    if not download:
+        raise DataError(f"{where}: tfds cifar10 is not prepared there and --nodownload is set; "
+                        f"{OFFLINE_HINT}")
+    try:
+        builder.download_and_prepare()
+    except Exception as e:  # noqa: BLE001 - no network, proxy, disk: all end the same way
+        msg = " ".join(str(e).split())[:160] or type(e).__name__
+        raise DataError(f"{where}: tfds cifar10 is not prepared there and downloading it failed "
+                        f"({msg}); {OFFLINE_HINT}") from e
+    return builder
+
+
+def _order(ids) -> np.ndarray:
+    """Permutation that sorts examples by the index in their id (identity if ids lack one)."""
+    nums = []
+    for i in ids:
+        m = re.search(rb"(\d+)$", i if isinstance(i, bytes) else str(i).encode())
+        if m is None:
+            return np.arange(len(ids))
+        nums.append(int(m.group(1)))
+    return np.argsort(np.asarray(nums), kind="stable")
+
+
+def read_cifar10(data_dir=None, download: bool = True) -> dict:
+    """{split: (images uint8 (N, 32, 32, 3), labels int32)} in the binary release's order."""
+    import tensorflow_datasets as tfds
+
+    builder = _builder(data_dir, download)
+    out = {}
+    for split in ("train", "test"):
+        ex = tfds.as_numpy(builder.as_dataset(split=split, batch_size=-1, shuffle_files=False))
+        order = _order(ex["id"])
+        out[split] = (ex["image"][order], ex["label"][order].astype(np.int32))
+    return out
+
+
+def load_cifar10(abnormal_class: str, protocol: str, isize: int, data_dir=None,
+                 download: bool = True, on_small_image: str = "error", arrays=None) -> AnomalyData:
+    """Leave-one-class-out CIFAR-10; ``arrays`` replaces reading tfds (tests)."""
+    if abnormal_class not in CIFAR10_CLASSES:
+        raise DataError(f"cifar10: --abnormal_class={abnormal_class!r} is not a class; "
+                        f"classes: {', '.join(CIFAR10_CLASSES)}")
+    arrays = read_cifar10(data_dir, download) if arrays is None else arrays
+    (trn_x, trn_y), (tst_x, tst_y) = arrays["train"], arrays["test"]
+    if isize > trn_x.shape[1] and on_small_image == "error":
+        raise DataError(f"tfds cifar10: images are {trn_x.shape[2]}x{trn_x.shape[1]}, smaller "
+                        f"than --isize={isize}; expected at least {isize}x{isize} (lower --isize "
+                        "or pass --on_small_image=upsample)")
+    data = leave_one_class_out(
+        f"cifar10(abnormal={abnormal_class}, {protocol})",
+        resize_array(trn_x, isize), trn_y, resize_array(tst_x, isize), tst_y,
+        CIFAR10_CLASSES.index(abnormal_class), protocol,
+    )
+    return dataclasses.replace(data, class_names=CIFAR10_CLASSES)
