@@ -1,9 +1,14 @@
 """tf.data input pipelines that feed global batches to the devices.
 
-Training batches: seeded shuffle (a new order every epoch, the same for the same seed), batched
-to the global batch size (the remainder dropped, as PyTorch's drop_last=True), decoded to
-float32 in [-1, 1] in parallel, prefetched on the host, then placed on the devices already
-split along the data axis, one batch ahead of the step.
+The images are decoded once, in parallel, by the data sources (sagan_jax.data) and held in
+memory as uint8; here they are copied once into a host tensor (cached per array), so no epoch
+re-reads or re-decodes a file.
+
+Training batches: an exact seeded permutation per epoch (numpy, from (seed, epoch), so a resumed
+run sees the same order), cut into global batches (the remainder dropped, as PyTorch's
+drop_last=True); each batch is gathered and converted to float32 in [-1, 1] in parallel
+tf.data map calls, prefetched on the host, then placed on the devices already split evenly
+along the data axis, ``size`` batches ahead of the step.
 """
 from __future__ import annotations
 
@@ -19,6 +24,9 @@ import tensorflow as tf  # noqa: E402
 
 tf.config.set_visible_devices([], "GPU")  # tf.data only; the accelerator belongs to JAX.
 
+_TENSORS: "collections.OrderedDict[int, tuple]" = collections.OrderedDict()
+_MAX_CACHED = 4
+
 
 def to_float(images_u8):
     """uint8 pixels -> float32 in [-1, 1]: (p / 255 - 0.5) / 0.5 (SPEC section 1)."""
@@ -29,34 +37,69 @@ def to_float_np(images_u8: np.ndarray) -> np.ndarray:
     return ((images_u8.astype(np.float32) / 255.0) - 0.5) / 0.5
 
 
+def host_tensor(images: np.ndarray) -> tf.Tensor:
+    """``images`` as a host tf tensor, copied once per array (the last few arrays are cached)."""
+    key = id(images)
+    hit = _TENSORS.get(key)
+    if hit is not None and hit[0] is images:
+        _TENSORS.move_to_end(key)
+        return hit[1]
+    tensor = tf.constant(images)
+    _TENSORS[key] = (images, tensor)  # keeps ``images`` alive so its id stays unique
+    while len(_TENSORS) > _MAX_CACHED:
+        _TENSORS.popitem(last=False)
+    return tensor
+
+
+def epoch_order(n: int, batch_size: int, seed: int, epoch: int) -> np.ndarray:
+    """(steps, batch_size) image indices of one epoch: a permutation seeded by (seed, epoch)."""
+    perm = np.random.default_rng([seed, epoch]).permutation(n)
+    steps = n // batch_size
+    return perm[: steps * batch_size].reshape(steps, batch_size)
+
+
 def train_dataset(images: np.ndarray, batch_size: int, seed: int, epoch: int) -> tf.data.Dataset:
-    """One epoch of shuffled, batched training images (float32 NHWC, [-1, 1])."""
+    """One epoch of shuffled global batches (float32 NHWC in [-1, 1], drop remainder)."""
     if len(images) < batch_size:
         raise ValueError(
             f"{len(images)} training images are fewer than one batch of {batch_size}; "
             "lower --batch_size or add images"
         )
-    ds = tf.data.Dataset.from_tensor_slices(images)
-    ds = ds.shuffle(len(images), seed=seed * 100_003 + epoch, reshuffle_each_iteration=False)
-    ds = ds.batch(batch_size, drop_remainder=True, num_parallel_calls=tf.data.AUTOTUNE)
-    ds = ds.map(to_float, num_parallel_calls=tf.data.AUTOTUNE)
+    source = host_tensor(images)
+    order = epoch_order(len(images), batch_size, seed, epoch)
+    ds = tf.data.Dataset.from_tensor_slices(order)
+    ds = ds.map(lambda idx: to_float(tf.gather(source, idx)),
+                num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     return ds.prefetch(tf.data.AUTOTUNE)
 
 
 def eval_batches(images: np.ndarray, batch_size: int):
     """Fixed-order float32 batches of a split; the last one may be smaller."""
-    ds = tf.data.Dataset.from_tensor_slices(images).batch(batch_size)
-    ds = ds.map(to_float, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
-    return ds.as_numpy_iterator()
+    source = host_tensor(images)
+    n = len(images)
+    starts = np.arange(0, n, batch_size)
+    ds = tf.data.Dataset.from_tensor_slices((starts, np.minimum(starts + batch_size, n)))
+    ds = ds.map(lambda a, b: to_float(source[a:b]), num_parallel_calls=tf.data.AUTOTUNE,
+                deterministic=True)
+    return ds.prefetch(tf.data.AUTOTUNE).as_numpy_iterator()
+
+
+def shard_batch(batch: np.ndarray, sharding):
+    """A host global batch -> one jax.Array split evenly over the sharding's devices."""
+    n_dev = len(sharding.device_set)
+    if len(batch) % n_dev:
+        raise ValueError(f"a batch of {len(batch)} does not split evenly over {n_dev} devices")
+    return jax.device_put(batch, sharding)
 
 
 def prefetch_to_devices(batches, sharding, size: int = 2):
-    """Place host batches on the devices with ``sharding`` ``size`` batches ahead."""
+    """Place host batches on the devices with ``sharding`` ``size`` batches ahead (device_put
+    is asynchronous, so the copies overlap the running step)."""
     queue = collections.deque()
 
     def enqueue(n):
         for b in itertools.islice(batches, n):
-            queue.append(jax.device_put(b, sharding))
+            queue.append(shard_batch(b, sharding))
 
     enqueue(size)
     while queue:
