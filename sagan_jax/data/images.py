@@ -21,6 +21,7 @@ import os
 import re
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")  # TF only decodes data; keep its logs quiet
 
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402

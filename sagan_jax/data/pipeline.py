@@ -17,6 +17,7 @@ import itertools
 import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")  # TF only feeds data; keep its logs quiet
 
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
