@@ -1,0 +1,60 @@
+"""The command line: summary mode and one line per invalid input, exit status 2."""
+import os
+import subprocess
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def cli(*args, cwd=ROOT):
+    env = dict(os.environ, PYTHONPATH=ROOT, JAX_PLATFORMS="cpu")
+    return subprocess.run([sys.executable, "-m", "sagan_jax.main", *args], cwd=cwd,
+                          capture_output=True, text=True, env=env, timeout=300)
+
+
+def test_summary_prints_parameter_counts():
+    out = cli("--mode=summary")
+    assert out.returncode == 0, out.stderr
+    assert "4,032,335" in out.stdout and "1,069,700" in out.stdout
+
+
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["--abnormal_class=cat"],
+         "--abnormal_class='cat' is not a class of digits; choose one of: 0, 1, 2, 3, 4, 5, 6, 7, 8, 9"),
+        (["--dataset=cifar10", "--abnormal_class=unicorn"],
+         "--abnormal_class='unicorn' is not a class of cifar10; choose one of: airplane,"),
+        (["--isize=40"], "--isize=40 must be a multiple of 16 (16, 32, 64, 128, ...)"),
+        (["--epochs=0"], "--epochs=0 must be a positive number"),
+        (["--batch_size=-4"], "--batch_size=-4 must be a positive number"),
+        (["--mode=fit"], "--mode='fit' is not allowed; choose one of: train, eval, summary"),
+        (["--flagfile=no/such.cfg"], "flagfile 'no/such.cfg' does not exist"),
+        (["--epochs=three"], "flag --epochs=three: invalid literal"),
+        (["--score_lambda=1.5"], "--score_lambda=1.5 must lie in [0, 1]"),
+    ],
+)
+def test_invalid_input_exits_2_with_one_line(args, message):
+    out = cli("--mode=train", *args)
+    assert out.returncode == 2
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1, out.stderr
+    assert lines[0].startswith("sagan_jax: error: ")
+    assert message in lines[0]
+
+
+def test_unwritable_workdir(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    out = cli("--mode=train", f"--workdir={blocker}/run")
+    assert out.returncode == 2
+    assert out.stderr.strip() .startswith(f"sagan_jax: error: --workdir='{blocker}/run' is not writable")
+    assert len(out.stderr.strip().splitlines()) == 1
+
+
+def test_eval_without_checkpoint(tmp_path):
+    out = cli("--mode=eval", f"--workdir={tmp_path}")
+    assert out.returncode == 2
+    assert "no checkpoint in" in out.stderr and "train first" in out.stderr

@@ -1,0 +1,69 @@
+"""Anomaly score, min-max scaling and metrics on known inputs; order invariance of scoring."""
+import jax
+import numpy as np
+import pytest
+
+from sagan_jax import scoring
+from sagan_jax.config import Config
+from sagan_jax.training.evaluate import score_images
+from sagan_jax.training.state import init_state, make_optimizers
+
+
+def test_score_formula():
+    r, lat = np.array([1.0, 2.0]), np.array([10.0, 0.0])
+    np.testing.assert_allclose(scoring.anomaly_score(r, lat, 0.2), [0.2 + 8.0, 0.4])
+    np.testing.assert_allclose(scoring.anomaly_score(r, lat, 0.9), [0.9 + 1.0, 1.8])
+
+
+def test_per_image_scores():
+    x = np.zeros((2, 2, 2, 3)); recon = x.copy(); recon[1] = 2.0
+    f1 = np.zeros((2, 1, 1, 4)); f2 = f1.copy(); f2[0, 0, 0, 0] = 2.0
+    r, lat = scoring.per_image_scores(x, recon, f1, f2)
+    np.testing.assert_allclose(r, [0.0, 4.0])
+    np.testing.assert_allclose(lat, [1.0, 0.0])
+
+
+def test_minmax():
+    np.testing.assert_allclose(scoring.minmax([2.0, 4.0, 3.0]), [0.0, 1.0, 0.5])
+    np.testing.assert_array_equal(scoring.minmax([5.0, 5.0]), [0.0, 0.0])
+
+
+def test_metrics_on_hand_made_scores():
+    labels = [0, 0, 0, 1, 1]
+    perfect = scoring.detection_metrics(labels, [0.1, 0.2, 0.3, 0.8, 0.9])
+    assert perfect["auc"] == 1.0 and perfect["ap"] == 1.0 and perfect["f1"] == 1.0
+    # One abnormal (0.25) ranked below two normals: 4 of the 6 pairs ordered right.
+    m = scoring.detection_metrics(labels, [0.1, 0.3, 0.4, 0.25, 0.9])
+    assert m["auc"] == pytest.approx(4 / 6)
+    # AP: ranks 0.9 (abn), 0.4, 0.3, 0.25 (abn) -> precision 1 at recall .5, 2/4 at recall 1.
+    assert m["ap"] == pytest.approx(0.5 * 1.0 + 0.5 * 0.5)
+    # Best F1: threshold 0.9 -> P=1, R=.5, F1=2/3; threshold 0.25 -> P=.5, R=1, F1=2/3.
+    assert m["f1"] == pytest.approx(2 / 3)
+    inverted = scoring.detection_metrics(labels, [0.9, 0.8, 0.7, 0.2, 0.1])
+    assert inverted["auc"] == 0.0
+
+
+def test_metrics_reject_bad_input():
+    with pytest.raises(ValueError, match="both normal"):
+        scoring.detection_metrics([0, 0], [0.1, 0.2])
+    with pytest.raises(ValueError, match="differ in shape"):
+        scoring.detection_metrics([0, 1], [0.1])
+
+
+def test_scores_do_not_depend_on_test_order():
+    cfg = Config(ngf=16, ndf=16, nz=8, isize=16, eval_batch_size=8)
+    g_tx, d_tx = make_optimizers(cfg, 1)
+    state = init_state(cfg, jax.random.key(0), g_tx, d_tx)
+    # Non-trivial running statistics so that evaluation mode is really exercised.
+    state = state.replace(g_stats=jax.tree.map(lambda a: a + 0.3, state.g_stats))
+    images = np.random.default_rng(0).integers(0, 256, (20, 16, 16, 3), dtype=np.uint8)
+    perm = np.random.default_rng(1).permutation(20)
+    r, lat = score_images(cfg, state, images)
+    r_p, lat_p = score_images(cfg, state, images[perm])
+    np.testing.assert_array_equal(r_p, r[perm])
+    np.testing.assert_array_equal(lat_p, lat[perm])
+    # The originals' batch-statistics evaluation does depend on the order (the SPEC's point).
+    cfg_bs = cfg.replace(eval_batch_stats=True)
+    r_b, _ = score_images(cfg_bs, state, images)
+    r_bp, _ = score_images(cfg_bs, state, images[perm])
+    assert not np.allclose(r_bp, r_b[perm])
