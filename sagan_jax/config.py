@@ -10,6 +10,7 @@ PROTOCOLS = ("ganomaly", "clean")
 ON_BAD_IMAGE = ("error", "skip")
 ON_SMALL_IMAGE = ("error", "upsample")
 FOLDER_DATASETS = ("image_folder", "anomaly_folder")
+MODELS = ("sagan", "skip_ganomaly", "ganomaly", "egbad")  # sagan_jax.models.registry
 DSC_IMPLS = ("auto", "dense", "shift", "repeat", "xla")
 DIGIT_CLASSES = tuple(str(i) for i in range(10))
 CIFAR10_CLASSES = (
@@ -98,7 +99,7 @@ def classes_of(dataset: str):
 
 def validate(cfg: Config) -> None:
     _choice("mode", cfg.mode, MODES)
-    _choice("model", cfg.model, ("sagan",))
+    _choice("model", cfg.model, MODELS)
     _choice("dataset", cfg.dataset, DATASETS)
     _choice("protocol", cfg.protocol, PROTOCOLS)
     _choice("dsc_impl", cfg.dsc_impl, DSC_IMPLS)
@@ -139,7 +140,16 @@ def validate(cfg: Config) -> None:
         raise ConfigError(f"--beta1={cfg.beta1} and --beta2={cfg.beta2} must lie in (0, 1)")
     if cfg.num_devices < 0:
         raise ConfigError(f"--num_devices={cfg.num_devices} must be >= 0 (0 = all local devices)")
-    if cfg.ngf % 16 and cfg.use_cbam:
+    if cfg.model == "skip_ganomaly" and cfg.isize < 32:
+        raise ConfigError(
+            f"--isize={cfg.isize} is too small for --model=skip_ganomaly: its U-Net halves "
+            "log2(isize) >= 5 times; use 32, 64, 128, ..."
+        )
+    if cfg.model != "sagan" and cfg.isize & (cfg.isize - 1):
+        raise ConfigError(
+            f"--isize={cfg.isize} must be a power of two (16, 32, 64, ...) for --model={cfg.model}"
+        )
+    if cfg.ngf % 16 and cfg.use_cbam and cfg.model == "sagan":
         raise ConfigError(
             f"--ngf={cfg.ngf} must be a multiple of 16 with CBAM (reduction ratio 16)"
         )

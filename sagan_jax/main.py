@@ -21,7 +21,8 @@ from sagan_jax.training.errors import NonFiniteLossError
 
 HELP = {
     "mode": "train | eval (score the test set with the checkpoint in --workdir) | summary",
-    "model": "sagan",
+    "model": "sagan | skip_ganomaly | ganomaly | egbad (the paper's baselines; per-model "
+             "defaults in experiments/model_<name>.cfg)",
     "workdir": "output folder: checkpoints, metrics.json, metrics.jsonl; resumes if it holds a run",
     "seed": "seed of initialisation, data order and splits",
     "dataset": "digits (embedded, offline) | cifar10 | image_folder | anomaly_folder",

@@ -12,6 +12,10 @@ __all__ = ["DCGANDiscriminator", "SAGANGenerator", "build_models"]
 def build_models(cfg, axis_name: Optional[str] = None):
     """(generator, discriminator) for a Config. ``axis_name`` syncs BatchNorm statistics over
     a mapped axis (data parallelism); the parameters do not depend on it."""
+    if cfg.model != "sagan":  # the baselines (SPEC section 8): sagan_jax.models.registry
+        from sagan_jax.models.registry import build
+
+        return build(cfg, axis_name)
     g = SAGANGenerator(
         ngf=cfg.ngf,
         use_dsc=cfg.use_dsc,

@@ -14,21 +14,13 @@ import numpy as np
 
 from sagan_jax import scoring
 from sagan_jax.data.pipeline import eval_batches
-from sagan_jax.models import build_models
+from sagan_jax.models import registry
 
 
 @functools.partial(jax.jit, static_argnames=("cfg",))
 def _score_batch(variables, x, cfg):
-    g, d = build_models(cfg)
-    train = cfg.eval_batch_stats
-    kw = dict(train=train, update_stats=False)
-    g_vars = {"params": variables["g_params"], "batch_stats": variables["g_stats"]}
-    d_vars = {"params": variables["d_params"], "batch_stats": variables["d_stats"]}
-    recon = g.apply(g_vars, x, **kw)
-    _, feat_real = d.apply(d_vars, x, **kw)
-    _, feat_fake = d.apply(d_vars, recon, **kw)
-    r, lat = scoring.per_image_scores(x, recon, feat_real, feat_fake)
-    return r, lat, recon
+    # Per-model components (R, L) and reconstruction: sagan_jax.models.registry.
+    return registry.score_batch(cfg, variables, x, train=cfg.eval_batch_stats)
 
 
 def variables_of(state) -> dict:
@@ -60,7 +52,7 @@ def score_images(cfg, state, images_u8: np.ndarray, keep_recon: bool = False):
 def evaluate(cfg, state, split) -> dict:
     """Scores and metrics of a labelled split."""
     r, lat = score_images(cfg, state, split.images)
-    raw = scoring.anomaly_score(r, lat, cfg.score_lambda)
+    raw = registry.final_score(cfg, r, lat)  # per model; SAGAN: lam R + (1 - lam) L
     result = scoring.detection_metrics(split.labels, scoring.minmax(raw))
     result["scores"] = raw
     return result

@@ -122,10 +122,21 @@ def make_mesh(num_devices: int = 0):
     return jax.sharding.Mesh(devices[:n], (DATA_AXIS,))
 
 
+def step_function(model: str):
+    """The per-model step: SAGAN's for sagan and skip_ganomaly, else the baseline's own."""
+    from sagan_jax.models.registry import uses_sagan_step
+
+    if uses_sagan_step(model):
+        return train_step
+    from sagan_jax.training.baseline_steps import STEPS
+
+    return STEPS[model]
+
+
 def make_train_step(cfg, g_tx, d_tx, mesh=None, donate: bool = True):
     """The jitted step. With a mesh, the per-device step runs under ``jax.shard_map``: the
     state and rng are replicated, the batch is split along the mesh axis."""
-    fn = functools.partial(train_step, cfg=cfg, g_tx=g_tx, d_tx=d_tx)
+    fn = functools.partial(step_function(cfg.model), cfg=cfg, g_tx=g_tx, d_tx=d_tx)
     donate_argnums = (0,) if donate else ()
     if mesh is None:
         return jax.jit(fn, donate_argnums=donate_argnums)
