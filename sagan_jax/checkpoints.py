@@ -21,8 +21,11 @@ class CheckpointError(RuntimeError):
     pass
 
 
-def manager(workdir: str, max_to_keep: int = 3) -> ocp.CheckpointManager:
-    path = os.path.abspath(os.path.join(workdir, "checkpoints"))
+def manager(workdir: str, max_to_keep: int = 3, name: str = "checkpoints") -> ocp.CheckpointManager:
+    """Checkpoints under WORKDIR/NAME ('checkpoints': the last N; 'best': best on validation).
+    orbax writes each to a temporary folder and renames it when complete, so a crash never
+    leaves a half-written checkpoint as the newest one."""
+    path = os.path.abspath(os.path.join(workdir, name))
     options = ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True)
     return ocp.CheckpointManager(path, options=options)
 

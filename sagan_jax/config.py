@@ -4,7 +4,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Optional
 
-MODES = ("train", "eval", "summary")
+MODES = ("train", "eval", "summary", "score")
 DATASETS = ("digits", "cifar10", "image_folder", "anomaly_folder")
 PROTOCOLS = ("ganomaly", "clean")
 ON_BAD_IMAGE = ("error", "skip")
@@ -71,6 +71,13 @@ class Config:
     # Devices and output.
     num_devices: int = 0             # 0 = every local device
     progress: bool = True
+    tensorboard: bool = True
+    plots: bool = True
+    keep_checkpoints: int = 3
+    threshold_fpr: float = 0.05      # decision threshold: this false-positive rate on normals
+    # Scoring new images (--mode=score).
+    input: Optional[str] = None      # an image file or a folder of images
+    output: Optional[str] = None     # CSV path (default WORKDIR/scores.csv)
 
     def __post_init__(self):
         validate(self)
@@ -138,6 +145,12 @@ def validate(cfg: Config) -> None:
         raise ConfigError(f"--digits_test_fraction={cfg.digits_test_fraction} must lie in (0, 1)")
     if not 0.0 < cfg.beta1 < 1.0 or not 0.0 < cfg.beta2 < 1.0:
         raise ConfigError(f"--beta1={cfg.beta1} and --beta2={cfg.beta2} must lie in (0, 1)")
+    if cfg.keep_checkpoints < 1:
+        raise ConfigError(f"--keep_checkpoints={cfg.keep_checkpoints} must be >= 1")
+    if not 0.0 < cfg.threshold_fpr < 1.0:
+        raise ConfigError(f"--threshold_fpr={cfg.threshold_fpr} must lie in (0, 1)")
+    if cfg.mode == "score" and not cfg.input:
+        raise ConfigError("--mode=score needs --input=IMAGE_OR_FOLDER (and the trained --workdir)")
     if cfg.num_devices < 0:
         raise ConfigError(f"--num_devices={cfg.num_devices} must be >= 0 (0 = all local devices)")
     if cfg.model == "skip_ganomaly" and cfg.isize < 32:

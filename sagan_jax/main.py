@@ -20,17 +20,20 @@ from sagan_jax.data.base import DataError
 from sagan_jax.training.errors import NonFiniteLossError
 
 HELP = {
-    "mode": "train | eval (score the test set with the checkpoint in --workdir) | summary",
+    "mode": "train | eval (score the test set with the checkpoint in --workdir) | summary | "
+            "score (score new images from --input with the trained --workdir)",
     "model": "sagan | skip_ganomaly | ganomaly | egbad (the paper's baselines; per-model "
              "defaults in experiments/model_<name>.cfg)",
     "workdir": "output folder: checkpoints, metrics.json, metrics.jsonl; resumes if it holds a run",
     "seed": "seed of initialisation, data order and splits",
     "dataset": "digits (embedded, offline) | cifar10 | image_folder | anomaly_folder",
-    "abnormal_class": "the class held out as abnormal (a digit 0-9, a CIFAR-10 class name, ...)",
+    "abnormal_class": "the class held out as abnormal (a digit 0-9, a CIFAR-10 class name, a "
+                      "class folder of an image_folder)",
     "protocol": "ganomaly (abnormal test images from both splits) | clean (test split only)",
     "data_dir": "tensorflow-datasets data_dir (cifar10: tfds default; anomaly_folder: where the "
                 "prepared folder is cached, default ~/.cache/sagan_jax/tfds)",
-    "data_root": "root folder of an image-folder dataset",
+    "data_root": "root folder of an image_folder (train|test/<class>/<image>) or anomaly_folder "
+                 "(train/0.normal, test/0.normal, test/1.abnormal) dataset",
     "isize": "image size, a multiple of 16",
     "max_train_images": "train on a seeded subset of this many normal images (0 = all)",
     "val_fraction": "fraction of normal training images held out for validation",
@@ -59,6 +62,13 @@ HELP = {
     "eval_batch_stats": "score with test-batch BatchNorm statistics, as the PyTorch originals",
     "num_devices": "local devices for data parallelism (0 = all)",
     "progress": "show a progress bar",
+    "tensorboard": "write TensorBoard event files to WORKDIR/tensorboard",
+    "plots": "write PNG pictures to WORKDIR/plots after training",
+    "keep_checkpoints": "keep the newest N checkpoints (plus the best on validation data)",
+    "threshold_fpr": "decision threshold for --mode=score: this false-positive rate on normal "
+                     "validation images (training normals if there is no val split)",
+    "input": "--mode=score: an image file or a folder of images to score",
+    "output": "--mode=score: CSV path (default WORKDIR/scores.csv)",
 }
 
 
@@ -118,18 +128,24 @@ def run(cfg: Config) -> dict:
     check_workdir(cfg.workdir)
     from sagan_jax.data import load_data
 
-    data = load_data(cfg)
     if cfg.mode == "train":
         from sagan_jax.training.loop import train_and_evaluate
 
-        result = train_and_evaluate(cfg, data)
+        result = train_and_evaluate(cfg, load_data(cfg))
         print(f"AUC {result['auc']:.4f}  AP {result['ap']:.4f}  F1 {result['f1']:.4f}  "
               f"(last epoch {result['last_epoch']}; wall time {result['wall_time_s']:.1f} s; "
               f"metrics in {os.path.join(cfg.workdir, 'metrics.json')})")
         return result
+    if cfg.mode == "score":
+        from sagan_jax.inference import score_new_images
+
+        result = score_new_images(cfg)
+        print(f"scored {result['n']} images: {result['abnormal']} abnormal; "
+              f"CSV {result['csv']}, anomaly maps in {result['maps']}")
+        return result
     from sagan_jax.training.loop import evaluate_checkpoint
 
-    result = evaluate_checkpoint(cfg, data)
+    result = evaluate_checkpoint(cfg, load_data(cfg))
     print(f"AUC {result['auc']:.4f}  AP {result['ap']:.4f}  F1 {result['f1']:.4f}  "
           f"(checkpoint step {result['step']}; {os.path.join(cfg.workdir, 'eval.json')})")
     return result

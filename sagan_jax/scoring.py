@@ -44,3 +44,17 @@ def detection_metrics(labels, scores) -> dict:
         "f1": float(f1[best]),
         "f1_threshold": float(thresholds[best]) if len(thresholds) else float("nan"),
     }
+
+
+def anomaly_maps(x, recon):
+    """Per-pixel anomaly map: |x - G(x)| averaged over channels, (N, H, W)."""
+    return np.abs(np.asarray(x, np.float32) - np.asarray(recon, np.float32)).mean(axis=-1)
+
+
+def pixel_auroc(masks, maps):
+    """ROC AUC of anomaly-map values against binary ground-truth masks (mask > 0 = defect),
+    over all pixels of all images; NaN when the masks hold no defect or no clean pixel."""
+    truth = (np.asarray(masks) > 0).reshape(-1)
+    if truth.all() or not truth.any():
+        return float("nan")
+    return float(skm.roc_auc_score(truth, np.asarray(maps, np.float64).reshape(-1)))

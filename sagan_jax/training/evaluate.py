@@ -13,7 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from sagan_jax import scoring
-from sagan_jax.data.pipeline import eval_batches
+from sagan_jax.data.pipeline import eval_batches, to_float_np
 from sagan_jax.models import registry
 
 
@@ -49,10 +49,21 @@ def score_images(cfg, state, images_u8: np.ndarray, keep_recon: bool = False):
     return out + (np.concatenate(recons),) if keep_recon else out
 
 
-def evaluate(cfg, state, split) -> dict:
-    """Scores and metrics of a labelled split."""
-    r, lat = score_images(cfg, state, split.images)
+def evaluate(cfg, state, split, keep_recon: bool = False) -> dict:
+    """Scores and metrics of a labelled split. With defect masks (anomaly-folder ground
+    truth) also the pixel-level AUROC of the anomaly maps |x - G(x)|."""
+    need_recon = keep_recon or split.masks is not None
+    out = score_images(cfg, state, split.images, keep_recon=need_recon)
+    r, lat = out[:2]
     raw = registry.final_score(cfg, r, lat)  # per model; SAGAN: lam R + (1 - lam) L
     result = scoring.detection_metrics(split.labels, scoring.minmax(raw))
-    result["scores"] = raw
+    # The two terms alone, to show what each contributes (same labels, same images).
+    result["auc_r"] = scoring.detection_metrics(split.labels, r)["auc"]
+    result["auc_lat"] = scoring.detection_metrics(split.labels, lat)["auc"]
+    result.update(scores=raw, r=r, lat=lat)
+    if need_recon:
+        result["recon"] = out[2]
+    if split.masks is not None:
+        maps = scoring.anomaly_maps(to_float_np(split.images), out[2])
+        result["pixel_auc"] = scoring.pixel_auroc(split.masks, maps)
     return result

@@ -1,0 +1,26 @@
+# Two entry points on a fresh machine (Python 3.10+ with venv):
+#   make demo   installs everything into .venv and trains SAGAN on the embedded digits
+#   make test   installs everything into .venv and runs the test suite
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+
+.PHONY: install demo test clean
+
+$(VENV)/.installed: setup.cfg requirements.txt pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -r requirements.txt
+	$(PY) -m pip install --quiet -e ".[torch,test]"
+	touch $@
+
+install: $(VENV)/.installed
+
+demo: install
+	$(PY) -m sagan_jax.main --flagfile=experiments/quickstart.cfg
+
+test: install
+	$(PY) -m pytest -q tests
+
+clean:
+	rm -rf $(VENV) workdirs
