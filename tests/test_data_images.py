@@ -84,6 +84,12 @@ def test_skip_bad_images_warns_and_counts(tmp_path, caplog):
     assert sum("skipping bad image" in r.message for r in caplog.records) == 3
 
 
+def test_all_files_bad_in_skip_mode(tmp_path):
+    (tmp_path / "a.png").write_bytes(b"")
+    dec = decode_images([str(tmp_path / "a.png")], 32, on_bad_image="skip")
+    assert dec.images.shape == (0, 32, 32, 3) and len(dec.skipped) == 1
+
+
 def test_small_image_error_and_upsample(tmp_path, caplog):
     p = write(tmp_path / "small.png", h=20, w=24)
     with pytest.raises(DataError) as e:

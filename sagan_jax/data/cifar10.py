@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
+import sys
 
 import numpy as np
 
@@ -19,6 +20,19 @@ from sagan_jax.data.protocols import leave_one_class_out
 
 OFFLINE_HINT = ("offline, unpack the shared archive cifar10_jpg.tar.gz (shared/data/README.md) "
                 "outside the repository and use --dataset=image_folder --data_root=DIR")
+
+
+def _importlib_resources_shim() -> None:
+    """tfds 4.9.10 checks ``importlib_resources.abc.Traversable`` when it prepares a built-in
+    dataset, but declares that backport only for Python < 3.9; the standard library's
+    ``importlib.resources`` has the same class, so stand it in when the backport is absent."""
+    try:
+        import importlib_resources  # noqa: F401
+    except ImportError:
+        import importlib.resources
+        import importlib.resources.abc  # noqa: F401
+
+        sys.modules["importlib_resources"] = importlib.resources
 
 
 def _builder(data_dir, download: bool):
@@ -32,9 +46,11 @@ def _builder(data_dir, download: bool):
         raise DataError(f"{where}: tfds cifar10 is not prepared there and --nodownload is set; "
                         f"{OFFLINE_HINT}")
     try:
+        _importlib_resources_shim()
         builder.download_and_prepare()
     except Exception as e:  # noqa: BLE001 - no network, proxy, disk: all end the same way
-        msg = " ".join(str(e).split())[:160] or type(e).__name__
+        msg = " ".join(str(e).split()) or type(e).__name__
+        msg = msg if len(msg) <= 160 else msg[:157] + "..."
         raise DataError(f"{where}: tfds cifar10 is not prepared there and downloading it failed "
                         f"({msg}); {OFFLINE_HINT}") from e
     return builder

@@ -117,7 +117,9 @@ def _decode_tf(paths, isize: int, channels: int, nearest: bool):
                                  expand_animations=False, dtype=tf.uint8)
         return i, resize_crop(img, isize, nearest), tf.shape(img)[:2]
 
-    ds = tf.data.Dataset.from_tensor_slices((np.arange(len(paths)), list(paths)))
+    if not paths:
+        return {}
+    ds = tf.data.Dataset.from_tensor_slices((np.arange(len(paths)), np.asarray(paths, dtype=object)))
     ds = ds.map(load, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     ds = ds.ignore_errors().batch(256)
     out = {}
