@@ -36,6 +36,14 @@ def param_counts(cfg) -> dict:
 
 def summary_text(cfg) -> str:
     c = param_counts(cfg)
+    if cfg.model != "sagan":  # a baseline (sagan_jax.models.registry): counts only
+        return "\n".join([
+            f"{cfg.model} at isize {cfg.isize}, ngf {cfg.ngf}, ndf {cfg.ndf}, nz {cfg.nz}",
+            f"  generator G      {c['G']:>12,} parameters (+{c['G_batch_stats']:,} BatchNorm statistics)",
+            f"  discriminator D  {c['D']:>12,} parameters (+{c['D_batch_stats']:,} BatchNorm statistics)",
+            f"  G + D            {c['G'] + c['D']:>12,}",
+            "Counted as PyTorch's sum of p.numel() (BatchNorm running statistics excluded).",
+        ])
     conv = (f"DSC, kernels_per_layer {cfg.kernels_per_layer}" if cfg.use_dsc
             else "plain 3x3 convolutions")
     lines = [

@@ -1,0 +1,291 @@
+"""Table 2 of the paper (CIFAR-10 leave-one-class-out AUC), reproduced in this framework.
+
+Runs every (model, abnormal class, seed) under one data protocol and budget, each in its own
+workdir OUT/runs/<model>/<class>/seed<seed>; a run whose metrics.json exists is skipped (read
+back), a run stopped half-way resumes from its last epoch checkpoint (the training loop does
+that). Then writes
+  OUT/table2.md   the paper's Table 2 layout: one column per abnormal class plus the average;
+                  per model the paper's row, our last-epoch row (the result) and our
+                  best-epoch row (selected on the test set, the paper's protocol: not a result)
+  OUT/runs.csv    one line per run: model, class, seed, epochs, last-epoch AUC, best-epoch AUC
+                  (test-set selected), AP, F1, wall time, workdir
+
+Each model starts from its flagfile experiments/model_<model>.cfg (its originals' weights,
+score lambda and learning rate; see those files), then the budget preset, then --set.
+
+  python experiments/table2.py --models=sagan,skip_ganomaly --classes=bird,cat \\
+      --dataset=image_folder --data_root=~/.cache/sagan_jax/cifar10_jpg --budget=reduced \\
+      --out=workdirs/table2_reduced
+  python experiments/table2.py --dataset=digits --classes=0,1 --budget=tiny --out=/tmp/t2
+  python experiments/table2.py --out=workdirs/table2_reduced --report_only   # table only
+
+Budgets (SPEC section 10: the paper's budget takes hours per run on the 2-core CPU):
+  paper    the model's own settings, all training images, 15 epochs
+  reduced  experiments/cifar10_quick.cfg's reduction: 4,000 training images, 3 epochs, ngf 32
+  tiny     1,000 training images, 1 epoch, ngf 16, ndf 32 (a smoke test, not a result)
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import logging
+import os
+import platform
+import statistics
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.dirname(HERE))
+
+from sagan_jax.config import Config  # noqa: E402
+
+# SPEC section 9 (the paper's Table 2).
+PAPER_CLASSES = ("frog", "bird", "cat", "deer", "dog", "horse", "ship", "truck")
+PAPER = {
+    "egbad": dict(zip(PAPER_CLASSES, (0.512, 0.523, 0.466, 0.467, 0.502, 0.387, 0.534, 0.579)),
+                  average=0.496),
+    "ganomaly": dict(zip(PAPER_CLASSES, (0.777, 0.552, 0.647, 0.684, 0.815, 0.683, 0.818, 0.844)),
+                     average=0.728),
+    "skip_ganomaly": dict(zip(PAPER_CLASSES,
+                              (0.955, 0.611, 0.670, 0.845, 0.706, 0.666, 0.909, 0.857)),
+                          average=0.777),
+    "sagan": dict(zip(PAPER_CLASSES, (0.996, 0.957, 0.951, 0.998, 0.975, 0.891, 0.990, 0.980)),
+                  average=0.967),
+}
+NAMES = {"egbad": "EGBAD", "ganomaly": "GANomaly", "skip_ganomaly": "Skip-GANomaly",
+         "sagan": "SAGAN (proposed)"}
+MODEL_ORDER = ("egbad", "ganomaly", "skip_ganomaly", "sagan")
+BUDGETS = {
+    "paper": {"epochs": 15, "max_train_images": 0},
+    "reduced": {"epochs": 3, "max_train_images": 4000, "ngf": 32},
+    "tiny": {"epochs": 1, "max_train_images": 1000, "ngf": 16, "ndf": 32},
+}
+CSV_FIELDS = ("model", "abnormal_class", "seed", "epochs", "auc_last_epoch",
+              "auc_best_epoch_test_selected", "best_epoch", "ap_last_epoch", "f1_last_epoch",
+              "wall_time_s", "budget", "dataset", "protocol", "workdir")
+
+log = logging.getLogger("table2")
+
+
+def read_flagfile(path: str) -> dict:
+    """--name=value / --name / --noname lines of an absl flagfile, as Config fields."""
+    fields = Config.__dataclass_fields__
+    out = {}
+    with open(path) as f:
+        for line in f:
+            line = line.strip()
+            if not line or line.startswith("#"):
+                continue
+            name, _, value = line[2:].partition("=")
+            if not _:
+                if name in fields:
+                    out[name] = True
+                elif name.startswith("no") and name[2:] in fields:
+                    out[name[2:]] = False
+                else:
+                    raise ValueError(f"{path}: unknown flag {line!r}")
+                continue
+            out[name] = value
+    return out
+
+
+def _convert(name: str, value):
+    """A flag's string value as its Config field's type."""
+    if not isinstance(value, str):
+        return value
+    default = Config.__dataclass_fields__[name].default
+    if isinstance(default, bool):
+        if value.lower() in ("true", "1", "yes"):
+            return True
+        if value.lower() in ("false", "0", "no"):
+            return False
+        raise ValueError(f"--{name}={value!r} is not a boolean")
+    if isinstance(default, int):
+        return int(value)
+    if isinstance(default, float):
+        return float(value)
+    return os.path.expanduser(value) if name in ("data_root", "data_dir") else value
+
+
+def run_config(args, model: str, cls: str, seed: int) -> Config:
+    flags = read_flagfile(os.path.join(HERE, f"model_{model}.cfg"))
+    flags.update(BUDGETS[args.budget])
+    flags.update(dataset=args.dataset, protocol=args.protocol, abnormal_class=cls, seed=seed,
+                 isize=args.isize, progress=False,
+                 workdir=os.path.join(args.out, "runs", model, cls, f"seed{seed}"))
+    if args.data_root:
+        flags["data_root"] = args.data_root
+    if args.data_dir:
+        flags["data_dir"] = args.data_dir
+    for item in args.set:
+        name, _, value = item.partition("=")
+        if name not in Config.__dataclass_fields__:
+            raise SystemExit(f"--set {item!r}: {name!r} is not a flag of sagan_jax")
+        flags[name] = value
+    return Config(**{k: _convert(k, v) for k, v in flags.items()})
+
+
+def row_of(cfg: Config, metrics: dict, budget: str) -> dict:
+    best = metrics["best_epoch_on_test_set"]
+    return {
+        "model": cfg.model, "abnormal_class": cfg.abnormal_class, "seed": cfg.seed,
+        "epochs": metrics["last_epoch"], "auc_last_epoch": round(metrics["auc"], 4),
+        "auc_best_epoch_test_selected": round(best["auc"], 4), "best_epoch": best["epoch"],
+        "ap_last_epoch": round(metrics["ap"], 4), "f1_last_epoch": round(metrics["f1"], 4),
+        "wall_time_s": metrics["wall_time_s"], "budget": budget, "dataset": cfg.dataset,
+        "protocol": cfg.protocol, "workdir": cfg.workdir,
+    }
+
+
+def run_all(args) -> list:
+    from sagan_jax.data import load_data
+    from sagan_jax.training.loop import train_and_evaluate
+
+    rows = []
+    for seed in args.seeds:
+        for cls in args.classes:
+            data = None  # loaded once per (class, seed), shared by the models
+            for model in args.models:
+                cfg = run_config(args, model, cls, seed)
+                path = os.path.join(cfg.workdir, "metrics.json")
+                if os.path.exists(path):
+                    with open(path) as f:
+                        metrics = json.load(f)
+                    if metrics.get("last_epoch") == cfg.epochs:
+                        log.info("done already: %s", path)
+                        rows.append(row_of(cfg, metrics, args.budget))
+                        continue
+                if args.report_only:
+                    continue
+                if data is None:
+                    data = load_data(cfg)
+                log.info("run %s, abnormal %s, seed %d -> %s", model, cls, seed, cfg.workdir)
+                t = time.time()
+                metrics = train_and_evaluate(cfg, data)
+                log.info("%s %s seed %d: AUC %.4f (last epoch), %.0f s", model, cls, seed,
+                         metrics["auc"], time.time() - t)
+                rows.append(row_of(cfg, metrics, args.budget))
+                write_outputs(args, rows)  # partial results stay readable
+    return rows
+
+
+def _fmt(values):
+    if not values:
+        return "–"
+    if len(values) == 1:
+        return f"{values[0]:.3f}"
+    return f"{statistics.mean(values):.3f} ± {statistics.stdev(values):.3f}"
+
+
+def markdown_table(rows: list, classes, models) -> str:
+    classes = list(classes)
+    head = "| Model | " + " | ".join(classes) + " | Average |"
+    sep = "|---|" + "---|" * (len(classes) + 1)
+    lines = [head, sep]
+    for model in [m for m in MODEL_ORDER if m in models]:
+        paper = PAPER[model]
+        p_vals = [paper.get(c) for c in classes]
+        known = [v for v in p_vals if v is not None]
+        p_avg = f"{statistics.mean(known):.3f}" if known else "–"
+        if known and len(known) == len(PAPER_CLASSES):
+            p_avg = f"{paper['average']:.3f}"
+        lines.append(f"| {NAMES[model]}, paper | "
+                     + " | ".join("–" if v is None else f"{v:.3f}" for v in p_vals)
+                     + f" | {p_avg} |")
+        for key, label in (("auc_last_epoch", "ours, last epoch"),
+                           ("auc_best_epoch_test_selected", "ours, best epoch (test-selected)")):
+            cells, means = [], []
+            for c in classes:
+                vals = [r[key] for r in rows if r["model"] == model and r["abnormal_class"] == c]
+                cells.append(_fmt(vals))
+                if vals:
+                    means.append(statistics.mean(vals))
+            avg = f"{statistics.mean(means):.3f}" if len(means) == len(classes) else (
+                f"{statistics.mean(means):.3f} ({len(means)} of {len(classes)})" if means else "–")
+            lines.append(f"| {NAMES[model]}, {label} | " + " | ".join(cells) + f" | {avg} |")
+    return "\n".join(lines)
+
+
+def write_outputs(args, rows: list) -> None:
+    os.makedirs(args.out, exist_ok=True)
+    with open(os.path.join(args.out, "runs.csv"), "w", newline="") as f:
+        w = csv.DictWriter(f, CSV_FIELDS)
+        w.writeheader()
+        for r in sorted(rows, key=lambda r: (r["model"], r["abnormal_class"], r["seed"])):
+            w.writerow(r)
+    import jax
+
+    total = sum(r["wall_time_s"] for r in rows)
+    text = [
+        f"# Table 2 reproduction ({args.budget} budget)",
+        "",
+        f"Command: `python experiments/table2.py {' '.join(sys.argv[1:])}`",
+        f"Data: --dataset={args.dataset} --protocol={args.protocol}"
+        + (f" --data_root={args.data_root}" if args.data_root else "")
+        + f"; budget {args.budget}: {BUDGETS[args.budget]}"
+        + (f"; overrides {args.set}" if args.set else ""),
+        f"Per-model settings: experiments/model_<model>.cfg. Seeds: {args.seeds}.",
+        f"Machine: {platform.machine()}, {os.cpu_count()} CPUs ({platform.node()}); "
+        f"JAX {jax.__version__} on {jax.default_backend()}; "
+        f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}. "
+        f"Wall time of the runs listed: {total / 60:.1f} min.",
+        "",
+        "AUC of ROC, abnormal class per column. 'last epoch' is the result; 'best epoch' is the "
+        "best epoch on the test set (the paper's protocol), shown only for comparison. With "
+        "several seeds: mean ± standard deviation. The paper's average is over its 8 classes "
+        "when all 8 are shown, else over the classes shown.",
+        "",
+        markdown_table(rows, args.classes, args.models),
+        "",
+    ]
+    with open(os.path.join(args.out, "table2.md"), "w") as f:
+        f.write("\n".join(text))
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--models", default="sagan,skip_ganomaly",
+                   help="comma-separated: sagan, skip_ganomaly, ganomaly, egbad")
+    p.add_argument("--classes", default=",".join(PAPER_CLASSES),
+                   help="comma-separated abnormal classes (default: the paper's 8)")
+    p.add_argument("--seeds", default="0", help="comma-separated seeds")
+    p.add_argument("--dataset", default="image_folder")
+    p.add_argument("--data_root", default="~/.cache/sagan_jax/cifar10_jpg")
+    p.add_argument("--data_dir", default=None)
+    p.add_argument("--protocol", default="ganomaly", choices=("ganomaly", "clean"))
+    p.add_argument("--isize", type=int, default=32)
+    p.add_argument("--budget", default="reduced", choices=sorted(BUDGETS))
+    p.add_argument("--set", action="append", default=[], metavar="FLAG=VALUE",
+                   help="override any sagan_jax flag for every run (repeatable)")
+    p.add_argument("--out", default="workdirs/table2")
+    p.add_argument("--report_only", action="store_true",
+                   help="only collect finished runs and write the table and CSV")
+    args = p.parse_args(argv)
+    args.models = [m for m in args.models.split(",") if m]
+    args.classes = [c for c in args.classes.split(",") if c]
+    args.seeds = [int(s) for s in args.seeds.split(",") if s]
+    if args.dataset not in ("image_folder", "anomaly_folder"):
+        args.data_root = None
+    elif args.data_root:
+        args.data_root = os.path.expanduser(args.data_root)
+    for m in args.models:
+        if m not in PAPER:
+            p.error(f"--models: {m!r} is not one of {', '.join(MODEL_ORDER)}")
+    return args
+
+
+def main(argv=None):
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    args = parse_args(argv)
+    for m in args.models:  # fail early on a bad combination, before any training
+        for c in args.classes:
+            run_config(args, m, c, args.seeds[0])
+    rows = run_all(args)
+    write_outputs(args, rows)
+    print(open(os.path.join(args.out, "table2.md")).read())
+
+
+if __name__ == "__main__":
+    main()
