@@ -90,7 +90,8 @@ def train_and_evaluate(cfg, data) -> dict:
     restored, meta = checkpoints.restore_latest(last_mngr, state, cfg)
     if restored is not None:
         state, start_epoch = restored, meta["epoch"] + 1
-        history, best_val = meta.get("history", []), meta.get("best_val", float("inf"))
+        history = meta.get("history", [])
+        best_val = float("inf") if meta.get("best_val") is None else meta["best_val"]
         log.info("resumed from %s after epoch %d (step %d)", last_mngr.directory, start_epoch,
                  int(state.step))
         if start_epoch >= cfg.epochs:
