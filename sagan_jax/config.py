@@ -74,6 +74,7 @@ class Config:
     tensorboard: bool = True
     plots: bool = True
     keep_checkpoints: int = 3
+    compilation_cache: str = "~/.cache/sagan_jax/xla"  # persistent XLA cache ("" = off)
     threshold_fpr: float = 0.05      # decision threshold: this false-positive rate on normals
     # Scoring new images (--mode=score).
     input: Optional[str] = None      # an image file or a folder of images

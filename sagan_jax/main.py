@@ -64,6 +64,8 @@ HELP = {
     "progress": "show a progress bar",
     "tensorboard": "write TensorBoard event files to WORKDIR/tensorboard",
     "plots": "write PNG pictures to WORKDIR/plots after training",
+    "compilation_cache": "folder of JAX's persistent compilation cache, so reruns of the same "
+                         "model skip XLA compilation ('' = off; $JAX_COMPILATION_CACHE_DIR wins)",
     "keep_checkpoints": "keep the newest N checkpoints (plus the best on validation data)",
     "threshold_fpr": "decision threshold for --mode=score: this false-positive rate on normal "
                      "validation images (training normals if there is no val split)",
@@ -119,6 +121,15 @@ def check_workdir(path: str) -> None:
         fail(f"--workdir={path!r} is not writable ({e.strerror}); choose a folder you can write")
 
 
+def enable_compilation_cache(path: str) -> None:
+    if not path or os.environ.get("JAX_COMPILATION_CACHE_DIR"):
+        return
+    import jax
+
+    jax.config.update("jax_compilation_cache_dir", os.path.expanduser(path))
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
+
+
 def run(cfg: Config) -> dict:
     from sagan_jax.models.summary import summary_text
 
@@ -126,6 +137,7 @@ def run(cfg: Config) -> dict:
         print(summary_text(cfg))
         return {}
     check_workdir(cfg.workdir)
+    enable_compilation_cache(cfg.compilation_cache)
     from sagan_jax.data import load_data
 
     if cfg.mode == "train":
