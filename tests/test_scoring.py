@@ -67,3 +67,17 @@ def test_scores_do_not_depend_on_test_order():
     r_b, _ = score_images(cfg_bs, state, images)
     r_bp, _ = score_images(cfg_bs, state, images[perm])
     assert not np.allclose(r_bp, r_b[perm])
+
+
+def test_anomaly_maps_and_pixel_auroc():
+    x = np.zeros((2, 4, 4, 3)); recon = np.zeros_like(x)
+    recon[0, 1, 2] = [0.3, 0.6, 0.9]          # one wrong pixel in image 0
+    maps = scoring.anomaly_maps(x, recon)
+    assert maps.shape == (2, 4, 4) and maps[0, 1, 2] == pytest.approx(0.6)
+    masks = np.zeros((2, 4, 4), np.uint8)
+    masks[0, 1, 2] = 1                          # the defect is exactly there
+    assert scoring.pixel_auroc(masks, maps) == 1.0
+    masks2 = np.zeros_like(masks); masks2[1, 0, 0] = 255  # a defect the map misses
+    # The positive pixel scores 0: it ties with 30 of the 31 clean pixels, loses to one.
+    assert scoring.pixel_auroc(masks2, maps) == pytest.approx(0.5 * 30 / 31)
+    assert np.isnan(scoring.pixel_auroc(np.zeros_like(masks), maps))
