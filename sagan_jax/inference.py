@@ -15,6 +15,7 @@ import os
 import numpy as np
 
 from sagan_jax import plots, scoring
+from sagan_jax.models import registry
 from sagan_jax.data.base import DataError
 from sagan_jax.data.images import decode_images
 from sagan_jax.data.pipeline import to_float_np
@@ -52,7 +53,7 @@ def score_new_images(cfg) -> dict:
     if len(decoded.images) == 0:
         raise DataError(f"--input={cfg.input!r}: no readable image ({len(decoded.skipped)} skipped)")
     r, lat, recon = score_images(cfg, state, decoded.images, keep_recon=True)
-    raw = scoring.anomaly_score(r, lat, cfg.score_lambda)
+    raw = registry.final_score(cfg, r, lat)
     span = (calib["max"] - calib["min"]) or 1.0
     normalised = (raw - calib["min"]) / span
     abnormal = raw > calib["threshold"]
