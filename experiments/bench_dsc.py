@@ -1,0 +1,95 @@
+"""Per-layer timing of the exact DSC implementations (SPEC section 10) on this machine.
+
+For every depthwise-separable convolution of the SAGAN generator (ngf, isize, batch as
+given), times forward + backward (gradients w.r.t. the input and all four kernels/biases)
+of each ``DepthwiseSeparableConv`` impl, jitted, median over repeats after a warm-up, and
+prints which impl is fastest per layer and what ``impl='auto'`` picks. The rule behind
+'auto' (sagan_jax.models.layers.auto_dsc_impl) was derived from these numbers.
+
+    python experiments/bench_dsc.py [--ngf 64] [--isize 32] [--batch 64] [--repeats 3]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from sagan_jax.models.layers import DepthwiseSeparableConv, auto_dsc_impl
+
+
+def generator_dsc_shapes(ngf: int, isize: int):
+    """(name, cin, cout, spatial) of every DSC in the SAGAN generator."""
+    w = ngf
+    out = [("inc.conv1", 3, w, isize), ("inc.conv2", w, w, isize)]
+    widths = (w, 2 * w, 4 * w, 8 * w, 8 * w)
+    s = isize
+    for i in range(1, 5):
+        s //= 2
+        out += [(f"down{i}.conv1", widths[i - 1], widths[i], s), (f"down{i}.conv2", widths[i], widths[i], s)]
+    ins, outs = (16 * w, 8 * w, 4 * w, 2 * w), (4 * w, 2 * w, w, w)
+    for i in range(4):
+        s *= 2
+        out += [(f"up{i + 1}.conv1", ins[i], ins[i] // 2, s), (f"up{i + 1}.conv2", ins[i] // 2, outs[i], s)]
+    return out
+
+
+def time_impl(impl, cin, cout, s, batch, m, repeats):
+    layer = DepthwiseSeparableConv(cout, 3, m, impl)
+    x = jax.random.normal(jax.random.key(0), (batch, s, s, cin), jnp.float32)
+    params = layer.init(jax.random.key(1), x)
+    r = jax.random.normal(jax.random.key(2), (batch, s, s, cout), jnp.float32)
+
+    @jax.jit
+    def fwd_bwd(params, x):
+        return jax.grad(lambda p, x: jnp.sum(layer.apply(p, x) * r), argnums=(0, 1))(params, x)
+
+    jax.block_until_ready(fwd_bwd(params, x))  # compile + warm-up
+    ts = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        jax.block_until_ready(fwd_bwd(params, x))
+        ts.append(time.perf_counter() - t0)
+    return statistics.median(ts)
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--ngf", type=int, default=64)
+    ap.add_argument("--isize", type=int, default=32)
+    ap.add_argument("--batch", type=int, default=64)
+    ap.add_argument("--kernels_per_layer", type=int, default=2)
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--impls", default="shift,dense,repeat")
+    ap.add_argument("--json", default="")
+    args = ap.parse_args()
+    impls = args.impls.split(",")
+    rows, totals = [], {i: 0.0 for i in impls + ["auto"]}
+    print(f"jax {jax.__version__}, {jax.devices()[0].platform}, batch {args.batch}, "
+          f"m {args.kernels_per_layer}; forward+backward ms per layer (median of {args.repeats})")
+    print(f"{'layer':<10} {'cin':>5} {'cout':>5} {'HxW':>6} " + " ".join(f"{i:>8}" for i in impls)
+          + "  fastest  auto")
+    for name, cin, cout, s in generator_dsc_shapes(args.ngf, args.isize):
+        t = {i: time_impl(i, cin, cout, s, args.batch, args.kernels_per_layer, args.repeats)
+             for i in impls}
+        auto = auto_dsc_impl(cin, args.kernels_per_layer, cout, s, s)
+        for i in impls:
+            totals[i] += t[i]
+        totals["auto"] += t.get(auto, float("nan"))
+        best = min(t, key=t.get)
+        rows.append(dict(layer=name, cin=cin, cout=cout, hw=s, ms={i: 1e3 * t[i] for i in impls},
+                         fastest=best, auto=auto))
+        print(f"{name:<10} {cin:>5} {cout:>5} {s:>3}x{s:<2} "
+              + " ".join(f"{1e3 * t[i]:8.1f}" for i in impls) + f"  {best:<8} {auto}", flush=True)
+    print("total ms  " + "  ".join(f"{k} {1e3 * v:.0f}" for k, v in totals.items()))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(dict(args=vars(args), rows=rows, totals_ms={k: 1e3 * v for k, v in totals.items()}), f, indent=1)
+
+
+if __name__ == "__main__":
+    main()

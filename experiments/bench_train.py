@@ -1,0 +1,290 @@
+"""JAX vs PyTorch, side by side in one run: SAGAN training and evaluation throughput, time to
+the first step, peak memory (SPEC section 10; issue 4).
+
+Each framework runs in its own worker process (so their memory is measured apart and neither
+framework's thread pools or allocator disturb the other); the parent alternates between
+them -- one timed block of JAX, then one of PyTorch, then the other order -- so that a
+shared, noisy machine slows both alike, and reports medians. Both train the same model at
+the same size on the same random batch (32x32, batch 64, ngf = ndf = 64):
+
+  - JAX: sagan_jax.training.step.make_train_step (jit, donated state) with the project's
+    Adam optimisers; evaluation with sagan_jax.training.evaluate._score_batch.
+  - PyTorch: sagan_jax.torch_ref (eager, torch's default threads), TorchTrainer.step and
+    TorchTrainer.score; same step order and BatchNorm rules.
+
+Measured:
+  - train img/s: batch / median seconds per step (each block: `--steps` steps, synced at
+    the end of the block);
+  - eval img/s: batch / median seconds per scoring batch (G + D on x and on G(x), running
+    averages);
+  - first step: seconds of the first training step (JAX: trace + XLA compilation + run;
+    PyTorch: eager warm-up), and the first scoring batch likewise; setup: build + init;
+  - peak memory: the worker's peak resident set size (getrusage ru_maxrss), which includes
+    the framework, the compiled programs and all buffers.
+
+    python experiments/bench_train.py                     # DSC and plain, writes docs
+    python experiments/bench_train.py --configs dsc --repeats 2 --no-write
+    python experiments/bench_train.py --jax_dsc_impls shift,auto   # compare DSC impls too
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import re
+import resource
+import statistics
+import subprocess
+import sys
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+DOC = os.path.join(ROOT, "docs", "benchmarks.md")
+BEGIN, END = "<!-- bench_train:begin -->", "<!-- bench_train:end -->"
+
+
+# --- workers --------------------------------------------------------------------------------
+def _peak_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # KiB on Linux
+
+
+def jax_worker(cfg):
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+
+    from sagan_jax.training.evaluate import _score_batch, variables_of
+    from sagan_jax.training.state import init_state, make_optimizers
+    from sagan_jax.training.step import make_train_step
+
+    t0 = time.perf_counter()
+    g_tx, d_tx = make_optimizers(cfg, steps_per_epoch=1000)
+    state = init_state(cfg, jax.random.key(cfg.seed), g_tx, d_tx)
+    jax.block_until_ready(state)
+    setup = time.perf_counter() - t0
+    step = make_train_step(cfg, g_tx, d_tx)
+    x = jnp.asarray(np.random.default_rng(0).uniform(-1, 1, (cfg.batch_size, cfg.isize, cfg.isize, 3)).astype(np.float32))
+    rng = jax.random.key(1)
+    holder = {"state": state}
+
+    def train(n):
+        s = holder["state"]
+        for _ in range(n):
+            s, metrics = step(s, x, rng)
+        jax.block_until_ready((s, metrics))
+        holder["state"] = s
+
+    def evaluate(n):
+        v = variables_of(holder["state"])
+        for _ in range(n):
+            out = _score_batch(v, x, cfg)
+        jax.block_until_ready(out)
+
+    info = {"jax": jax.__version__, "backend": jax.default_backend(), "setup_s": setup}
+    return info, train, evaluate
+
+
+def torch_worker(cfg):
+    import numpy as np
+    import torch
+
+    from sagan_jax.torch_ref import TorchTrainer
+
+    torch.manual_seed(cfg.seed)
+    t0 = time.perf_counter()
+    trainer = TorchTrainer(cfg)
+    setup = time.perf_counter() - t0
+    x = torch.from_numpy(np.random.default_rng(0).uniform(-1, 1, (cfg.batch_size, 3, cfg.isize, cfg.isize)).astype(np.float32))
+
+    def train(n):
+        for _ in range(n):
+            trainer.step(x)  # .item() on the losses: one host sync per step, as a loop has
+
+    def evaluate(n):
+        for _ in range(n):
+            trainer.score(x)
+
+    info = {"torch": torch.__version__, "threads": torch.get_num_threads(), "setup_s": setup}
+    return info, train, evaluate
+
+
+def worker_main(args):
+    from sagan_jax.config import Config
+
+    cfg = Config(**json.loads(args.worker_cfg))
+    info, train, evaluate = (jax_worker if args.worker == "jax" else torch_worker)(cfg)
+    out = sys.stdout
+    sys.stdout = sys.stderr  # keep stray prints off the protocol channel
+    out.write(json.dumps(info) + "\n")
+    out.flush()
+    for line in sys.stdin:
+        cmd, n = line.split()
+        fn = train if cmd == "train" else evaluate
+        t0 = time.perf_counter()
+        fn(int(n))
+        dt = time.perf_counter() - t0
+        out.write(json.dumps({"seconds": dt, "peak_mb": _peak_mb()}) + "\n")
+        out.flush()
+
+
+class Worker:
+    def __init__(self, kind, cfg_dict, label):
+        self.kind, self.label = kind, label
+        env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+        self.p = subprocess.Popen(
+            [sys.executable, os.path.abspath(__file__), "--worker", kind,
+             "--worker_cfg", json.dumps(cfg_dict)],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env, cwd=ROOT)
+        self.info = self._read()
+
+    def _read(self):
+        line = self.p.stdout.readline()
+        if not line:
+            raise RuntimeError(f"{self.label} worker died (rc {self.p.wait()})")
+        return json.loads(line)
+
+    def run(self, cmd, n):
+        self.p.stdin.write(f"{cmd} {n}\n")
+        self.p.stdin.flush()
+        return self._read()
+
+    def close(self):
+        self.p.stdin.close()
+        self.p.wait()
+
+
+# --- driver ---------------------------------------------------------------------------------
+def bench_config(name, cfg_dict, jax_impls, args):
+    workers = [Worker("torch", cfg_dict, "PyTorch")]
+    for impl in jax_impls:
+        d = dict(cfg_dict, dsc_impl=impl) if cfg_dict["use_dsc"] else cfg_dict
+        workers.append(Worker("jax", d, f"JAX ({impl})" if cfg_dict["use_dsc"] else "JAX"))
+        if not cfg_dict["use_dsc"]:
+            break
+    res = {w.label: {"train": [], "eval": []} for w in workers}
+    for w in workers:  # first step / first scoring batch (compilation for JAX)
+        res[w.label]["first_step_s"] = w.run("train", 1)["seconds"]
+        res[w.label]["first_eval_s"] = w.run("eval", 1)["seconds"]
+        res[w.label]["setup_s"] = w.info["setup_s"]
+    for w in workers:  # warm-up
+        w.run("train", 1)
+    for r in range(args.repeats):
+        order = workers if r % 2 == 0 else workers[::-1]
+        for w in order:
+            res[w.label]["train"].append(w.run("train", args.steps)["seconds"] / args.steps)
+        for w in order:
+            res[w.label]["eval"].append(w.run("eval", args.eval_batches)["seconds"] / args.eval_batches)
+        print(f"  [{name}] repeat {r + 1}/{args.repeats}: " + ", ".join(
+            f"{w.label} {res[w.label]['train'][-1]:.2f} s/step" for w in workers), flush=True)
+    for w in workers:
+        res[w.label]["peak_mb"] = w.run("eval", 1)["peak_mb"]
+        res[w.label]["info"] = w.info
+        w.close()
+    bs = cfg_dict["batch_size"]
+    for lab, v in res.items():
+        v["train_ips"] = bs / statistics.median(v["train"])
+        v["eval_ips"] = bs / statistics.median(v["eval"])
+    return res
+
+
+def machine() -> str:
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            m = re.search(r"model name\s*:\s*(.*)", f.read())
+            cpu = m.group(1).strip() if m else cpu
+    except OSError:
+        pass
+    return f"{cpu}, {os.cpu_count()} logical CPUs (shared), {platform.system()} {platform.release()}"
+
+
+def table(results, args) -> str:
+    import jax
+    import numpy as np
+    import torch
+
+    lines = [
+        f"Run {datetime.datetime.now().strftime('%Y-%m-%d %H:%M')} on {machine()}; "
+        f"Python {platform.python_version()}, jax/jaxlib {jax.__version__}, "
+        f"flax {__import__('flax').__version__}, optax {__import__('optax').__version__}, "
+        f"torch {torch.__version__} ({torch.get_num_threads()} threads), numpy {np.__version__}.",
+        "",
+        f"SAGAN, 32x32, batch {args.batch}, ngf = ndf = {args.ngf}, Adam; medians of "
+        f"{args.repeats} alternating blocks ({args.steps} training steps / {args.eval_batches} "
+        "scoring batches each) after one warm-up step. Ratio = JAX / PyTorch.",
+        "",
+        "| model | framework | train img/s | ratio | eval img/s | ratio | setup s | first step s | first eval s | peak RSS MB |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for name, res in results.items():
+        ref = res["PyTorch"]
+        for lab, v in res.items():
+            rt = v["train_ips"] / ref["train_ips"]
+            re_ = v["eval_ips"] / ref["eval_ips"]
+            lines.append(
+                f"| {name} | {lab} | {v['train_ips']:.1f} | {rt:.2f} | {v['eval_ips']:.1f} | "
+                f"{re_:.2f} | {v['setup_s']:.1f} | {v['first_step_s']:.1f} | "
+                f"{v['first_eval_s']:.1f} | {v['peak_mb']:.0f} |")
+    lines += [
+        "",
+        "setup: model build + initialisation (JAX: includes compiling the initialiser). "
+        "first step / first eval: the first call (JAX: tracing + XLA compilation + one run). "
+        "Peak RSS: getrusage(RUSAGE_SELF).ru_maxrss of each framework's worker process.",
+    ]
+    return "\n".join(lines)
+
+
+def write_doc(text: str):
+    with open(DOC) as f:
+        doc = f.read()
+    if BEGIN not in doc or END not in doc:
+        raise SystemExit(f"{DOC} lacks the {BEGIN} ... {END} markers")
+    i, j = doc.index(BEGIN) + len(BEGIN), doc.index(END)
+    with open(DOC, "w") as f:
+        f.write(doc[:i] + "\n" + text + "\n" + doc[j:])
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--configs", default="dsc,plain", help="dsc and/or plain (SAGAN without DSCs)")
+    ap.add_argument("--jax_dsc_impls", default="", help="DSC impls to run for JAX (default: the config's)")
+    ap.add_argument("--batch", type=int, default=64)
+    ap.add_argument("--ngf", type=int, default=64)
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--steps", type=int, default=2)
+    ap.add_argument("--eval_batches", type=int, default=2)
+    ap.add_argument("--no-write", dest="write", action="store_false")
+    ap.add_argument("--json", default="")
+    ap.add_argument("--worker", choices=("jax", "torch"), help=argparse.SUPPRESS)
+    ap.add_argument("--worker_cfg", help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.worker:
+        return worker_main(args)
+
+    from sagan_jax.config import Config
+
+    base = Config(batch_size=args.batch, eval_batch_size=args.batch, ngf=args.ngf, ndf=args.ngf,
+                  isize=32, progress=False)
+    impls = [i for i in args.jax_dsc_impls.split(",") if i] or [base.dsc_impl]
+    results = {}
+    t0 = time.time()
+    for c in args.configs.split(","):
+        use_dsc = c == "dsc"
+        name = "SAGAN (DSC, m=2)" if use_dsc else "SAGAN without DSCs"
+        cfg = base.replace(use_dsc=use_dsc)
+        print(f"{name}: starting workers", flush=True)
+        results[name] = bench_config(name, cfg.to_dict(), impls, args)
+    text = table(results, args)
+    print(text)
+    print(f"(total {time.time() - t0:.0f} s)")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(results, f, indent=1, default=str)
+    if args.write:
+        write_doc(text)
+
+
+if __name__ == "__main__":
+    main()
