@@ -22,7 +22,7 @@ def bn_scale_init(key, shape, dtype=jnp.float32):
     return 1.0 + 0.02 * jax.random.normal(key, shape, dtype)
 
 
-DSC_IMPLS = ("dense", "shift", "repeat", "xla")
+DSC_IMPLS = ("auto", "dense", "shift", "repeat", "xla")
 
 
 class BatchNorm(nn.Module):
@@ -97,6 +97,23 @@ def _depthwise_shift(x, kernel, bias):
     return out + bias
 
 
+def auto_dsc_impl(cin: int, m: int, cout: int, h: int, w: int) -> str:
+    """The impl 'auto' picks for one DSC layer, from its static shape (SPEC section 10).
+
+    Measured with experiments/bench_dsc.py (XLA:CPU, batch 64, m = 2, forward + backward):
+    the composed dense kernel wins where the map is large and the channels moderate (64->64
+    at 32x32: 206 ms vs 469 ms shifted; 128->64 at 16x16: 83 vs 314), since XLA's dense
+    convolution runs near peak while the shifted multiply-adds are memory-bound; at 4x4 and
+    below, and for 512+ input channels, 'dense' is 2-100x slower (2x2, 512->512: 1.8 s vs
+    14 ms) and the shifted form wins. 'repeat' and 'xla' never win on CPU. On other
+    backends the same rule applies (re-measure there with bench_dsc.py)."""
+    if cin < 16:
+        return "dense"
+    if h * w >= 64 and cin <= 256:
+        return "dense"
+    return "shift"
+
+
 class DepthwiseSeparableConv(nn.Module):
     """DSC(in, out, k, kernels_per_layer=m): depthwise k x k (groups=in, in*m outputs, bias),
     then pointwise 1x1 (in*m -> out, bias). Output channel c*m + j of the depthwise stage reads
@@ -108,6 +125,7 @@ class DepthwiseSeparableConv(nn.Module):
       - 'shift': repeat channels m times, then k*k shifted multiply-adds, then the 1x1.
       - 'repeat': repeat channels m times, then a K = 1 grouped XLA convolution.
       - 'xla': XLA's grouped convolution with a channel multiplier (very slow on CPU).
+      - 'auto': per layer, whichever of the above :func:`auto_dsc_impl` picks for its shape.
     The parameters are the same for every impl, so checkpoints do not depend on it.
     """
 
@@ -124,20 +142,23 @@ class DepthwiseSeparableConv(nn.Module):
         pw = self.param("pointwise_kernel", weight_init, (1, 1, cin * m, self.features))
         pw_b = self.param("pointwise_bias", bias_init, (self.features,))
         dn = ("NHWC", "HWIO", "NHWC")
-        if self.impl == "dense":
+        impl = self.impl
+        if impl == "auto":
+            impl = auto_dsc_impl(cin, m, self.features, x.shape[1], x.shape[2])
+        if impl == "dense":
             w = jnp.einsum("ijcm,cmo->ijco", dw.reshape(k, k, cin, m), pw[0, 0].reshape(cin, m, -1))
             b = dw_b @ pw[0, 0] + pw_b
             y = jax.lax.conv_general_dilated(x, w, (1, 1), "SAME", dimension_numbers=dn)
             return y + b
-        if self.impl == "shift":
+        if impl == "shift":
             xr = jnp.repeat(x, m, axis=-1) if m > 1 else x
             y = _depthwise_shift(xr, dw, dw_b)
-        elif self.impl == "repeat":
+        elif impl == "repeat":
             xr = jnp.repeat(x, m, axis=-1) if m > 1 else x
             y = jax.lax.conv_general_dilated(
                 xr, dw, (1, 1), "SAME", dimension_numbers=dn, feature_group_count=cin * m
             ) + dw_b
-        elif self.impl == "xla":
+        elif impl == "xla":
             y = jax.lax.conv_general_dilated(
                 x, dw, (1, 1), "SAME", dimension_numbers=dn, feature_group_count=cin
             ) + dw_b
