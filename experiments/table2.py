@@ -139,6 +139,54 @@ def row_of(cfg: Config, metrics: dict, budget: str) -> dict:
     }
 
 
+EVAL_MODES = (("running_averages", "(a) running averages (default)"),
+              ("batch_stats_original_order", "(b) test-batch statistics, originals' order"),
+              ("batch_stats_shuffled", "(c) test-batch statistics, shuffled test set"))
+
+
+def eval_mode_study(cfg: Config, data, seed: int = 0) -> dict:
+    """Re-score the test set with the run's last checkpoint three ways (issue 6, item 5):
+    (a) BatchNorm running averages (our default); (b) each test batch's own statistics, the
+    test set in the originals' order (normal test images, abnormal train, abnormal test) and
+    batches of the training batch size, as the PyTorch originals score; (c) the same batch
+    statistics with the test set shuffled (seeded), so that batches mix normal and abnormal.
+    Writes eval_modes.json in the run's workdir."""
+    import dataclasses
+
+    import numpy as np
+
+    from sagan_jax.training.loop import evaluate_checkpoint
+
+    path = os.path.join(cfg.workdir, "eval_modes.json")
+    if os.path.exists(path):
+        with open(path) as f:
+            return json.load(f)
+    test = data.test
+    bs = cfg.replace(eval_batch_stats=True, eval_batch_size=cfg.batch_size)
+    perm = np.random.RandomState(seed).permutation(len(test))
+    shuffled = dataclasses.replace(data, test=type(test)(test.images[perm], test.labels[perm]))
+    out = {"model": cfg.model, "abnormal_class": cfg.abnormal_class, "seed": cfg.seed,
+           "eval_batch_size": bs.eval_batch_size, "test_counts": test.counts()}
+    for (key, _), (c, d) in zip(EVAL_MODES, ((cfg, data), (bs, data), (bs, shuffled))):
+        t = time.time()
+        res = evaluate_checkpoint(c, d)
+        out[key] = {k: res.get(k) for k in ("auc", "ap", "auc_r", "auc_lat")}
+        log.info("eval mode %s, %s: AUC %.4f (%.0f s)", key, cfg.abnormal_class, res["auc"],
+                 time.time() - t)
+    with open(path, "w") as f:
+        json.dump(out, f, indent=2)
+    return out
+
+
+def eval_modes_table(studies: list) -> str:
+    lines = ["| model | abnormal class | seed | " + " | ".join(l for _, l in EVAL_MODES) + " |",
+             "|---|---|---|" + "---:|" * len(EVAL_MODES)]
+    for s in sorted(studies, key=lambda s: (s["model"], s["abnormal_class"], s["seed"])):
+        lines.append(f"| {s['model']} | {s['abnormal_class']} | {s['seed']} | "
+                     + " | ".join(f"{s[k]['auc']:.3f}" for k, _ in EVAL_MODES) + " |")
+    return "\n".join(lines)
+
+
 def run_all(args) -> list:
     from sagan_jax.data import load_data
     from sagan_jax.training.loop import train_and_evaluate
@@ -156,6 +204,7 @@ def run_all(args) -> list:
                     if metrics.get("last_epoch") == cfg.epochs:
                         log.info("done already: %s", path)
                         rows.append(row_of(cfg, metrics, args.budget))
+                        _study(args, cfg, cls, model, lambda: data)
                         continue
                 if args.report_only:
                     continue
@@ -168,7 +217,37 @@ def run_all(args) -> list:
                          metrics["auc"], time.time() - t)
                 rows.append(row_of(cfg, metrics, args.budget))
                 write_outputs(args, rows)  # partial results stay readable
+                _study(args, cfg, cls, model, lambda: data)
     return rows
+
+
+def _study(args, cfg, cls, model, get_data):
+    if model not in args.eval_modes_models or cls not in args.eval_modes_classes:
+        return
+    done = os.path.join(cfg.workdir, "eval_modes.json")
+    if args.report_only and not os.path.exists(done):
+        return
+    data = None if os.path.exists(done) else (get_data() or _load(cfg))
+    eval_mode_study(cfg, data)
+
+
+def _load(cfg):
+    from sagan_jax.data import load_data
+
+    return load_data(cfg)
+
+
+def collect_studies(args) -> list:
+    out = []
+    for model in args.models:
+        for cls in args.classes:
+            for seed in args.seeds:
+                path = os.path.join(args.out, "runs", model, cls, f"seed{seed}",
+                                    "eval_modes.json")
+                if os.path.exists(path):
+                    with open(path) as f:
+                        out.append(json.load(f))
+    return out
 
 
 def _fmt(values):
@@ -240,6 +319,18 @@ def write_outputs(args, rows: list) -> None:
         markdown_table(rows, args.classes, args.models),
         "",
     ]
+    studies = collect_studies(args)
+    if studies:
+        text += [
+            "## Evaluation mode (BatchNorm statistics at test time)",
+            "",
+            "Last-epoch checkpoint of each run re-scored three ways; AUC. (b) is how the PyTorch "
+            "originals score (training-mode BatchNorm, batches of the training batch size, "
+            "normal test images first, then abnormal train, then abnormal test images).",
+            "",
+            eval_modes_table(studies),
+            "",
+        ]
     with open(os.path.join(args.out, "table2.md"), "w") as f:
         f.write("\n".join(text))
 
@@ -260,12 +351,19 @@ def parse_args(argv=None):
     p.add_argument("--set", action="append", default=[], metavar="FLAG=VALUE",
                    help="override any sagan_jax flag for every run (repeatable)")
     p.add_argument("--out", default="workdirs/table2")
+    p.add_argument("--eval_modes", default="",
+                   help="MODEL:CLASS,CLASS,... e.g. sagan:bird,cat,frog - after those runs, "
+                        "re-score the test set with (a) running averages, (b) test-batch "
+                        "statistics in the originals' order, (c) batch statistics shuffled")
     p.add_argument("--report_only", action="store_true",
                    help="only collect finished runs and write the table and CSV")
     args = p.parse_args(argv)
     args.models = [m for m in args.models.split(",") if m]
     args.classes = [c for c in args.classes.split(",") if c]
     args.seeds = [int(s) for s in args.seeds.split(",") if s]
+    em_model, _, em_classes = args.eval_modes.partition(":")
+    args.eval_modes_models = [em_model] if em_model else []
+    args.eval_modes_classes = [c for c in em_classes.split(",") if c]
     if args.dataset not in ("image_folder", "anomaly_folder"):
         args.data_root = None
     elif args.data_root:
@@ -279,6 +377,11 @@ def parse_args(argv=None):
 def main(argv=None):
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     args = parse_args(argv)
+    import jax
+
+    # The runs differ only in data: compiled steps are reused across classes from this cache.
+    jax.config.update("jax_compilation_cache_dir",
+                      os.path.expanduser("~/.cache/sagan_jax/jax_compilation_cache"))
     for m in args.models:  # fail early on a bad combination, before any training
         for c in args.classes:
             run_config(args, m, c, args.seeds[0])
