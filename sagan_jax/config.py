@@ -68,6 +68,7 @@ class Config:
     # Scoring (SPEC section 6).
     score_lambda: float = 0.2
     eval_batch_stats: bool = False
+    bn_recalibration_batches: int = 20  # recompute running BN stats before evaluating (0 = off)
     # Devices and output.
     num_devices: int = 0             # 0 = every local device
     progress: bool = True
@@ -146,6 +147,9 @@ def validate(cfg: Config) -> None:
         raise ConfigError(f"--digits_test_fraction={cfg.digits_test_fraction} must lie in (0, 1)")
     if not 0.0 < cfg.beta1 < 1.0 or not 0.0 < cfg.beta2 < 1.0:
         raise ConfigError(f"--beta1={cfg.beta1} and --beta2={cfg.beta2} must lie in (0, 1)")
+    if cfg.bn_recalibration_batches < 0:
+        raise ConfigError(
+            f"--bn_recalibration_batches={cfg.bn_recalibration_batches} must be >= 0 (0 = off)")
     if cfg.keep_checkpoints < 1:
         raise ConfigError(f"--keep_checkpoints={cfg.keep_checkpoints} must be >= 1")
     if not 0.0 < cfg.threshold_fpr < 1.0:

@@ -66,6 +66,9 @@ HELP = {
     "plots": "write PNG pictures to WORKDIR/plots after training",
     "compilation_cache": "folder of JAX's persistent compilation cache, so reruns of the same "
                          "model skip XLA compilation ('' = off; $JAX_COMPILATION_CACHE_DIR wins)",
+    "bn_recalibration_batches": "before each evaluation, recompute BatchNorm running statistics "
+                                "with the current weights over this many training batches "
+                                "(0 = use the training run's moving averages)",
     "keep_checkpoints": "keep the newest N checkpoints (plus the best on validation data)",
     "threshold_fpr": "decision threshold for --mode=score: this false-positive rate on normal "
                      "validation images (training normals if there is no val split)",

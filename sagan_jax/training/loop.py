@@ -17,6 +17,7 @@ from sagan_jax import checkpoints, plots, scoring
 from sagan_jax.models import registry
 from sagan_jax.config import ConfigError
 from sagan_jax.data.pipeline import prefetch_to_devices, to_float_np, train_dataset
+from sagan_jax.training.bn_recalibration import recalibrate_batchnorm
 from sagan_jax.training.errors import NonFiniteLossError
 from sagan_jax.training.evaluate import evaluate, score_images
 from sagan_jax.training.metric_writer import MetricWriter, read_jsonl
@@ -98,7 +99,8 @@ def train_and_evaluate(cfg, data) -> dict:
         if start_epoch >= cfg.epochs:
             log.info("the workdir's run already finished its %d epochs", cfg.epochs)
 
-    state = jax.device_put(state, NamedSharding(mesh, P()))  # replicated, as the step returns it
+    replicated = NamedSharding(mesh, P())
+    state = jax.device_put(state, replicated)  # as the step returns it: no recompilation
     step_fn = make_train_step(cfg, g_tx, d_tx, mesh if n_dev > 1 else None)
     batch_sharding = NamedSharding(mesh, P(DATA_AXIS))
     step_rng = jax.random.fold_in(root, 1)
@@ -125,6 +127,11 @@ def train_and_evaluate(cfg, data) -> dict:
             _flush(pending, writer, bar)
             bar.close()
             train_s = time.time() - t_epoch
+            # Running BN statistics for the current weights (unused by training steps, which
+            # normalise with batch statistics); kept in the state, so checkpoints carry them.
+            state = jax.device_put(
+                recalibrate_batchnorm(cfg, state, data.train.images, cfg.seed * 1000 + epoch),
+                replicated)
             record = {"epoch": epoch, "step": step, "train_s": round(train_s, 2),
                       "train_img_per_s": round(steps_per_epoch * cfg.batch_size / train_s, 2)}
             test = evaluate(cfg, state, data.test)
