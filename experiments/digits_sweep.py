@@ -40,6 +40,10 @@ def main():
         m = json.load(open(metrics))
         rows.append((digit, m))
         print(f"digit {digit}: AUC {m['auc']:.4f} ({m['wall_time_s']:.0f} s)", flush=True)
+        write_table(args, rows)  # after every digit, so a partial sweep is recorded too
+
+
+def write_table(args, rows):
     import jax
     import flax
 
