@@ -63,7 +63,7 @@ class Config:
     use_dsc: bool = True
     use_cbam: bool = True
     kernels_per_layer: int = 2
-    dsc_impl: str = "shift"
+    dsc_impl: str = "auto"         # per-layer fastest exact DSC impl (models.layers.auto_dsc_impl)
     pool_after_cbam: bool = False
     # Scoring (SPEC section 6).
     score_lambda: float = 0.2

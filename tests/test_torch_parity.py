@@ -245,7 +245,10 @@ def test_forward_train_mode(pair):
         tlogit_r, tfeat_r = td(nchw(x))
         with frozen_bn_stats(td):
             tlogit_f, tfeat_f = td(trecon)
-    close(recon, nhwc(trecon), what="G(x)")
+    # Training-mode BatchNorm on 8 images amplifies float32 rounding: each framework's G(x)
+    # lies up to ~7e-6 of the output's scale from a float64 evaluation (measured), so the two
+    # may differ by twice that; 2e-5 of the scale here (every other quantity: 1e-5).
+    close(recon, nhwc(trecon), tol=2e-5, what="G(x)")
     close(jax.nn.sigmoid(logit_r), torch.sigmoid(tlogit_r).numpy(), what="D(x)")
     close(jax.nn.sigmoid(logit_f), torch.sigmoid(tlogit_f).numpy(), what="D(G(x))")
     close(feat_r, nhwc(tfeat_r), what="f(x)")
