@@ -252,6 +252,7 @@ def main():
     ap.add_argument("--jax_dsc_impls", default="", help="DSC impls to run for JAX (default: the config's)")
     ap.add_argument("--batch", type=int, default=64)
     ap.add_argument("--ngf", type=int, default=64)
+    ap.add_argument("--kernels_per_layer", type=int, default=2, help="DSC multiplier (authors' code: 1)")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--steps", type=int, default=2)
     ap.add_argument("--eval_batches", type=int, default=2)
@@ -266,13 +267,13 @@ def main():
     from sagan_jax.config import Config
 
     base = Config(batch_size=args.batch, eval_batch_size=args.batch, ngf=args.ngf, ndf=args.ngf,
-                  isize=32, progress=False)
+                  isize=32, progress=False, kernels_per_layer=args.kernels_per_layer)
     impls = [i for i in args.jax_dsc_impls.split(",") if i] or [base.dsc_impl]
     results = {}
     t0 = time.time()
     for c in args.configs.split(","):
         use_dsc = c == "dsc"
-        name = "SAGAN (DSC, m=2)" if use_dsc else "SAGAN without DSCs"
+        name = f"SAGAN (DSC, m={args.kernels_per_layer})" if use_dsc else "SAGAN without DSCs"
         cfg = base.replace(use_dsc=use_dsc)
         print(f"{name}: starting workers", flush=True)
         results[name] = bench_config(name, cfg.to_dict(), impls, args)
