@@ -13,7 +13,9 @@ GANomaly: L_G = w_adv * mean (f(x) - f(G(x)))^2 [f: D features] + w_con * mean |
           + w_lat * mean (E1(x) - E2(G(x)))^2;  L_D = (BCE(D(x), 1) + BCE(D(G(x)), 0)) / 2.
 EGBAD (BiGAN): z ~ N(0, I);  L_D = BCE(D(x, E(x)), 1) + BCE(D(G(z), z), 0);
           E and G minimise BCE(D(G(z), z), 1) + BCE(D(x, E(x)), 0) (labels swapped), jointly.
-          l_con = mean |x - G(E(x))| is logged (not trained on: BiGAN has no such term).
+          l_con = mean |x - G(E(x))| and l_lat = mean |f(x, E(x)) - f(G(E(x)), E(x))| are
+          logged (not trained on: BiGAN has no such terms); l_adv is G's term, l_enc E's.
+Every step reports l_g, l_adv, l_con, l_lat and l_d (the loop's logs and plots read them).
 """
 from __future__ import annotations
 
@@ -142,14 +144,21 @@ def egbad_step(state: TrainState, batch, rng, *, cfg, g_tx, d_tx, axis_name=None
     d_updates, d_opt_state = d_tx.update(d_grads, state.d_opt_state, state.d_params)
     d_params = optax.apply_updates(state.d_params, d_updates)
 
-    # Monitoring only (not trained on): L1 reconstruction error of the pre-update G(E(x)),
-    # batch statistics, no running-statistics update.
-    recon = g.apply({"params": state.g_params, "batch_stats": state.g_stats}, z_x, train=True,
-                    update_stats=False, method="decode")
-    l_con = losses.l1(x, jax.lax.stop_gradient(recon))
+    # Monitoring only (not trained on), with the pre-update networks, batch statistics and no
+    # running-statistics update: the two terms of EGBAD's score, l_con = mean |x - G(E(x))|
+    # and l_lat = mean |f(x, E(x)) - f(G(E(x)), E(x))|.
+    recon = jax.lax.stop_gradient(g.apply(
+        {"params": state.g_params, "batch_stats": state.g_stats}, z_x, train=True,
+        update_stats=False, method="decode"))
+    l_con = losses.l1(x, recon)
+    _, f_real, _ = _d_apply(d, state.d_params, state.d_stats, x, z_x, update=False)
+    _, f_fake, _ = _d_apply(d, state.d_params, state.d_stats, recon, z_x, update=False)
+    l_lat = losses.l1(f_real, f_fake)
 
-    l_g, l_gen, l_enc, l_con, l_d = _pmean((l_g, l_gen, l_enc, l_con, l_d), axis_name)
-    scalars = {"l_g": l_g, "l_adv": l_gen, "l_enc": l_enc, "l_con": l_con, "l_d": l_d}
+    l_g, l_gen, l_enc, l_con, l_lat, l_d = _pmean((l_g, l_gen, l_enc, l_con, l_lat, l_d),
+                                                  axis_name)
+    scalars = {"l_g": l_g, "l_adv": l_gen, "l_enc": l_enc, "l_con": l_con, "l_lat": l_lat,
+               "l_d": l_d}
     return _finish(state, cfg, rng, x, g_params, g_stats, g_opt_state, d_params, d_stats,
                    d_opt_state, g_grads, d_grads, scalars)
 
