@@ -96,8 +96,12 @@ def train_and_evaluate(cfg, data) -> dict:
         best_val = float("inf") if meta.get("best_val") is None else meta["best_val"]
         log.info("resumed from %s after epoch %d (step %d)", last_mngr.directory, start_epoch,
                  int(state.step))
-        if start_epoch >= cfg.epochs:
-            log.info("the workdir's run already finished its %d epochs", cfg.epochs)
+        metrics_path = os.path.join(cfg.workdir, "metrics.json")
+        if start_epoch >= cfg.epochs and os.path.exists(metrics_path):
+            log.info("the workdir's run already finished its %d epochs: %s", cfg.epochs,
+                     metrics_path)
+            with open(metrics_path) as f:
+                return json.load(f)
 
     replicated = NamedSharding(mesh, P())
     state = jax.device_put(state, replicated)  # as the step returns it: no recompilation
@@ -134,7 +138,8 @@ def train_and_evaluate(cfg, data) -> dict:
                 replicated)
             record = {"epoch": epoch, "step": step, "train_s": round(train_s, 2),
                       "train_img_per_s": round(steps_per_epoch * cfg.batch_size / train_s, 2)}
-            test = evaluate(cfg, state, data.test)
+            keep_recon = cfg.plots and epoch == cfg.epochs - 1  # the pictures reuse this pass
+            test = evaluate(cfg, state, data.test, keep_recon=keep_recon)
             record.update({f"test_{k}": test[k] for k in ("auc", "ap", "f1", "auc_r", "auc_lat")})
             if "pixel_auc" in test:
                 record["test_pixel_auc"] = test["pixel_auc"]
@@ -161,7 +166,6 @@ def train_and_evaluate(cfg, data) -> dict:
     if not history:
         raise ConfigError(f"--epochs={cfg.epochs} trains nothing: no epochs were run")
     wall = time.time() - t0
-    test = evaluate(cfg, state, data.test, keep_recon=True)
     final, best = history[-1], max(history, key=lambda r: r["test_auc"])
     result = {
         "auc": final["test_auc"], "ap": final["test_ap"], "f1": final["test_f1"],
@@ -178,6 +182,8 @@ def train_and_evaluate(cfg, data) -> dict:
         "history": history,
     }
     if cfg.plots:
+        if start_epoch >= cfg.epochs:  # a finished run reopened: nothing scored in this process
+            test = evaluate(cfg, state, data.test, keep_recon=True)
         x = to_float_np(data.test.images)
         result["plots"] = plots.write_all(
             cfg.workdir, data.test.labels, scoring.minmax(test["scores"]), test["auc"], x,
