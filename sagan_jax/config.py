@@ -69,6 +69,7 @@ class Config:
     score_lambda: float = 0.2
     eval_batch_stats: bool = False
     bn_recalibration_batches: int = 20  # recompute running BN stats before evaluating (0 = off)
+    eval_every: int = 1              # score the test set after every N-th epoch and the last (0 = last only)
     # Devices and output.
     num_devices: int = 0             # 0 = every local device
     progress: bool = True
@@ -89,6 +90,12 @@ class Config:
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
+
+    def evaluates_after(self, epoch: int) -> bool:
+        """Whether the test set is scored after ``epoch`` (0-based): every ``eval_every``-th
+        epoch, and always the last one."""
+        last = epoch == self.epochs - 1
+        return last or (self.eval_every > 0 and (epoch + 1) % self.eval_every == 0)
 
 
 def _choice(name, value, allowed):
@@ -150,6 +157,9 @@ def validate(cfg: Config) -> None:
     if cfg.bn_recalibration_batches < 0:
         raise ConfigError(
             f"--bn_recalibration_batches={cfg.bn_recalibration_batches} must be >= 0 (0 = off)")
+    if cfg.eval_every < 0:
+        raise ConfigError(
+            f"--eval_every={cfg.eval_every} must be >= 0 (N = every N-th epoch, 0 = last only)")
     if cfg.keep_checkpoints < 1:
         raise ConfigError(f"--keep_checkpoints={cfg.keep_checkpoints} must be >= 1")
     if not 0.0 < cfg.threshold_fpr < 1.0:

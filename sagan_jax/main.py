@@ -63,6 +63,8 @@ HELP = {
     "num_devices": "local devices for data parallelism (0 = all)",
     "progress": "show a progress bar",
     "tensorboard": "write TensorBoard event files to WORKDIR/tensorboard",
+    "eval_every": "score the test set after every N-th epoch and always after the last one "
+                  "(0 = only after the last; fewer test passes, no per-epoch test curve)",
     "plots": "write PNG pictures to WORKDIR/plots after training",
     "compilation_cache": "folder of JAX's persistent compilation cache, so reruns of the same "
                          "model skip XLA compilation ('' = off; $JAX_COMPILATION_CACHE_DIR wins)",

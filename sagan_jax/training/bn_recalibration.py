@@ -54,17 +54,25 @@ def recalibrate_batchnorm(cfg, state, images_u8: np.ndarray, seed: int):
     n_batches = cfg.bn_recalibration_batches
     if n_batches <= 0:
         return state
-    bs = min(cfg.batch_size, len(images_u8))
-    rng = np.random.default_rng([seed, 7])
     variables = {"g_params": state.g_params, "g_stats": state.g_stats,
                  "d_params": state.d_params, "d_stats": state.d_stats}
     total = None
-    order = np.zeros(0, int)
-    for _ in range(n_batches):
-        if len(order) < bs:
-            order = rng.permutation(len(images_u8))
-        idx, order = np.sort(order[:bs]), order[bs:]
+    for idx in recalibration_batches(len(images_u8), cfg.batch_size, n_batches, seed):
         stats = _batch_statistics(variables, to_float_np(images_u8[idx]), cfg)
         total = stats if total is None else jax.tree.map(jnp.add, total, stats)
     g_stats, d_stats = jax.tree.map(lambda t: t / n_batches, total)
     return state.replace(g_stats=g_stats, d_stats=d_stats)
+
+
+def recalibration_batches(n_images: int, batch_size: int, n_batches: int, seed: int):
+    """The sorted image indices of each recalibration batch: ``n_batches`` batches of
+    min(batch_size, n_images) images, drawn without replacement from seeded permutations
+    (a new permutation when one runs out). Shared with the PyTorch reference's loop."""
+    bs = min(batch_size, n_images)
+    rng = np.random.default_rng([seed, 7])
+    order = np.zeros(0, int)
+    for _ in range(n_batches):
+        if len(order) < bs:
+            order = rng.permutation(n_images)
+        idx, order = np.sort(order[:bs]), order[bs:]
+        yield idx

@@ -138,21 +138,27 @@ def train_and_evaluate(cfg, data) -> dict:
                 replicated)
             record = {"epoch": epoch, "step": step, "train_s": round(train_s, 2),
                       "train_img_per_s": round(steps_per_epoch * cfg.batch_size / train_s, 2)}
-            keep_recon = cfg.plots and epoch == cfg.epochs - 1  # the pictures reuse this pass
-            test = evaluate(cfg, state, data.test, keep_recon=keep_recon)
-            record.update({f"test_{k}": test[k] for k in ("auc", "ap", "f1", "auc_r", "auc_lat")})
-            if "pixel_auc" in test:
-                record["test_pixel_auc"] = test["pixel_auc"]
+            if cfg.evaluates_after(epoch):
+                keep_recon = cfg.plots and epoch == cfg.epochs - 1  # the pictures reuse it
+                test = evaluate(cfg, state, data.test, keep_recon=keep_recon)
+                record.update({f"test_{k}": test[k]
+                               for k in ("auc", "ap", "f1", "auc_r", "auc_lat")})
+                if "pixel_auc" in test:
+                    record["test_pixel_auc"] = test["pixel_auc"]
+                log.info("epoch %d/%d: test AUC %.4f AP %.4f F1 %.4f (AUC of R alone %.4f, of "
+                         "L alone %.4f; %.1f img/s)", epoch + 1, cfg.epochs, record["test_auc"],
+                         record["test_ap"], record["test_f1"], record["test_auc_r"],
+                         record["test_auc_lat"], record["train_img_per_s"])
+            else:
+                log.info("epoch %d/%d: trained (%.1f img/s); test set not scored "
+                         "(--eval_every=%d)", epoch + 1, cfg.epochs, record["train_img_per_s"],
+                         cfg.eval_every)
             calib = calibrate(cfg, state, data)
             if data.val is not None:
                 record["val_score_mean"] = calib["mean"]
             history.append(record)
             writer.write("epoch", step, record)
             writer.flush()
-            log.info("epoch %d/%d: test AUC %.4f AP %.4f F1 %.4f (AUC of R alone %.4f, of L "
-                     "alone %.4f; %.1f img/s)", epoch + 1, cfg.epochs, record["test_auc"],
-                     record["test_ap"], record["test_f1"], record["test_auc_r"],
-                     record["test_auc_lat"], record["train_img_per_s"])
             is_best = data.val is not None and calib["mean"] < best_val
             best_val = min(best_val, calib["mean"]) if data.val is not None else best_val
             extra = {"history": history, "calibration": calib,
@@ -166,7 +172,8 @@ def train_and_evaluate(cfg, data) -> dict:
     if not history:
         raise ConfigError(f"--epochs={cfg.epochs} trains nothing: no epochs were run")
     wall = time.time() - t0
-    final, best = history[-1], max(history, key=lambda r: r["test_auc"])
+    scored = [r for r in history if "test_auc" in r]  # the last epoch always is
+    final, best = scored[-1], max(scored, key=lambda r: r["test_auc"])
     result = {
         "auc": final["test_auc"], "ap": final["test_ap"], "f1": final["test_f1"],
         "auc_r_alone": final["test_auc_r"], "auc_lat_alone": final["test_auc_lat"],
