@@ -51,9 +51,12 @@ def make_config(args, seed: int) -> Config:
         flags = table2.read_flagfile(os.path.join(HERE, "quickstart.cfg"))
         flags.update(seed=seed, progress=False, plots=False,
                      workdir=os.path.join(args.out, "jax", "digits", f"seed{seed}"))
+        for item in args.set:
+            name, _, value = item.partition("=")
+            flags[name] = value
         return Config(**{k: table2._convert(k, v) for k, v in flags.items()})
     t2 = argparse.Namespace(budget="reduced", dataset="image_folder", protocol="ganomaly",
-                            isize=32, data_root=args.data_root, data_dir=None, set=[],
+                            isize=32, data_root=args.data_root, data_dir=None, set=args.set,
                             out=args.out)
     return table2.run_config(t2, "sagan", args.abnormal_class, seed)
 
@@ -178,6 +181,9 @@ def main(argv=None):
     p.add_argument("--abnormal_class", default="bird", help="cifar10_reduced only")
     p.add_argument("--data_root", default="~/.cache/sagan_jax/cifar10_jpg")
     p.add_argument("--out", default="workdirs/parity")
+    p.add_argument("--set", action="append", default=[], metavar="FLAG=VALUE",
+                   help="override a flag of both frameworks' runs (e.g. eval_every=0; the "
+                        "last-epoch result does not depend on it)")
     p.add_argument("--torch_threads", type=int, default=0, help="0 = torch's default")
     p.add_argument("--doc", default=os.path.join(os.path.dirname(HERE), "docs", "results.md"))
     p.add_argument("--no-write", dest="write", action="store_false")
