@@ -26,10 +26,9 @@ import optax
 from sagan_jax import losses
 from sagan_jax.models import build_models
 from sagan_jax.training.state import TrainState, init_discriminator
+from sagan_jax.training.updates import grad_update, pmean
 
 
-def _pmean(tree, axis_name):
-    return tree if axis_name is None else jax.lax.pmean(tree, axis_name)
 
 
 def _d_apply(d, params, stats, *inputs, update):
@@ -78,11 +77,8 @@ def ganomaly_step(state: TrainState, batch, rng, *, cfg, g_tx, d_tx, axis_name=N
         l_g = cfg.w_adv * l_adv + cfg.w_con * l_con + cfg.w_lat * l_lat
         return l_g, (fake, g_new["batch_stats"], l_adv, l_con, l_lat)
 
-    (l_g, (fake, g_stats, l_adv, l_con, l_lat)), g_grads = jax.value_and_grad(
-        g_loss_fn, has_aux=True)(state.g_params)
-    g_grads = _pmean(g_grads, axis_name)
-    g_updates, g_opt_state = g_tx.update(g_grads, state.g_opt_state, state.g_params)
-    g_params = optax.apply_updates(state.g_params, g_updates)
+    l_g, (fake, g_stats, l_adv, l_con, l_lat), g_grads, g_params, g_opt_state = grad_update(
+        g_loss_fn, state.g_params, state.g_opt_state, g_tx, axis_name)
 
     fake = jax.lax.stop_gradient(fake)
 
@@ -93,12 +89,10 @@ def ganomaly_step(state: TrainState, batch, rng, *, cfg, g_tx, d_tx, axis_name=N
                      + losses.bce_with_logits(logit_fake, 0.0))
         return l_d, stats
 
-    (l_d, d_stats), d_grads = jax.value_and_grad(d_loss_fn, has_aux=True)(state.d_params)
-    d_grads = _pmean(d_grads, axis_name)
-    d_updates, d_opt_state = d_tx.update(d_grads, state.d_opt_state, state.d_params)
-    d_params = optax.apply_updates(state.d_params, d_updates)
+    l_d, d_stats, d_grads, d_params, d_opt_state = grad_update(
+        d_loss_fn, state.d_params, state.d_opt_state, d_tx, axis_name)
 
-    l_g, l_adv, l_con, l_lat, l_d = _pmean((l_g, l_adv, l_con, l_lat, l_d), axis_name)
+    l_g, l_adv, l_con, l_lat, l_d = pmean((l_g, l_adv, l_con, l_lat, l_d), axis_name)
     scalars = {"l_g": l_g, "l_adv": l_adv, "l_con": l_con, "l_lat": l_lat, "l_d": l_d}
     return _finish(state, cfg, rng, x, g_params, g_stats, g_opt_state, d_params, d_stats,
                    d_opt_state, g_grads, d_grads, scalars)
@@ -125,11 +119,8 @@ def egbad_step(state: TrainState, batch, rng, *, cfg, g_tx, d_tx, axis_name=None
         l_enc = losses.bce_with_logits(logit_enc, 0.0)
         return l_gen + l_enc, (z_x, x_z, stats, l_gen, l_enc)
 
-    (l_g, (z_x, x_z, g_stats, l_gen, l_enc)), g_grads = jax.value_and_grad(
-        ge_loss_fn, has_aux=True)(state.g_params)
-    g_grads = _pmean(g_grads, axis_name)
-    g_updates, g_opt_state = g_tx.update(g_grads, state.g_opt_state, state.g_params)
-    g_params = optax.apply_updates(state.g_params, g_updates)
+    l_g, (z_x, x_z, g_stats, l_gen, l_enc), g_grads, g_params, g_opt_state = grad_update(
+        ge_loss_fn, state.g_params, state.g_opt_state, g_tx, axis_name)
 
     z_x, x_z = jax.lax.stop_gradient(z_x), jax.lax.stop_gradient(x_z)
 
@@ -139,10 +130,8 @@ def egbad_step(state: TrainState, batch, rng, *, cfg, g_tx, d_tx, axis_name=None
         l_d = losses.bce_with_logits(logit_real, 1.0) + losses.bce_with_logits(logit_fake, 0.0)
         return l_d, stats
 
-    (l_d, d_stats), d_grads = jax.value_and_grad(d_loss_fn, has_aux=True)(state.d_params)
-    d_grads = _pmean(d_grads, axis_name)
-    d_updates, d_opt_state = d_tx.update(d_grads, state.d_opt_state, state.d_params)
-    d_params = optax.apply_updates(state.d_params, d_updates)
+    l_d, d_stats, d_grads, d_params, d_opt_state = grad_update(
+        d_loss_fn, state.d_params, state.d_opt_state, d_tx, axis_name)
 
     # Monitoring only (not trained on), with the pre-update networks, batch statistics and no
     # running-statistics update: the two terms of EGBAD's score, l_con = mean |x - G(E(x))|
@@ -155,7 +144,7 @@ def egbad_step(state: TrainState, batch, rng, *, cfg, g_tx, d_tx, axis_name=None
     _, f_fake, _ = _d_apply(d, state.d_params, state.d_stats, recon, z_x, update=False)
     l_lat = losses.l1(f_real, f_fake)
 
-    l_g, l_gen, l_enc, l_con, l_lat, l_d = _pmean((l_g, l_gen, l_enc, l_con, l_lat, l_d),
+    l_g, l_gen, l_enc, l_con, l_lat, l_d = pmean((l_g, l_gen, l_enc, l_con, l_lat, l_d),
                                                   axis_name)
     scalars = {"l_g": l_g, "l_adv": l_gen, "l_enc": l_enc, "l_con": l_con, "l_lat": l_lat,
                "l_d": l_d}

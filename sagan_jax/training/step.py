@@ -23,12 +23,9 @@ from jax.sharding import PartitionSpec as P
 from sagan_jax import losses
 from sagan_jax.models import build_models
 from sagan_jax.training.state import TrainState, init_discriminator
+from sagan_jax.training.updates import grad_update, pmean
 
 DATA_AXIS = "batch"
-
-
-def _pmean(tree, axis_name):
-    return tree if axis_name is None else jax.lax.pmean(tree, axis_name)
 
 
 def train_step(state: TrainState, batch, rng, *, cfg, g_tx, d_tx, axis_name=None):
@@ -60,12 +57,8 @@ def train_step(state: TrainState, batch, rng, *, cfg, g_tx, d_tx, axis_name=None
         l_g = cfg.w_adv * l_adv + cfg.w_con * l_con + cfg.w_lat * l_lat
         return l_g, (fake, g_new["batch_stats"], l_adv, l_con, l_lat)
 
-    (l_g, (fake, g_stats, l_adv, l_con, l_lat)), g_grads = jax.value_and_grad(
-        g_loss_fn, has_aux=True
-    )(state.g_params)
-    g_grads = _pmean(g_grads, axis_name)
-    g_updates, g_opt_state = g_tx.update(g_grads, state.g_opt_state, state.g_params)
-    g_params = optax.apply_updates(state.g_params, g_updates)
+    l_g, (fake, g_stats, l_adv, l_con, l_lat), g_grads, g_params, g_opt_state = grad_update(
+        g_loss_fn, state.g_params, state.g_opt_state, g_tx, axis_name)
 
     # ---- discriminator (sees the G(x) computed before G's update) -------------------------
     fake = jax.lax.stop_gradient(fake)
@@ -78,12 +71,10 @@ def train_step(state: TrainState, batch, rng, *, cfg, g_tx, d_tx, axis_name=None
             l_d = l_d + cfg.w_lat * losses.l2(feat_real, feat_fake)
         return l_d, stats
 
-    (l_d, d_stats), d_grads = jax.value_and_grad(d_loss_fn, has_aux=True)(state.d_params)
-    d_grads = _pmean(d_grads, axis_name)
-    d_updates, d_opt_state = d_tx.update(d_grads, state.d_opt_state, state.d_params)
-    d_params = optax.apply_updates(state.d_params, d_updates)
+    l_d, d_stats, d_grads, d_params, d_opt_state = grad_update(
+        d_loss_fn, state.d_params, state.d_opt_state, d_tx, axis_name)
 
-    l_g, l_adv, l_con, l_lat, l_d = _pmean((l_g, l_adv, l_con, l_lat, l_d), axis_name)
+    l_g, l_adv, l_con, l_lat, l_d = pmean((l_g, l_adv, l_con, l_lat, l_d), axis_name)
 
     # ---- re-initialise D when it wins too clearly (SPEC section 5) -------------------------
     reinit = l_d < cfg.reinit_d_threshold
