@@ -83,3 +83,42 @@ def test_eval_every_schedule():
     assert all(Config(epochs=3).evaluates_after(e) for e in range(3))
     with pytest.raises(ConfigError, match=r"--eval_every=-1 must be >= 0"):
         Config(eval_every=-1)
+
+
+def _init_leaves():
+    """{path: (jax leaf, torch leaf)} of G's and D's initial parameters, each framework
+    drawing from its own initialiser (the parity runs' setting)."""
+    from test_torch_parity import flat, torch_tree
+
+    cfg = Config(ngf=16, ndf=16, isize=32)
+    g_tx, d_tx = make_optimizers(cfg, 1)
+    st = init_state(cfg, jax.random.key(0), g_tx, d_tx)
+    torch.manual_seed(0)
+    tr = TorchTrainer(cfg)
+    out = {}
+    for net, jp, mod in (("G", st.g_params, tr.g), ("D", st.d_params, tr.d)):
+        tp, _ = torch_tree(mod)
+        for (p, a), (q, b) in zip(flat(jp), flat(tp)):
+            assert p == q
+            out[(net,) + p] = (np.asarray(a), np.asarray(b))
+    return out
+
+
+def test_both_frameworks_initialise_as_spec():
+    """SPEC section 4 in both frameworks: conv / dense weights ~ N(0, 0.02), BatchNorm scales
+    ~ N(1, 0.02), biases and BatchNorm offsets 0. Training parity draws each framework's own
+    initial weights, so a different initialiser would bias the comparison of AUCs."""
+    leaves = _init_leaves()
+    assert len(leaves) > 100
+    for path, arrays in leaves.items():
+        for fw, a in zip(("jax", "torch"), arrays):
+            name = path[-1]
+            if name in ("bias",) or name.endswith("_bias"):
+                assert np.all(a == 0), (fw, path)
+                continue
+            centre = 1.0 if name == "scale" else 0.0
+            if a.size < 500:  # too few draws for a tight check; still the right centre
+                assert abs(a.mean() - centre) < 4 * 0.02, (fw, path)
+                continue
+            assert abs(a.mean() - centre) < 0.002, (fw, path, a.mean())
+            assert abs(a.std() - 0.02) < 0.002, (fw, path, a.std())
