@@ -134,6 +134,8 @@ def summarise(rows: list) -> dict:
         out["jax_mean_within_torch_range"] = t["min"] <= j["mean"] <= t["max"]
         out["mean_difference"] = j["mean"] - t["mean"]
         out["difference_in_torch_std"] = (j["mean"] - t["mean"]) / t["std"] if t["std"] else None
+        se = (j["std"] ** 2 / j["n"] + t["std"] ** 2 / t["n"]) ** 0.5
+        out["welch_t"] = (j["mean"] - t["mean"]) / se if se > 0 else None
     return out
 
 
@@ -169,7 +171,9 @@ def markdown(args, rows: list, summary: dict, command: str, started: str) -> str
         lines += ["", f"JAX mean - PyTorch mean = {summary['mean_difference']:+.4f}"
                   + (f" ({k:+.2f} PyTorch standard deviations)" if k is not None else "")
                   + "; the JAX mean lies " + ("**within**" if ok else "**outside**")
-                  + " the PyTorch seeds' range."]
+                  + " the PyTorch seeds' range"
+                  + (f"; Welch t = {summary['welch_t']:+.2f}" if summary.get("welch_t") else "")
+                  + "."]
     return "\n".join(lines)
 
 
