@@ -27,11 +27,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from sagan_jax import scoring
 from sagan_jax.config import ConfigError
 from sagan_jax.data.pipeline import epoch_order, to_float_np
 from sagan_jax.training.bn_recalibration import recalibration_batches
 from sagan_jax.training.errors import NonFiniteLossError
+from sagan_jax.training.evaluate import split_metrics
 from sagan_jax.torch_ref.step import TorchTrainer
 
 log = logging.getLogger("sagan_jax.torch_ref")
@@ -84,11 +84,7 @@ def score_images(trainer: TorchTrainer, images_u8: np.ndarray, batch_size: int):
 
 def evaluate(cfg, trainer: TorchTrainer, split) -> dict:
     r, lat = score_images(trainer, split.images, cfg.eval_batch_size)
-    raw = scoring.anomaly_score(r, lat, cfg.score_lambda)
-    result = scoring.detection_metrics(split.labels, scoring.minmax(raw))
-    result["auc_r"] = scoring.detection_metrics(split.labels, r)["auc"]
-    result["auc_lat"] = scoring.detection_metrics(split.labels, lat)["auc"]
-    return result
+    return split_metrics(cfg, split.labels, r, lat)
 
 
 def train_and_evaluate(cfg, data, threads: int | None = None,

@@ -49,18 +49,24 @@ def score_images(cfg, state, images_u8: np.ndarray, keep_recon: bool = False):
     return out + (np.concatenate(recons),) if keep_recon else out
 
 
+def split_metrics(cfg, labels, r, lat) -> dict:
+    """Metrics of the model's min-max scaled score, the AUC of each term alone (what each
+    contributes), and the raw score and terms. Shared with the PyTorch reference's loop."""
+    raw = registry.final_score(cfg, r, lat)  # per model; SAGAN: lam R + (1 - lam) L
+    result = scoring.detection_metrics(labels, scoring.minmax(raw))
+    result["auc_r"] = scoring.detection_metrics(labels, r)["auc"]
+    result["auc_lat"] = scoring.detection_metrics(labels, lat)["auc"]
+    result.update(scores=raw, r=r, lat=lat)
+    return result
+
+
 def evaluate(cfg, state, split, keep_recon: bool = False) -> dict:
     """Scores and metrics of a labelled split. With defect masks (anomaly-folder ground
     truth) also the pixel-level AUROC of the anomaly maps |x - G(x)|."""
     need_recon = keep_recon or split.masks is not None
     out = score_images(cfg, state, split.images, keep_recon=need_recon)
     r, lat = out[:2]
-    raw = registry.final_score(cfg, r, lat)  # per model; SAGAN: lam R + (1 - lam) L
-    result = scoring.detection_metrics(split.labels, scoring.minmax(raw))
-    # The two terms alone, to show what each contributes (same labels, same images).
-    result["auc_r"] = scoring.detection_metrics(split.labels, r)["auc"]
-    result["auc_lat"] = scoring.detection_metrics(split.labels, lat)["auc"]
-    result.update(scores=raw, r=r, lat=lat)
+    result = split_metrics(cfg, split.labels, r, lat)
     if need_recon:
         result["recon"] = out[2]
     if split.masks is not None:
