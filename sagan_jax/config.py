@@ -10,12 +10,19 @@ PROTOCOLS = ("ganomaly", "clean")
 ON_BAD_IMAGE = ("error", "skip")
 ON_SMALL_IMAGE = ("error", "upsample")
 FOLDER_DATASETS = ("image_folder", "anomaly_folder")
-MODELS = ("sagan", "skip_ganomaly", "ganomaly", "egbad")  # sagan_jax.models.registry
-DSC_IMPLS = ("auto", "dense", "shift", "repeat", "xla")
+DSC_IMPLS = ("auto", "dense", "shift", "repeat", "xla")  # sagan_jax.models.layers
+ANOMALY_MAPS = ("residual", "grad")
+RUN_AXIS_IMPLS = ("auto", "vmap", "unroll")
+COMPUTE_DTYPES = ("float32", "bfloat16")
 DIGIT_CLASSES = tuple(str(i) for i in range(10))
 CIFAR10_CLASSES = (
     "airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck",
 )
+
+
+def flag(default, help_text: str):
+    """A Config field that is also an absl flag of the same name; its help text lives here."""
+    return dataclasses.field(default=default, metadata={"help": help_text})
 
 
 class ConfigError(ValueError):
@@ -25,62 +32,76 @@ class ConfigError(ValueError):
 @dataclasses.dataclass(frozen=True)
 class Config:
     # What to run.
-    mode: str = "train"
-    model: str = "sagan"
-    workdir: str = "workdirs/default"
-    seed: int = 0
+    mode: str = flag("train", 'train | eval (score the test set with the checkpoint in --workdir) | summary | score (score new images from --input with the trained --workdir)')
+    model: str = flag("sagan", "the model (the registry in sagan_jax/methods; each model's original settings in experiments/model_<name>.cfg)")
+    workdir: str = flag("workdirs/default", 'output folder: checkpoints, metrics.json, metrics.jsonl; resumes if it holds a run')
+    seed: int = flag(0, 'seed of initialisation, data order and splits')
     # Data.
-    dataset: str = "digits"
-    abnormal_class: str = "0"
-    protocol: str = "ganomaly"
-    data_dir: Optional[str] = None   # tfds data_dir (prepared tfds datasets)
-    data_root: Optional[str] = None  # image-folder root
-    isize: int = 32
-    max_train_images: int = 0        # 0 = all normal training images
-    val_fraction: float = 0.0
-    digits_test_fraction: float = 0.2
-    on_bad_image: str = "error"      # error | skip (corrupt, empty or non-image files)
-    on_small_image: str = "error"    # error | upsample (images smaller than isize)
-    download: bool = True            # let tfds download cifar10 when it is not prepared
+    dataset: str = flag("digits", 'digits (embedded, offline) | cifar10 | image_folder | anomaly_folder')
+    abnormal_class: str = flag("0", 'the class held out as abnormal (a digit 0-9, a CIFAR-10 class name, a class folder of an image_folder)')
+    protocol: str = flag("ganomaly", 'ganomaly (abnormal test images from both splits) | clean (test split only)')
+    data_dir: Optional[str] = flag(None, 'tensorflow-datasets data_dir (cifar10: tfds default; anomaly_folder: where the prepared folder is cached, default ~/.cache/sagan_jax/tfds)')
+    data_root: Optional[str] = flag(None, 'root folder of an image_folder (train|test/<class>/<image>) or anomaly_folder (train/0.normal, test/0.normal, test/1.abnormal) dataset')
+    isize: int = flag(32, 'image size, a multiple of 16')
+    max_train_images: int = flag(0, 'train on a seeded subset of this many normal images (0 = all)')
+    val_fraction: float = flag(0.0, 'fraction of normal training images held out for validation')
+    digits_test_fraction: float = flag(0.2, 'digits: fraction of each normal digit held out for the test set')
+    on_bad_image: str = flag("error", 'error (stop at the first corrupt, empty or non-image file, naming it) | skip (drop such files with a warning; their number is logged)')
+    on_small_image: str = flag("error", 'error (stop at an image smaller than isize, naming it) | upsample')
+    download: bool = flag(True, 'cifar10: let tensorflow-datasets download it when --data_dir lacks it')
     # Optimisation (SPEC section 5).
-    batch_size: int = 64
-    eval_batch_size: int = 64
-    epochs: int = 15
-    lr: float = 2e-3
-    beta1: float = 0.5
-    beta2: float = 0.999
-    niter: int = 15
-    niter_decay: int = 100
-    w_adv: float = 1.0
-    w_con: float = 40.0
-    w_lat: float = 1.0
-    d_lat_loss: bool = False
-    reinit_d_threshold: float = 1e-5
+    batch_size: int = flag(64, 'global training batch size (split over the devices)')
+    eval_batch_size: int = flag(64, 'batch size for scoring')
+    epochs: int = flag(15, 'number of training epochs')
+    lr: float = flag(2e-3, 'Adam learning rate of both networks (paper 2e-3)')
+    beta1: float = flag(0.5, 'Adam beta1')
+    beta2: float = flag(0.999, 'Adam beta2')
+    niter: int = flag(15, 'epochs at the initial learning rate (lambda decay)')
+    niter_decay: int = flag(100, 'epochs of linear decay (lambda decay)')
+    w_adv: float = flag(1.0, 'weight of L_adv')
+    w_con: float = flag(40.0, 'weight of L_con (paper 40)')
+    w_lat: float = flag(1.0, 'weight of L_lat')
+    d_lat_loss: bool = flag(False, "also train D on L_lat (the authors' code)")
+    reinit_d_threshold: float = flag(1e-5, 're-initialise D when L_D falls below this')
     # Model (SPEC sections 2-3).
-    ngf: int = 64
-    ndf: int = 64
-    nz: int = 100
-    use_dsc: bool = True
-    use_cbam: bool = True
-    kernels_per_layer: int = 2
-    dsc_impl: str = "auto"         # per-layer fastest exact DSC impl (models.layers.auto_dsc_impl)
-    pool_after_cbam: bool = False
+    ngf: int = flag(64, 'generator base width')
+    ndf: int = flag(64, 'discriminator base width')
+    nz: int = flag(100, 'latent size')
+    use_dsc: bool = flag(True, 'depthwise-separable convolutions in the generator')
+    use_cbam: bool = flag(True, 'CBAM attention on the skips')
+    kernels_per_layer: int = flag(2, "DSC channel multiplier (paper's Table 1: 2; authors' code: 1)")
+    dsc_impl: str = flag("auto", 'how DSCs are computed (same math): auto | dense | shift | repeat | xla')
+    pool_after_cbam: bool = flag(False, "pool CBAM(x) instead of x (the paper's prose)")
     # Scoring (SPEC section 6).
-    score_lambda: float = 0.2
-    eval_batch_stats: bool = False
-    bn_recalibration_batches: int = 20  # recompute running BN stats before evaluating (0 = off)
-    eval_every: int = 1              # score the test set after every N-th epoch and the last (0 = last only)
+    score_lambda: float = flag(0.2, 'A = lambda R + (1 - lambda) L (paper 0.2, code 0.9)')
+    eval_batch_stats: bool = flag(False, 'score with test-batch BatchNorm statistics, as the PyTorch originals')
+    bn_recalibration_batches: int = flag(20, "before each evaluation, recompute BatchNorm running statistics with the current weights over this many training batches (0 = use the training run's moving averages)")
+    eval_every: int = flag(1, 'score the test set after every N-th epoch and always after the last one (0 = only after the last; fewer test passes, no per-epoch test curve)')
+    anomaly_map: str = flag("residual", "pixel anomaly map of score mode and pixel AUROC: residual (|x - G(x)| averaged over channels) | grad (|d score / d x| averaged over channels, jax.grad under jax.vmap)")
+    # Many runs as one program (docs/extending.md).
+    seeds: str = flag("", "comma-separated seeds trained together as one program, e.g. 0,1,2 ('' = --seed alone); results per run under WORKDIR/runs/<name>/")
+    abnormal_classes: str = flag("", "comma-separated abnormal classes trained together, or 'all' ('' = --abnormal_class alone); combined with --seeds")
+    run_axis_impl: str = flag("auto", "how runs trained together are mapped: auto (unroll on CPU, vmap elsewhere) | vmap | unroll (same math)")
+    max_runs_per_program: int = flag(0, "split a long run list into groups of at most this many runs per program (0 = all in one)")
+    steps_per_chunk: int = flag(10, "training steps per jitted lax.scan chunk; the host syncs (logs, progress, NaN check) between chunks")
+    # Numerics.
+    compute_dtype: str = flag("float32", "dtype of activations and convolutions: float32 | bfloat16 (parameters, optimiser state and BatchNorm statistics stay float32)")
+    dsc_autotune: bool = flag(True, "dsc_impl=auto: time each depthwise-separable layer's exact implementations once per (backend, shape, kernels_per_layer, dtype) and cache the choice on disk (false: a fixed rule)")
+    # Several processes (docs/scaling.md).
+    coordinator_address: str = flag("", "host:port of process 0 for multi-process training with jax.distributed ('' = single process unless a cluster (Slurm, Open MPI) is detected)")
+    num_processes: int = flag(0, "number of processes in a multi-process run (0 = single process or auto-detected)")
+    process_id: int = flag(-1, "this process's index in a multi-process run (-1 = auto-detected)")
     # Devices and output.
-    num_devices: int = 0             # 0 = every local device
-    progress: bool = True
-    tensorboard: bool = True
-    plots: bool = True
-    keep_checkpoints: int = 3
-    compilation_cache: str = "~/.cache/sagan_jax/xla"  # persistent XLA cache ("" = off)
-    threshold_fpr: float = 0.05      # decision threshold: this false-positive rate on normals
+    num_devices: int = flag(0, 'local devices for data parallelism (0 = all)')
+    progress: bool = flag(True, 'show a progress bar')
+    tensorboard: bool = flag(True, 'write TensorBoard event files to WORKDIR/tensorboard')
+    plots: bool = flag(True, 'write PNG pictures to WORKDIR/plots after training')
+    keep_checkpoints: int = flag(3, 'keep the newest N checkpoints (plus the best on validation data)')
+    compilation_cache: str = flag("~/.cache/sagan_jax/xla", "folder of JAX's persistent compilation cache, so reruns of the same model skip XLA compilation ('' = off; $JAX_COMPILATION_CACHE_DIR wins)")
+    threshold_fpr: float = flag(0.05, 'decision threshold for --mode=score: this false-positive rate on normal validation images (training normals if there is no val split)')
     # Scoring new images (--mode=score).
-    input: Optional[str] = None      # an image file or a folder of images
-    output: Optional[str] = None     # CSV path (default WORKDIR/scores.csv)
+    input: Optional[str] = flag(None, '--mode=score: an image file or a folder of images to score')
+    output: Optional[str] = flag(None, '--mode=score: CSV path (default WORKDIR/scores.csv)')
 
     def __post_init__(self):
         validate(self)
@@ -115,7 +136,9 @@ def classes_of(dataset: str):
 
 def validate(cfg: Config) -> None:
     _choice("mode", cfg.mode, MODES)
-    _choice("model", cfg.model, MODELS)
+    from sagan_jax import methods
+
+    _choice("model", cfg.model, methods.names())
     _choice("dataset", cfg.dataset, DATASETS)
     _choice("protocol", cfg.protocol, PROTOCOLS)
     _choice("dsc_impl", cfg.dsc_impl, DSC_IMPLS)
@@ -168,16 +191,4 @@ def validate(cfg: Config) -> None:
         raise ConfigError("--mode=score needs --input=IMAGE_OR_FOLDER (and the trained --workdir)")
     if cfg.num_devices < 0:
         raise ConfigError(f"--num_devices={cfg.num_devices} must be >= 0 (0 = all local devices)")
-    if cfg.model == "skip_ganomaly" and cfg.isize < 32:
-        raise ConfigError(
-            f"--isize={cfg.isize} is too small for --model=skip_ganomaly: its U-Net halves "
-            "log2(isize) >= 5 times; use 32, 64, 128, ..."
-        )
-    if cfg.model != "sagan" and cfg.isize & (cfg.isize - 1):
-        raise ConfigError(
-            f"--isize={cfg.isize} must be a power of two (16, 32, 64, ...) for --model={cfg.model}"
-        )
-    if cfg.ngf % 16 and cfg.use_cbam and cfg.model == "sagan":
-        raise ConfigError(
-            f"--ngf={cfg.ngf} must be a multiple of 16 with CBAM (reduction ratio 16)"
-        )
+    methods.get(cfg.model).validate(cfg)

@@ -15,11 +15,10 @@ import os
 import numpy as np
 
 from sagan_jax import plots, scoring
-from sagan_jax.models import registry
 from sagan_jax.data.base import DataError
 from sagan_jax.data.images import decode_images
 from sagan_jax.data.pipeline import to_float_np
-from sagan_jax.training.evaluate import score_images
+from sagan_jax.training.evaluate import final_score, score_images
 from sagan_jax.training.loop import restore_for_inference
 
 log = logging.getLogger("sagan_jax")
@@ -53,7 +52,7 @@ def score_new_images(cfg) -> dict:
     if len(decoded.images) == 0:
         raise DataError(f"--input={cfg.input!r}: no readable image ({len(decoded.skipped)} skipped)")
     r, lat, recon = score_images(cfg, state, decoded.images, keep_recon=True)
-    raw = registry.final_score(cfg, r, lat)
+    raw = final_score(cfg, r, lat)
     span = (calib["max"] - calib["min"]) or 1.0
     normalised = (raw - calib["min"]) / span
     abnormal = raw > calib["threshold"]

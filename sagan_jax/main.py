@@ -19,69 +19,16 @@ from sagan_jax.config import Config, ConfigError
 from sagan_jax.data.base import DataError
 from sagan_jax.training.errors import NonFiniteLossError
 
-HELP = {
-    "mode": "train | eval (score the test set with the checkpoint in --workdir) | summary | "
-            "score (score new images from --input with the trained --workdir)",
-    "model": "sagan | skip_ganomaly | ganomaly | egbad (the paper's baselines; per-model "
-             "defaults in experiments/model_<name>.cfg)",
-    "workdir": "output folder: checkpoints, metrics.json, metrics.jsonl; resumes if it holds a run",
-    "seed": "seed of initialisation, data order and splits",
-    "dataset": "digits (embedded, offline) | cifar10 | image_folder | anomaly_folder",
-    "abnormal_class": "the class held out as abnormal (a digit 0-9, a CIFAR-10 class name, a "
-                      "class folder of an image_folder)",
-    "protocol": "ganomaly (abnormal test images from both splits) | clean (test split only)",
-    "data_dir": "tensorflow-datasets data_dir (cifar10: tfds default; anomaly_folder: where the "
-                "prepared folder is cached, default ~/.cache/sagan_jax/tfds)",
-    "data_root": "root folder of an image_folder (train|test/<class>/<image>) or anomaly_folder "
-                 "(train/0.normal, test/0.normal, test/1.abnormal) dataset",
-    "isize": "image size, a multiple of 16",
-    "max_train_images": "train on a seeded subset of this many normal images (0 = all)",
-    "val_fraction": "fraction of normal training images held out for validation",
-    "digits_test_fraction": "digits: fraction of each normal digit held out for the test set",
-    "on_bad_image": "error (stop at the first corrupt, empty or non-image file, naming it) | "
-                    "skip (drop such files with a warning; their number is logged)",
-    "on_small_image": "error (stop at an image smaller than isize, naming it) | upsample",
-    "download": "cifar10: let tensorflow-datasets download it when --data_dir lacks it",
-    "batch_size": "global training batch size (split over the devices)",
-    "eval_batch_size": "batch size for scoring",
-    "epochs": "number of training epochs",
-    "lr": "Adam learning rate of both networks (paper 2e-3)",
-    "beta1": "Adam beta1", "beta2": "Adam beta2",
-    "niter": "epochs at the initial learning rate (lambda decay)",
-    "niter_decay": "epochs of linear decay (lambda decay)",
-    "w_adv": "weight of L_adv", "w_con": "weight of L_con (paper 40)", "w_lat": "weight of L_lat",
-    "d_lat_loss": "also train D on L_lat (the authors' code)",
-    "reinit_d_threshold": "re-initialise D when L_D falls below this",
-    "ngf": "generator base width", "ndf": "discriminator base width", "nz": "latent size",
-    "use_dsc": "depthwise-separable convolutions in the generator",
-    "use_cbam": "CBAM attention on the skips",
-    "kernels_per_layer": "DSC channel multiplier (paper's Table 1: 2; authors' code: 1)",
-    "dsc_impl": "how DSCs are computed (same math): auto | dense | shift | repeat | xla",
-    "pool_after_cbam": "pool CBAM(x) instead of x (the paper's prose)",
-    "score_lambda": "A = lambda R + (1 - lambda) L (paper 0.2, code 0.9)",
-    "eval_batch_stats": "score with test-batch BatchNorm statistics, as the PyTorch originals",
-    "num_devices": "local devices for data parallelism (0 = all)",
-    "progress": "show a progress bar",
-    "tensorboard": "write TensorBoard event files to WORKDIR/tensorboard",
-    "eval_every": "score the test set after every N-th epoch and always after the last one "
-                  "(0 = only after the last; fewer test passes, no per-epoch test curve)",
-    "plots": "write PNG pictures to WORKDIR/plots after training",
-    "compilation_cache": "folder of JAX's persistent compilation cache, so reruns of the same "
-                         "model skip XLA compilation ('' = off; $JAX_COMPILATION_CACHE_DIR wins)",
-    "bn_recalibration_batches": "before each evaluation, recompute BatchNorm running statistics "
-                                "with the current weights over this many training batches "
-                                "(0 = use the training run's moving averages)",
-    "keep_checkpoints": "keep the newest N checkpoints (plus the best on validation data)",
-    "threshold_fpr": "decision threshold for --mode=score: this false-positive rate on normal "
-                     "validation images (training normals if there is no val split)",
-    "input": "--mode=score: an image file or a folder of images to score",
-    "output": "--mode=score: CSV path (default WORKDIR/scores.csv)",
-}
 
 
 def _define_flags():
     for f in dataclasses.fields(Config):
-        default, help_ = f.default, HELP[f.name]
+        default, help_ = f.default, f.metadata["help"]
+        if f.name == "model":
+            from sagan_jax import methods
+
+            help_ += "; registered: " + "; ".join(
+                f"{n} ({methods.get(n).description})" for n in methods.names())
         hint = typing.get_type_hints(Config)[f.name]
         if hint is bool:
             flags.DEFINE_bool(f.name, default, help_)

@@ -12,7 +12,9 @@ import pytest
 from sagan_jax.config import Config, ConfigError
 from sagan_jax.data.digits import load_digits_anomaly
 from sagan_jax.data.pipeline import to_float_np
-from sagan_jax.models import build_models, registry
+from sagan_jax import methods
+from sagan_jax.models import build_models
+from sagan_jax.training.evaluate import final_score
 from sagan_jax.models.summary import param_counts
 from sagan_jax.training.evaluate import score_images
 from sagan_jax.training.state import init_state, make_optimizers
@@ -182,7 +184,7 @@ def test_training_steps_run_and_score_direction(model):
     r, lat = score_images(cfg, state, np.concatenate([imgs, noisy]))
     assert r.shape == lat.shape == (32,)
     assert np.all(r >= 0) and np.all(lat >= 0)
-    raw = registry.final_score(cfg, r, lat)
+    raw = final_score(cfg, r, lat)
     assert raw.shape == (32,)
     # Reconstruction-based components/scores: the noisy copies score higher.
     assert r[16:].mean() > r[:16].mean(), (r[:16].mean(), r[16:].mean())
@@ -194,7 +196,7 @@ def test_training_steps_run_and_score_direction(model):
 
 @pytest.mark.parametrize("model", ["ganomaly", "egbad"])
 def test_score_components_equal_their_formulas(model):
-    """registry.score_batch against the formulas written out from the networks' outputs;
+    """The specs' components against the formulas written out from the networks' outputs;
     inputs far outside [-1, 1] so the tanh output range is checked too. (Skip-GANomaly scores
     with SAGAN's code path, tested in test_scoring.py; its direction is tested above.)"""
     t = TINY[model]
@@ -208,7 +210,7 @@ def test_score_components_equal_their_formulas(model):
         dv = d.init(jax.random.key(2), x, train=False)
         variables = {"g_params": gv["params"], "g_stats": gv["batch_stats"],
                      "d_params": dv["params"], "d_stats": dv["batch_stats"]}
-        got = registry.score_batch(cfg, variables, x, train=False)
+        got = methods.get(cfg.model).components(cfg, variables, x, False)
         out = g.apply(gv, x, train=False)
         if model == "skip_ganomaly":
             rec, extra = out, None
@@ -240,8 +242,8 @@ def test_final_score_per_model():
     r, lat = np.array([0.1, 0.5, 0.2]), np.array([3.0, 1.0, 2.0])
     for model in ("sagan", "skip_ganomaly", "egbad"):
         cfg = Config(model=model, isize=32, score_lambda=0.9)
-        np.testing.assert_allclose(registry.final_score(cfg, r, lat), 0.9 * r + 0.1 * lat)
-    np.testing.assert_allclose(registry.final_score(Config(model="ganomaly"), r, lat), lat)
+        np.testing.assert_allclose(final_score(cfg, r, lat), 0.9 * r + 0.1 * lat)
+    np.testing.assert_allclose(final_score(Config(model="ganomaly"), r, lat), lat)
 
 
 def test_model_flags_validated():

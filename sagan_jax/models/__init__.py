@@ -10,9 +10,9 @@ __all__ = ["DCGANDiscriminator", "SAGANGenerator", "build_models"]
 
 
 def build_models(cfg, axis_name: Optional[str] = None):
-    """(generator, discriminator) of ``cfg.model`` (see sagan_jax.models.registry).
+    """(generator, discriminator) of ``cfg.model`` (its spec in sagan_jax.methods).
     ``axis_name`` syncs BatchNorm statistics over a mapped axis (data parallelism); the
     parameters do not depend on it."""
-    from sagan_jax.models.registry import build
+    from sagan_jax import methods
 
-    return build(cfg, axis_name)
+    return methods.get(cfg.model).build(cfg, axis_name)

@@ -12,6 +12,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from sagan_jax.config import DSC_IMPLS
+
 # --- Initialisation (SPEC section 4) -------------------------------------------------------
 weight_init = nn.initializers.normal(stddev=0.02)
 bias_init = nn.initializers.zeros
@@ -21,8 +23,6 @@ def bn_scale_init(key, shape, dtype=jnp.float32):
     """BatchNorm scale ~ N(1, 0.02)."""
     return 1.0 + 0.02 * jax.random.normal(key, shape, dtype)
 
-
-DSC_IMPLS = ("auto", "dense", "shift", "repeat", "xla")
 
 
 class BatchNorm(nn.Module):

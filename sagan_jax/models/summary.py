@@ -35,25 +35,34 @@ def param_counts(cfg) -> dict:
 
 
 def summary_text(cfg) -> str:
+    """Parameter counts of ``cfg.model`` (as PyTorch's sum of p.numel()) and whatever its spec
+    adds (SAGAN: how the paper's Table 1 figures arose)."""
+    from sagan_jax import methods
+
+    spec = methods.get(cfg.model)
     c = param_counts(cfg)
-    if cfg.model != "sagan":  # a baseline (sagan_jax.models.registry): counts only
-        return "\n".join([
-            f"{cfg.model} at isize {cfg.isize}, ngf {cfg.ngf}, ndf {cfg.ndf}, nz {cfg.nz}",
-            f"  generator G      {c['G']:>12,} parameters (+{c['G_batch_stats']:,} BatchNorm statistics)",
-            f"  discriminator D  {c['D']:>12,} parameters (+{c['D_batch_stats']:,} BatchNorm statistics)",
-            f"  G + D            {c['G'] + c['D']:>12,}",
-            "Counted as PyTorch's sum of p.numel() (BatchNorm running statistics excluded).",
-        ])
-    conv = (f"DSC, kernels_per_layer {cfg.kernels_per_layer}" if cfg.use_dsc
-            else "plain 3x3 convolutions")
+    title = f"{cfg.model} at isize {cfg.isize}, ngf {cfg.ngf}, ndf {cfg.ndf}, nz {cfg.nz}"
+    if cfg.model == "sagan":
+        conv = (f"DSC, kernels_per_layer {cfg.kernels_per_layer}" if cfg.use_dsc
+                else "plain 3x3 convolutions")
+        title = (f"SAGAN at isize {cfg.isize}, ngf {cfg.ngf}, ndf {cfg.ndf}, nz {cfg.nz} "
+                 f"({conv}, CBAM {'on' if cfg.use_cbam else 'off'})")
     lines = [
-        f"SAGAN at isize {cfg.isize}, ngf {cfg.ngf}, ndf {cfg.ndf}, nz {cfg.nz} "
-        f"({conv}, CBAM {'on' if cfg.use_cbam else 'off'})",
+        title,
         f"  generator G      {c['G']:>12,} parameters (+{c['G_batch_stats']:,} BatchNorm statistics)",
         f"  discriminator D  {c['D']:>12,} parameters (+{c['D_batch_stats']:,} BatchNorm statistics)",
         f"  G + D            {c['G'] + c['D']:>12,}",
         "Counted as PyTorch's sum of p.numel() (BatchNorm running statistics excluded).",
-        "",
+        f"Anomaly score: {spec.score_formula}",
+    ]
+    if spec.describe is not None:
+        lines += [""] + list(spec.describe(cfg, c))
+    return "\n".join(lines)
+
+
+def sagan_table1_lines(cfg) -> list:
+    """Where the paper's Table 1 parameter counts came from (SPEC section 2)."""
+    lines = [
         "The paper's Table 1 (18,498,481 without DSCs, 5,181,089 with) does not count this RGB",
         "model: it counts G + D with the generator built for SmaAt-UNet's precipitation data",
         "(12 input channels, 1 output channel, kernels_per_layer 2) by a per-call hook counter",
@@ -67,4 +76,4 @@ def summary_text(cfg) -> str:
         )
     lines.append("True counts of the RGB model at isize 32, ngf 64: 18,415,575 without DSCs and "
                  "5,102,035 with (G + D, kernels_per_layer 2).")
-    return "\n".join(lines)
+    return lines

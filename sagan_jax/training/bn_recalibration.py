@@ -17,7 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from sagan_jax.data.pipeline import to_float_np
-from sagan_jax.models import registry
+from sagan_jax import methods
 from sagan_jax.models.layers import BatchNorm
 
 
@@ -33,11 +33,12 @@ def _batch_statistics(variables, x, cfg):
     its real pass and its G(x) pass, the two inputs it normalises during its training step and
     at scoring; EGBAD's joint D(x, z) keeps its training averages."""
     m = BatchNorm.momentum
-    g, d = registry.build(cfg)
+    spec = methods.get(cfg.model)
+    g, d = spec.build(cfg)
     out, g_new = g.apply({"params": variables["g_params"], "batch_stats": _zeros(variables["g_stats"])},
                          x, train=True, mutable=["batch_stats"])
     g_batch = jax.tree.map(lambda s: s / m, g_new["batch_stats"])
-    if cfg.model == "egbad":
+    if not spec.recalibrate_d:  # e.g. EGBAD's joint D(x, z) keeps its training averages
         return g_batch, variables["d_stats"]
     recon = out[0] if isinstance(out, tuple) else out
     d_batches = []

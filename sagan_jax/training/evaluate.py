@@ -14,20 +14,14 @@ import numpy as np
 
 from sagan_jax import scoring
 from sagan_jax.data.pipeline import eval_batches, to_float_np
-from sagan_jax.models import registry
+from sagan_jax import methods
+from sagan_jax.methods.spec import variables_of
 
 
 @functools.partial(jax.jit, static_argnames=("cfg",))
 def _score_batch(variables, x, cfg):
-    # Per-model components (R, L) and reconstruction: sagan_jax.models.registry.
-    return registry.score_batch(cfg, variables, x, train=cfg.eval_batch_stats)
-
-
-def variables_of(state) -> dict:
-    return {
-        "g_params": state.g_params, "g_stats": state.g_stats,
-        "d_params": state.d_params, "d_stats": state.d_stats,
-    }
+    # Per-model components (R, L) and reconstruction: the model's spec (sagan_jax.methods).
+    return methods.get(cfg.model).components(cfg, variables, x, cfg.eval_batch_stats)
 
 
 def score_images(cfg, state, images_u8: np.ndarray, keep_recon: bool = False):
@@ -49,10 +43,16 @@ def score_images(cfg, state, images_u8: np.ndarray, keep_recon: bool = False):
     return out + (np.concatenate(recons),) if keep_recon else out
 
 
+def final_score(cfg, r, lat) -> np.ndarray:
+    """The model's raw anomaly score of each image, in float64 (higher = more anomalous)."""
+    return np.asarray(methods.get(cfg.model).final_score(
+        cfg, np.asarray(r, np.float64), np.asarray(lat, np.float64)), np.float64)
+
+
 def split_metrics(cfg, labels, r, lat) -> dict:
     """Metrics of the model's min-max scaled score, the AUC of each term alone (what each
     contributes), and the raw score and terms. Shared with the PyTorch reference's loop."""
-    raw = registry.final_score(cfg, r, lat)  # per model; SAGAN: lam R + (1 - lam) L
+    raw = final_score(cfg, r, lat)  # per model; SAGAN: lam R + (1 - lam) L
     result = scoring.detection_metrics(labels, scoring.minmax(raw))
     result["auc_r"] = scoring.detection_metrics(labels, r)["auc"]
     result["auc_lat"] = scoring.detection_metrics(labels, lat)["auc"]

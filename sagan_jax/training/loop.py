@@ -14,12 +14,11 @@ from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from sagan_jax import checkpoints, plots, scoring
-from sagan_jax.models import registry
 from sagan_jax.config import ConfigError
 from sagan_jax.data.pipeline import prefetch_to_devices, to_float_np, train_dataset
 from sagan_jax.training.bn_recalibration import recalibrate_batchnorm
 from sagan_jax.training.errors import NonFiniteLossError
-from sagan_jax.training.evaluate import evaluate, score_images
+from sagan_jax.training.evaluate import evaluate, final_score, score_images
 from sagan_jax.training.metric_writer import MetricWriter, read_jsonl
 from sagan_jax.training.state import init_state, make_optimizers
 from sagan_jax.training.step import DATA_AXIS, make_mesh, make_train_step
@@ -54,7 +53,7 @@ def calibrate(cfg, state, data) -> dict:
     else:
         images, source = data.train.images[:CALIBRATION_IMAGES], "training normals (no val split)"
     r, lat = score_images(cfg, state, images)
-    raw = registry.final_score(cfg, r, lat)
+    raw = final_score(cfg, r, lat)
     return {
         "source": source, "n": int(len(raw)), "fpr": cfg.threshold_fpr,
         "threshold": float(np.quantile(raw, 1.0 - cfg.threshold_fpr)),

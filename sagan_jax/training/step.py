@@ -35,22 +35,14 @@ def train_step(state: TrainState, batch, rng, *, cfg, g_tx, d_tx, axis_name=None
     g, d = build_models(cfg, axis_name)
     x = batch
 
-    def d_apply(params, stats, inp, update):
-        variables = {"params": params, "batch_stats": stats}
-        if update:
-            (logit, feat), new = d.apply(variables, inp, train=True, mutable=["batch_stats"])
-            return logit, feat, new["batch_stats"]
-        logit, feat = d.apply(variables, inp, train=True, update_stats=False)
-        return logit, feat, stats
-
     # ---- generator ---------------------------------------------------------------------
     def g_loss_fn(g_params):
         fake, g_new = g.apply(
             {"params": g_params, "batch_stats": state.g_stats}, x, train=True,
             mutable=["batch_stats"],
         )
-        logit_fake, feat_fake, _ = d_apply(state.d_params, state.d_stats, fake, False)
-        _, feat_real, _ = d_apply(state.d_params, state.d_stats, x, False)
+        logit_fake, feat_fake, _ = d_apply(d, state.d_params, state.d_stats, fake, update=False)
+        _, feat_real, _ = d_apply(d, state.d_params, state.d_stats, x, update=False)
         l_adv = losses.bce_with_logits(logit_fake, 1.0)
         l_con = losses.l1(x, fake)
         l_lat = losses.l2(feat_real, feat_fake)
@@ -64,8 +56,8 @@ def train_step(state: TrainState, batch, rng, *, cfg, g_tx, d_tx, axis_name=None
     fake = jax.lax.stop_gradient(fake)
 
     def d_loss_fn(d_params):
-        logit_real, feat_real, stats = d_apply(d_params, state.d_stats, x, True)
-        logit_fake, feat_fake, stats = d_apply(d_params, stats, fake, True)
+        logit_real, feat_real, stats = d_apply(d, d_params, state.d_stats, x, update=True)
+        logit_fake, feat_fake, stats = d_apply(d, d_params, stats, fake, update=True)
         l_d = losses.bce_with_logits(logit_real, 1.0) + losses.bce_with_logits(logit_fake, 0.0)
         if cfg.d_lat_loss:  # the authors' code also trains D on L_lat
             l_d = l_d + cfg.w_lat * losses.l2(feat_real, feat_fake)
@@ -76,32 +68,44 @@ def train_step(state: TrainState, batch, rng, *, cfg, g_tx, d_tx, axis_name=None
 
     l_g, l_adv, l_con, l_lat, l_d = pmean((l_g, l_adv, l_con, l_lat, l_d), axis_name)
 
-    # ---- re-initialise D when it wins too clearly (SPEC section 5) -------------------------
-    reinit = l_d < cfg.reinit_d_threshold
+    scalars = {"l_g": l_g, "l_adv": l_adv, "l_con": l_con, "l_lat": l_lat, "l_d": l_d}
+    return finish_step(state, cfg, rng, x, g_params, g_stats, g_opt_state, d_params, d_stats,
+                       d_opt_state, g_grads, d_grads, scalars)
+
+
+def d_apply(d, params, stats, *inputs, update):
+    """D's (logit, features, batch_stats) in training mode; ``update`` also returns the
+    running statistics that this pass updates (else they are returned unchanged)."""
+    variables = {"params": params, "batch_stats": stats}
+    if update:
+        (logit, feat), new = d.apply(variables, *inputs, train=True, mutable=["batch_stats"])
+        return logit, feat, new["batch_stats"]
+    logit, feat = d.apply(variables, *inputs, train=True, update_stats=False)
+    return logit, feat, stats
+
+
+def finish_step(state, cfg, rng, x, g_params, g_stats, g_opt_state, d_params, d_stats, d_opt_state,
+                g_grads, d_grads, scalars):
+    """The end of every GAN step: re-initialise D when L_D < --reinit_d_threshold (SPEC
+    section 5), assemble the new state and the step metrics (losses, norms)."""
+    reinit = scalars["l_d"] < cfg.reinit_d_threshold
     d_params = jax.lax.cond(
         reinit,
         lambda: init_discriminator(build_models(cfg)[1], rng, x.shape[1])["params"],
         lambda: d_params,
     )
-
     new_state = state.replace(
-        step=state.step + 1,
-        g_params=g_params,
-        g_stats=g_stats,
-        d_params=d_params,
-        d_stats=d_stats,
-        g_opt_state=g_opt_state,
-        d_opt_state=d_opt_state,
+        step=state.step + 1, g_params=g_params, g_stats=g_stats, d_params=d_params,
+        d_stats=d_stats, g_opt_state=g_opt_state, d_opt_state=d_opt_state,
     )
-    metrics = {
-        "l_g": l_g, "l_adv": l_adv, "l_con": l_con, "l_lat": l_lat, "l_d": l_d,
-        "d_reinit": reinit.astype(jnp.int32),
-        "g_grad_norm": optax.global_norm(g_grads),
-        "d_grad_norm": optax.global_norm(d_grads),
-        "g_param_norm": optax.global_norm(g_params),
-        "d_param_norm": optax.global_norm(d_params),
-    }
+    metrics = dict(scalars)
+    metrics.update(
+        d_reinit=reinit.astype(jnp.int32),
+        g_grad_norm=optax.global_norm(g_grads), d_grad_norm=optax.global_norm(d_grads),
+        g_param_norm=optax.global_norm(g_params), d_param_norm=optax.global_norm(d_params),
+    )
     return new_state, metrics
+
 
 
 def make_mesh(num_devices: int = 0):
@@ -113,21 +117,12 @@ def make_mesh(num_devices: int = 0):
     return jax.sharding.Mesh(devices[:n], (DATA_AXIS,))
 
 
-def step_function(model: str):
-    """The per-model step: SAGAN's for sagan and skip_ganomaly, else the baseline's own."""
-    from sagan_jax.models.registry import uses_sagan_step
-
-    if uses_sagan_step(model):
-        return train_step
-    from sagan_jax.training.baseline_steps import STEPS
-
-    return STEPS[model]
-
-
 def make_train_step(cfg, g_tx, d_tx, mesh=None, donate: bool = True):
     """The jitted step. With a mesh, the per-device step runs under ``jax.shard_map``: the
     state and rng are replicated, the batch is split along the mesh axis."""
-    fn = functools.partial(step_function(cfg.model), cfg=cfg, g_tx=g_tx, d_tx=d_tx)
+    from sagan_jax import methods
+
+    fn = functools.partial(methods.get(cfg.model).step, cfg=cfg, g_tx=g_tx, d_tx=d_tx)
     donate_argnums = (0,) if donate else ()
     if mesh is None:
         return jax.jit(fn, donate_argnums=donate_argnums)

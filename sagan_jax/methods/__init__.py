@@ -1,0 +1,38 @@
+"""The model registry: one line per ``--model``, naming the module that holds its ModelSpec.
+
+Config validation, the CLI help, the training loop, scoring, BatchNorm recalibration and the
+summary all read a model's facts from its spec (sagan_jax.methods.spec.ModelSpec). Adding a
+model is one module with a ``SPEC`` plus one line here (docs/extending.md).
+"""
+from __future__ import annotations
+
+import importlib
+
+from sagan_jax.methods.spec import ModelSpec
+
+REGISTRY = {
+    "sagan": "sagan_jax.methods.sagan",
+    "skip_ganomaly": "sagan_jax.methods.skip_ganomaly",
+    "ganomaly": "sagan_jax.methods.ganomaly",
+    "egbad": "sagan_jax.methods.egbad",
+}
+
+
+def names() -> tuple:
+    return tuple(REGISTRY)
+
+
+def get(name: str) -> ModelSpec:
+    """The ModelSpec of ``--model=name`` (its module is imported on first use)."""
+    if name not in REGISTRY:
+        raise KeyError(f"unknown model {name!r}; allowed: {', '.join(REGISTRY)}")
+    spec = importlib.import_module(REGISTRY[name]).SPEC
+    assert spec.name == name, (spec.name, name)
+    return spec
+
+
+def register(spec: ModelSpec, module: str) -> None:
+    """Register a model defined outside this package (``module`` holds ``SPEC``)."""
+    if spec.name in REGISTRY and REGISTRY[spec.name] != module:
+        raise ValueError(f"--model={spec.name} is registered already ({REGISTRY[spec.name]})")
+    REGISTRY[spec.name] = module
