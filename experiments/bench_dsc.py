@@ -4,9 +4,10 @@ For every depthwise-separable convolution of the SAGAN generator (ngf, isize, ba
 given), times forward + backward (gradients w.r.t. the input and all four kernels/biases)
 of each ``DepthwiseSeparableConv`` impl, jitted, median over repeats after a warm-up, and
 prints which impl is fastest per layer and what ``impl='auto'`` picks. The rule behind
-'auto' (sagan_jax.models.layers.auto_dsc_impl) was derived from these numbers.
+'auto' (sagan_jax.models.layers.auto_dsc_impl) was derived from these numbers. Prints the
+machine, versions and its load during the run (experiments/common.py); writes no docs.
 
-    python experiments/bench_dsc.py [--ngf 64] [--isize 32] [--batch 64] [--repeats 3]
+    python -m experiments.bench_dsc [--ngf 64] [--isize 32] [--batch 64] [--repeats 3]
 """
 from __future__ import annotations
 
@@ -15,11 +16,7 @@ import json
 import statistics
 import time
 
-import jax
-import jax.numpy as jnp
-import numpy as np
-
-from sagan_jax.models.layers import DepthwiseSeparableConv, auto_dsc_impl
+from experiments import common
 
 
 def generator_dsc_shapes(ngf: int, isize: int):
@@ -39,6 +36,11 @@ def generator_dsc_shapes(ngf: int, isize: int):
 
 
 def time_impl(impl, cin, cout, s, batch, m, repeats):
+    import jax
+    import jax.numpy as jnp
+
+    from sagan_jax.models.layers import DepthwiseSeparableConv
+
     layer = DepthwiseSeparableConv(cout, 3, m, impl)
     x = jax.random.normal(jax.random.key(0), (batch, s, s, cin), jnp.float32)
     params = layer.init(jax.random.key(1), x)
@@ -58,15 +60,23 @@ def time_impl(impl, cin, cout, s, batch, m, repeats):
 
 
 def main():
-    ap = argparse.ArgumentParser()
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--ngf", type=int, default=64)
     ap.add_argument("--isize", type=int, default=32)
     ap.add_argument("--batch", type=int, default=64)
     ap.add_argument("--kernels_per_layer", type=int, default=2)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--impls", default="shift,dense,repeat")
-    ap.add_argument("--json", default="")
+    ap.add_argument("--json", default="", help="also write the figures to this JSON file")
+    common.add_load_arguments(ap, writes_docs=False)
     args = ap.parse_args()
+    import jax
+
+    from sagan_jax.models.layers import auto_dsc_impl
+
+    common.wait_for_quiet(args.wait_quiet)
+    monitor = common.LoadMonitor()
     impls = args.impls.split(",")
     rows, totals = [], {i: 0.0 for i in impls + ["auto"]}
     print(f"jax {jax.__version__}, {jax.devices()[0].platform}, batch {args.batch}, "
@@ -86,9 +96,13 @@ def main():
         print(f"{name:<10} {cin:>5} {cout:>5} {s:>3}x{s:<2} "
               + " ".join(f"{1e3 * t[i]:8.1f}" for i in impls) + f"  {best:<8} {auto}", flush=True)
     print("total ms  " + "  ".join(f"{k} {1e3 * v:.0f}" for k, v in totals.items()))
+    load = monitor.report()
+    print(common.machine_header(load, packages=("jax", "jaxlib", "flax")))
+    print(f"Command: `{common.command_line('experiments.bench_dsc')}`.")
     if args.json:
         with open(args.json, "w") as f:
-            json.dump(dict(args=vars(args), rows=rows, totals_ms={k: 1e3 * v for k, v in totals.items()}), f, indent=1)
+            json.dump(dict(args=vars(args), rows=rows, load=load.to_dict(),
+                           totals_ms={k: 1e3 * v for k, v in totals.items()}), f, indent=1)
 
 
 if __name__ == "__main__":

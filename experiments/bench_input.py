@@ -1,6 +1,6 @@
 """Input pipeline throughput against the training step's, on this machine.
 
-    python experiments/bench_input.py [--data_root=~/.cache/sagan_jax/cifar10_jpg] [--steps=5]
+    python -m experiments.bench_input [--data_root=~/.cache/sagan_jax/cifar10_jpg] [--steps=5]
 
 Measures, in one process:
   1. decoding: the labelled JPEG folder (the shared CIFAR-10 copy, if --data_root exists) read
@@ -9,36 +9,22 @@ Measures, in one process:
      on the devices by prefetch_to_devices, images/s, first epoch and later epochs;
   3. the training step: sagan_jax.training.step.make_train_step at 32x32, batch 64, the
      default model, timed over --steps steps after two warm-up (compile) steps, images/s.
-Writes a table between the bench_input markers of docs/benchmarks.md (--write='' to skip).
+Records the machine's load (load average before and after, other processes' CPU share during
+the run) and writes a table to the bench_input section of docs/benchmarks.md (--write='' to
+skip) only from a quiet machine; a loaded machine's figures only with --allow_loaded, and then
+to the labelled section bench_input_loaded.
 """
 from __future__ import annotations
 
 import argparse
-import datetime
 import os
-import platform
 import statistics
 import sys
 import time
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+from experiments import common
 
-import jax  # noqa: E402
-import numpy as np  # noqa: E402
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-BEGIN, END = "<!-- bench_input:begin -->", "<!-- bench_input:end -->"
-
-
-def cpu_name() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
+MODULE = "experiments.bench_input"
 
 
 def bench_decode(data_root: str):
@@ -51,7 +37,8 @@ def bench_decode(data_root: str):
     return data.train.images, n / dt, n, dt
 
 
-def bench_feed(images: np.ndarray, batch: int, epochs: int):
+def bench_feed(images, batch: int, epochs: int):
+    import jax
     from jax.sharding import NamedSharding
     from jax.sharding import PartitionSpec as P
 
@@ -74,6 +61,9 @@ def bench_feed(images: np.ndarray, batch: int, epochs: int):
 
 
 def bench_step(batch: int, steps: int):
+    import jax
+    import numpy as np
+
     from sagan_jax.config import Config
     from sagan_jax.training.state import init_state, make_optimizers
     from sagan_jax.training.step import make_train_step
@@ -95,15 +85,6 @@ def bench_step(batch: int, steps: int):
         jax.block_until_ready(m)
         times.append(time.perf_counter() - t)
     return batch / statistics.median(times), warm, cfg
-
-
-def versions() -> str:
-    import flax
-    import tensorflow as tf
-    import tensorflow_datasets as tfds
-
-    return (f"Python {platform.python_version()}, jax {jax.__version__}, flax {flax.__version__}, "
-            f"tensorflow {tf.__version__}, tensorflow-datasets {tfds.__version__}")
 
 
 def table(r: dict) -> str:
@@ -128,8 +109,9 @@ def table(r: dict) -> str:
                 f"({r['warm']:.0f} s, compile included) |")
     ratio = later / r["step"]
     return "\n".join([
-        f"Measured {r['date']} by `python experiments/bench_input.py` on {r['machine']}; "
-        f"{r['versions']}. Load average at the start: {r['load']}.",
+        r["header"],
+        "",
+        f"Command: `{r['command']}`.",
         "",
         *rows,
         "",
@@ -137,37 +119,33 @@ def table(r: dict) -> str:
         "the input: batches are gathered from decoded uint8 images in memory and put on the "
         "device two steps ahead.",
         "",
-        "Not measured: accelerators (this machine has none), more than one device, the "
-        "anomaly_folder tfds read path, ngf=32, the PyTorch DataLoader. The machine is shared "
-        "with other work, so figures can vary by a factor of about two between runs.",
+        "Not measured: "
+        + ("accelerators (this machine has none), " if r["backend"] == "cpu" else "")
+        + "more than one device, the anomaly_folder tfds read path, ngf=32, the PyTorch "
+        "DataLoader.",
     ])
 
 
-def write(path: str, text: str):
-    with open(path) as f:
-        doc = f.read()
-    if BEGIN not in doc or END not in doc:
-        sys.exit(f"bench_input: {path} lacks the {BEGIN} / {END} markers")
-    head, rest = doc.split(BEGIN, 1)
-    _, tail = rest.split(END, 1)
-    with open(path, "w") as f:
-        f.write(f"{head}{BEGIN}\n{text}\n{END}{tail}")
-
-
 def main():
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data_root", default="~/.cache/sagan_jax/cifar10_jpg")
     ap.add_argument("--batch", type=int, default=64)
     ap.add_argument("--epochs", type=int, default=4, help="feeding epochs (first + later ones)")
     ap.add_argument("--steps", type=int, default=5, help="timed training steps")
-    ap.add_argument("--write", default=os.path.join(ROOT, "docs", "benchmarks.md"))
+    ap.add_argument("--write", default=common.BENCHMARKS_MD,
+                    help="the Markdown file to write ('' = print only)")
+    common.add_load_arguments(ap)
     args = ap.parse_args()
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    import jax
+    import numpy as np
+
     root = os.path.expanduser(args.data_root)
-    r = {"batch": args.batch, "steps": args.steps,
-         "date": datetime.date.today().isoformat(),
-         "load": ", ".join(f"{x:.1f}" for x in os.getloadavg()),
-         "machine": f"{os.cpu_count()}-core CPU ({cpu_name()}), devices {jax.devices()}",
-         "versions": versions()}
+    common.wait_for_quiet(args.wait_quiet)
+    monitor = common.LoadMonitor()
+    r = {"batch": args.batch, "steps": args.steps, "backend": jax.default_backend(),
+         "command": common.command_line(MODULE)}
     if os.path.isdir(root):
         images, rate, n, dt = bench_decode(root)
         r["decode"] = (rate, n, dt)
@@ -181,10 +159,14 @@ def main():
     r["step"], r["warm"], cfg = bench_step(args.batch, args.steps)
     r["ngf"] = cfg.ngf
     print(f"step: {r['step']:.1f} img/s (warm-up {r['warm']:.1f} s)", flush=True)
+    load = monitor.report()
+    r["header"] = common.machine_header(
+        load, packages=("jax", "jaxlib", "flax", "tensorflow", "tensorflow-datasets"))
     text = table(r)
     print(text)
-    if args.write:
-        write(args.write, text)
+    if args.write and not common.write_benchmark_section(args.write, "bench_input", text, load,
+                                                         args.allow_loaded):
+        sys.exit(3)
 
 
 if __name__ == "__main__":

@@ -8,7 +8,8 @@ shared, noisy machine slows both alike, and reports medians. Both train the same
 the same size on the same random batch (32x32, batch 64, ngf = ndf = 64):
 
   - JAX: sagan_jax.training.step.make_train_step (jit, donated state) with the project's
-    Adam optimisers; evaluation with sagan_jax.training.evaluate._score_batch.
+    Adam optimisers; evaluation with the model's scoring function (its ModelSpec's
+    ``components``, what sagan_jax.training.evaluate runs per batch), jitted.
   - PyTorch: sagan_jax.torch_ref (eager, torch's default threads), TorchTrainer.step and
     TorchTrainer.score; same step order and BatchNorm rules.
 
@@ -22,27 +23,29 @@ Measured:
   - peak memory: the worker's peak resident set size (getrusage ru_maxrss), which includes
     the framework, the compiled programs and all buffers.
 
-    python experiments/bench_train.py                     # DSC and plain, writes docs
-    python experiments/bench_train.py --configs dsc --repeats 2 --no-write
-    python experiments/bench_train.py --jax_dsc_impls shift,auto   # compare DSC impls too
+The machine's load is recorded (load average before and after, other processes' CPU share
+during the run; experiments/common.py). Figures go to docs/benchmarks.md only from a quiet
+machine (section bench_train); a loaded machine's only with --allow_loaded, and then to the
+labelled second table (section bench_train_loaded).
+
+    python -m experiments.bench_train                     # DSC and plain, writes docs
+    python -m experiments.bench_train --configs dsc --repeats 2 --no-write
+    python -m experiments.bench_train --jax_dsc_impls shift,auto   # compare DSC impls too
 """
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import os
-import platform
-import re
 import resource
 import statistics
 import subprocess
 import sys
 import time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-DOC = os.path.join(ROOT, "docs", "benchmarks.md")
-BEGIN, END = "<!-- bench_train:begin -->", "<!-- bench_train:end -->"
+from experiments import common
+
+MODULE = "experiments.bench_train"
 
 
 # --- workers --------------------------------------------------------------------------------
@@ -55,7 +58,8 @@ def jax_worker(cfg):
     import jax.numpy as jnp
     import numpy as np
 
-    from sagan_jax.training.evaluate import _score_batch, variables_of
+    from sagan_jax import methods
+    from sagan_jax.methods.spec import variables_of
     from sagan_jax.training.state import init_state, make_optimizers
     from sagan_jax.training.step import make_train_step
 
@@ -68,6 +72,7 @@ def jax_worker(cfg):
     x = jnp.asarray(np.random.default_rng(0).uniform(-1, 1, (cfg.batch_size, cfg.isize, cfg.isize, 3)).astype(np.float32))
     rng = jax.random.key(1)
     holder = {"state": state}
+    score = jax.jit(lambda v, x: methods.get(cfg.model).components(cfg, v, x, cfg.eval_batch_stats))
 
     def train(n):
         s = holder["state"]
@@ -79,7 +84,7 @@ def jax_worker(cfg):
     def evaluate(n):
         v = variables_of(holder["state"])
         for _ in range(n):
-            out = _score_batch(v, x, cfg)
+            out = score(v, x)
         jax.block_until_ready(out)
 
     info = {"jax": jax.__version__, "backend": jax.default_backend(), "setup_s": setup}
@@ -134,9 +139,8 @@ class Worker:
         self.kind, self.label = kind, label
         env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
         self.p = subprocess.Popen(
-            [sys.executable, os.path.abspath(__file__), "--worker", kind,
-             "--worker_cfg", json.dumps(cfg_dict)],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env, cwd=ROOT)
+            [sys.executable, "-m", MODULE, "--worker", kind, "--worker_cfg", json.dumps(cfg_dict)],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env, cwd=common.ROOT)
         self.info = self._read()
 
     def _read(self):
@@ -189,27 +193,11 @@ def bench_config(name, cfg_dict, jax_impls, args):
     return res
 
 
-def machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            m = re.search(r"model name\s*:\s*(.*)", f.read())
-            cpu = m.group(1).strip() if m else cpu
-    except OSError:
-        pass
-    return f"{cpu}, {os.cpu_count()} logical CPUs (shared), {platform.system()} {platform.release()}"
-
-
-def table(results, args) -> str:
-    import jax
-    import numpy as np
-    import torch
-
+def table(results, args, load) -> str:
+    threads = {r["PyTorch"]["info"]["threads"] for r in results.values()}
     lines = [
-        f"Run {datetime.datetime.now().strftime('%Y-%m-%d %H:%M')} on {machine()}; "
-        f"Python {platform.python_version()}, jax/jaxlib {jax.__version__}, "
-        f"flax {__import__('flax').__version__}, optax {__import__('optax').__version__}, "
-        f"torch {torch.__version__} ({torch.get_num_threads()} threads), numpy {np.__version__}.",
+        common.machine_header(load, packages=("jax", "jaxlib", "flax", "optax", "torch", "numpy"))
+        + f" PyTorch threads: {', '.join(map(str, sorted(threads)))}.",
         "",
         f"SAGAN, 32x32, batch {args.batch}, ngf = ndf = {args.ngf}, Adam; medians of "
         f"{args.repeats} alternating blocks ({args.steps} training steps / {args.eval_batches} "
@@ -232,18 +220,10 @@ def table(results, args) -> str:
         "setup: model build + initialisation (JAX: includes compiling the initialiser). "
         "first step / first eval: the first call (JAX: tracing + XLA compilation + one run). "
         "Peak RSS: getrusage(RUSAGE_SELF).ru_maxrss of each framework's worker process.",
+        "",
+        f"Command: `{common.command_line(MODULE)}`.",
     ]
     return "\n".join(lines)
-
-
-def write_doc(text: str):
-    with open(DOC) as f:
-        doc = f.read()
-    if BEGIN not in doc or END not in doc:
-        raise SystemExit(f"{DOC} lacks the {BEGIN} ... {END} markers")
-    i, j = doc.index(BEGIN) + len(BEGIN), doc.index(END)
-    with open(DOC, "w") as f:
-        f.write(doc[:i] + "\n" + text + "\n" + doc[j:])
 
 
 def main():
@@ -256,8 +236,11 @@ def main():
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--steps", type=int, default=2)
     ap.add_argument("--eval_batches", type=int, default=2)
-    ap.add_argument("--no-write", dest="write", action="store_false")
-    ap.add_argument("--json", default="")
+    ap.add_argument("--no-write", dest="write", action="store_false",
+                    help="print the table only (default: also write docs/benchmarks.md)")
+    ap.add_argument("--doc", default=common.BENCHMARKS_MD, help="the Markdown file to write")
+    ap.add_argument("--json", default="", help="also write the raw figures to this JSON file")
+    common.add_load_arguments(ap)
     ap.add_argument("--worker", choices=("jax", "torch"), help=argparse.SUPPRESS)
     ap.add_argument("--worker_cfg", help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -266,6 +249,8 @@ def main():
 
     from sagan_jax.config import Config
 
+    common.wait_for_quiet(args.wait_quiet)
+    monitor = common.LoadMonitor()
     base = Config(batch_size=args.batch, eval_batch_size=args.batch, ngf=args.ngf, ndf=args.ngf,
                   isize=32, progress=False, kernels_per_layer=args.kernels_per_layer)
     impls = [i for i in args.jax_dsc_impls.split(",") if i] or [base.dsc_impl]
@@ -277,14 +262,16 @@ def main():
         cfg = base.replace(use_dsc=use_dsc)
         print(f"{name}: starting workers", flush=True)
         results[name] = bench_config(name, cfg.to_dict(), impls, args)
-    text = table(results, args)
+    load = monitor.report()  # after the workers exited: their CPU time is this run's
+    text = table(results, args, load)
     print(text)
     print(f"(total {time.time() - t0:.0f} s)")
     if args.json:
         with open(args.json, "w") as f:
-            json.dump(results, f, indent=1, default=str)
-    if args.write:
-        write_doc(text)
+            json.dump({"results": results, "load": load.to_dict()}, f, indent=1, default=str)
+    if args.write and not common.write_benchmark_section(args.doc, "bench_train", text, load,
+                                                         args.allow_loaded):
+        sys.exit(3)
 
 
 if __name__ == "__main__":

@@ -1,4 +1,7 @@
-"""The LBOT-style anomaly folder as a tfds builder: layout, conversion, masks, bad input, cache."""
+"""The LBOT-style anomaly folder: layout, conversion, masks, bad input, and the tfds cache
+(same arrays as decoding with Pillow directly). The MVTec AD layout: test_data_mvtec.py."""
+import importlib.util
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -10,6 +13,9 @@ from sagan_jax.data.base import DataError
 from sagan_jax.data.images import SKIP_HINT
 
 RNG = np.random.default_rng(1)
+HAS_TFDS = all(importlib.util.find_spec(m) is not None
+               for m in ("tensorflow", "tensorflow_datasets"))
+needs_tfds = pytest.mark.skipif(not HAS_TFDS, reason="tensorflow-datasets is not installed")
 
 
 def save(path, h=40, w=40, mode="RGB", fmt=None):
@@ -70,7 +76,8 @@ def test_wrong_layout(tmp_path):
     with pytest.raises(DataError) as e:
         load_anomaly_folder(root, 32, data_dir=str(tmp_path / "tfds"))
     assert str(e.value) == (f"{root}: no train/0.normal/ folder; expected train/0.normal/, "
-                            "test/0.normal/ and test/1.abnormal/ (Skip-GANomaly layout)")
+                            "test/0.normal/ and test/1.abnormal/ (Skip-GANomaly layout) or "
+                            "train/good/, test/good/ and test/<defect_type>/ (MVTec AD layout)")
 
 
 def test_empty_folder(tmp_path):
@@ -122,3 +129,37 @@ def test_validation_split_through_load_data(tmp_path):
     data = load_data(cfg)
     assert data.counts()["train"]["normal"] == 7 and data.counts()["val"]["normal"] == 3
     assert data.counts()["test"] == {"normal": 2, "abnormal": 3}
+
+
+def same_data(a, b):
+    for split in ("train", "test"):
+        x, y = getattr(a, split), getattr(b, split)
+        assert np.array_equal(x.images, y.images) and np.array_equal(x.labels, y.labels)
+        assert x.paths == y.paths and np.array_equal(x.classes, y.classes)
+        assert (x.masks is None) == (y.masks is None)
+        assert x.masks is None or np.array_equal(x.masks, y.masks)
+    assert a.skipped == b.skipped and a.class_names == b.class_names and a.name == b.name
+
+
+@needs_tfds
+@pytest.mark.parametrize("masks", [False, True])
+def test_pillow_path_equals_the_tfds_cache(tmp_path, masks):
+    """Without tensorflow-datasets the folder is decoded with Pillow on every run: the same
+    arrays, order, paths, classes, masks and skipped files as the cache's first and later reads."""
+    root = make(tmp_path / "lbot", masks=masks)
+    (root / "train/0.normal/junk.png").write_bytes(b"junk")
+    kw = dict(on_bad_image="skip", data_dir=str(tmp_path / "tfds"))
+    direct = load_anomaly_folder(root, 32, cache=False, **kw)
+    assert direct.class_names == ("0.normal", "1.abnormal")
+    assert list(direct.test.classes) == [0, 0, 1, 1, 1] and len(direct.skipped) == 1
+    for _ in range(2):  # prepared, then read back
+        same_data(direct, load_anomaly_folder(root, 32, cache=True, **kw))
+
+
+def test_ground_truth_may_mirror_the_test_folder(tmp_path):
+    root = make(tmp_path / "lbot", masks=True)
+    (root / "ground_truth/1.abnormal").mkdir()
+    for f in sorted((root / "ground_truth").glob("*.png")):
+        f.rename(root / "ground_truth/1.abnormal" / (f.stem + "_mask.png"))
+    data = load_anomaly_folder(root, 32, cache=False)
+    assert list(data.test.masks.sum(axis=(1, 2))) == [0, 0, 512, 512, 512]

@@ -1,5 +1,7 @@
 """CIFAR-10 through tfds, without downloading: the offline error, the example order and the
 protocols on synthetic arrays shaped like tfds' output."""
+import importlib.util
+
 import numpy as np
 import pytest
 
@@ -8,6 +10,9 @@ from sagan_jax.data.base import DataError
 from sagan_jax.data.cifar10 import OFFLINE_HINT, _order, load_cifar10
 
 N_TRAIN, N_TEST = 10, 2  # per class
+HAS_TFDS = all(importlib.util.find_spec(m) is not None
+               for m in ("tensorflow", "tensorflow_datasets"))
+needs_tfds = pytest.mark.skipif(not HAS_TFDS, reason="tensorflow-datasets is not installed")
 
 
 def fake_arrays(size=32):
@@ -22,6 +27,7 @@ def fake_arrays(size=32):
     return out
 
 
+@needs_tfds
 def test_not_prepared_and_no_download(tmp_path):
     with pytest.raises(DataError) as e:
         load_cifar10("bird", "ganomaly", 32, data_dir=str(tmp_path), download=False)

@@ -1,7 +1,9 @@
-"""Data sources (embedded digits, CIFAR-10, image folders) as in-memory anomaly splits.
+"""Data sources (embedded digits, CIFAR-10, image folders, anomaly folders incl. MVTec AD) as
+in-memory anomaly splits.
 
-Each source decodes its images once into uint8 arrays (sagan_jax.data.base); the tf.data
-pipeline (sagan_jax.data.pipeline) then feeds them to the devices.
+Each source decodes its images once into uint8 arrays (sagan_jax.data.base); the numpy
+pipeline (sagan_jax.data.pipeline) then feeds them to the devices. Only cifar10 and the
+anomaly-folder cache import TensorFlow / tensorflow-datasets, lazily.
 """
 from __future__ import annotations
 
@@ -20,17 +22,17 @@ def load_source(cfg) -> AnomalyData:
         from sagan_jax.data.cifar10 import load_cifar10
 
         return load_cifar10(cfg.abnormal_class, cfg.protocol, cfg.isize, cfg.data_dir,
-                            cfg.download, cfg.on_small_image)
+                            cfg.download, cfg.on_small_image, resize=cfg.resize)
     if cfg.dataset == "image_folder":
         from sagan_jax.data.image_folder import load_image_folder
 
         return load_image_folder(cfg.data_root, cfg.abnormal_class, cfg.protocol, cfg.isize,
-                                 cfg.on_bad_image, cfg.on_small_image)
+                                 cfg.on_bad_image, cfg.on_small_image, cfg.resize)
     if cfg.dataset == "anomaly_folder":
         from sagan_jax.data.anomaly_folder import load_anomaly_folder
 
         return load_anomaly_folder(cfg.data_root, cfg.isize, cfg.on_bad_image,
-                                   cfg.on_small_image, cfg.data_dir)
+                                   cfg.on_small_image, cfg.data_dir, cfg.resize, cfg.mask_root)
     raise DataError(f"--dataset={cfg.dataset} is not implemented")
 
 

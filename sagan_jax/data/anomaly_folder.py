@@ -1,19 +1,37 @@
-"""An LBOT-style anomaly folder (Skip-GANomaly's custom-dataset layout) as a tfds builder:
+"""Anomaly folders in two layouts, told apart by their training folder:
+
+LBOT / Skip-GANomaly (``train/0.normal``)::
 
     ROOT/train/0.normal/<image>      normal training images
     ROOT/test/0.normal/<image>       normal test images (label 0)
     ROOT/test/1.abnormal/<image>     abnormal test images (label 1)
     ROOT/ground_truth/<stem>.<ext>   optional defect masks of the abnormal test images
 
-Images are PNG, JPEG or BMP of any size, converted to RGB and resized to isize (see
-sagan_jax.data.images). With a ground_truth/ folder every abnormal test image needs a mask with
-its file stem (a nonzero pixel marks a defect); normal test images get empty masks; masks
-reach Split.masks as uint8 0/1 (N, isize, isize).
+MVTec AD (``train/good``)::
 
-``download_and_prepare`` decodes the folder once (in parallel, bad files reported by path) and
-writes TFRecords under ``data_dir``; later runs read those. The builder config's name is a
-fingerprint of the files (names, sizes, modification times) and the decoding options, so a
-changed folder is prepared again, never read stale.
+    ROOT/train/good/<image>                      normal training images
+    ROOT/test/good/<image>                       normal test images (label 0)
+    ROOT/test/<defect_type>/<image>              abnormal test images (label 1), one folder
+                                                 per defect type
+    ROOT/ground_truth/<defect_type>/<stem>_mask.png   optional defect masks
+
+Each test image keeps its folder: ``Split.classes`` indexes ``AnomalyData.class_names``
+(the normal folder first, then the abnormal folders in natural order), so results can be
+reported per defect type. Masks are read from ``mask_root`` (``--mask_root``; default
+``ROOT/ground_truth``) in either of two layouts, recognised automatically: flat
+(``<stem>.<ext>``) or mirroring the test folders (``<test folder>/<stem>.<ext>``); a
+``_mask`` suffix on the stem is optional in both. With masks, every abnormal test image needs
+one (a nonzero pixel marks a defect, binarised at > 127) of its image's size; normal test images
+get empty masks; masks reach ``Split.masks`` as uint8 0/1 (N, isize, isize), brought to isize
+by the same ``resize`` rule as the images. A mask folder (or a subfolder of it) in a layout
+that is not recognised is named in a warning, never silently ignored; with ``--resize=crop``
+one warning counts the defective images whose defect pixels all fall outside the crop.
+
+Images are PNG, JPEG or BMP of any size, converted to RGB and resized to isize with Pillow
+(sagan_jax.data.images). This module needs no TensorFlow. When tensorflow-datasets imports,
+``load_anomaly_folder`` caches the decoded arrays as a tfds dataset under ``data_dir``
+(sagan_jax.data.anomaly_folder_tfds; prepared once, named by a fingerprint of the files and
+options, read back bit for bit); without it the folder is decoded on every run.
 """
 from __future__ import annotations
 
@@ -21,173 +39,301 @@ import dataclasses
 import hashlib
 import logging
 import os
+from typing import Optional
 
 import numpy as np
-import tensorflow_datasets as tfds
 
 from sagan_jax.data.base import AnomalyData, DataError, Split
 from sagan_jax.data.image_folder import check_root
-from sagan_jax.data.images import IMAGE_EXTS, decode_images, is_image_name, list_files
+from sagan_jax.data.images import (
+    IMAGE_EXTS, decode_images, is_image_name, link_problem, list_files, natural_key,
+)
 
 log = logging.getLogger("sagan_jax")
-FOLDERS = {("train", 0): "train/0.normal", ("test", 0): "test/0.normal",
-           ("test", 1): "test/1.abnormal"}
+LBOT, MVTEC = "lbot", "mvtec"
+NORMAL_FOLDER = {LBOT: "0.normal", MVTEC: "good"}
 MASKS = "ground_truth"
 LAYOUT = "train/0.normal/, test/0.normal/ and test/1.abnormal/"
+MVTEC_LAYOUT = "train/good/, test/good/ and test/<defect_type>/"
+LAYOUT_HINT = f"expected {LAYOUT} (Skip-GANomaly layout) or {MVTEC_LAYOUT} (MVTec AD layout)"
 DEFAULT_DATA_DIR = "~/.cache/sagan_jax/tfds"
+MASK_SUFFIX = "_mask"
 
 
-def scan(root: str) -> dict:
-    """{(split, label): [paths]} plus {'masks': {stem: path}} when ground_truth/ exists."""
-    root = check_root(root)
-    out = {}
-    for key, rel in FOLDERS.items():
-        folder = os.path.join(root, rel)
-        if not os.path.isdir(folder):
-            raise DataError(f"{root}: no {rel}/ folder; expected {LAYOUT} (Skip-GANomaly layout)")
-        files = list_files(folder)
-        if not any(is_image_name(f) for f in files):
-            raise DataError(f"{folder}: class folder has no images; expected "
-                            f"{', '.join(IMAGE_EXTS)} files")
-        out[key] = files
-    mask_dir = os.path.join(root, MASKS)
-    if os.path.isdir(mask_dir):
-        out["masks"] = {os.path.splitext(os.path.basename(p))[0]: p for p in list_files(mask_dir)}
+@dataclasses.dataclass(frozen=True)
+class Layout:
+    root: str
+    kind: str                 # LBOT or MVTEC
+    train: tuple              # paths of the normal training images
+    test: tuple               # ((folder, label, paths), ...): the normal folder first
+    mask_dir: Optional[str] = None   # where masks are read from (None: no masks)
+    mirrored: tuple = ()      # ((test folder, {stem: mask path}), ...)
+    flat: tuple = ()          # ((stem, mask path), ...) of masks directly in mask_dir
+
+    def __repr__(self):  # short: tfds logs its builder config, which holds the layout
+        n_test = sum(len(ps) for _, _, ps in self.test)
+        return (f"Layout({self.root!r}, {self.kind}, {len(self.train)} train, {n_test} test "
+                f"images, masks: {self.mask_dir!r})")
+
+    @property
+    def class_names(self) -> tuple:
+        return tuple(name for name, _, _ in self.test)
+
+    @property
+    def has_masks(self) -> bool:
+        return self.mask_dir is not None
+
+    def files(self) -> list:
+        """Every file the dataset reads (images, then masks)."""
+        out = list(self.train) + [p for _, _, ps in self.test for p in ps]
+        out += sorted(p for _, m in self.mirrored for p in m.values())
+        out += sorted(p for _, p in self.flat)
+        return out
+
+    def find_mask(self, folder: str, path: str) -> str:
+        """The mask of abnormal test image ``path`` (in test/``folder``), or DataError."""
+        stem = os.path.splitext(os.path.basename(path))[0]
+        got = dict(self.mirrored).get(folder, {}).get(stem) or dict(self.flat).get(stem)
+        if got is not None:
+            return got
+        if self.mirrored:
+            expected = (f"{os.path.join(self.mask_dir, folder, stem)}{MASK_SUFFIX}.png "
+                        f"(or {stem}.png; .jpg, .bmp)")
+        else:
+            expected = f"{os.path.join(self.mask_dir, stem)}.png (or .jpg, .bmp)"
+        raise DataError(f"{path}: no defect mask; expected {expected}")
+
+
+def _folder(path: str, layout: str) -> str:
+    """``path`` if it is a folder, else DataError naming the ``layout`` expected."""
+    problem = link_problem(path)
+    if problem is not None:
+        raise DataError(problem.replace("an existing image file", "an existing folder")
+                        + f" ({layout})")
+    if not os.path.isdir(path):
+        raise DataError(f"{path}: not a folder; expected {layout}")
+    return path
+
+
+def _images_in(folder: str) -> list:
+    files = list_files(folder)
+    if not any(is_image_name(f) for f in files):
+        raise DataError(f"{folder}: class folder has no images; expected "
+                        f"{', '.join(IMAGE_EXTS)} files")
+    return files
+
+
+def _mask_index(folder: str) -> dict:
+    """{stem: path} of the image files in ``folder``; a trailing ``_mask`` is optional."""
+    out, alias = {}, {}
+    for p in list_files(folder):
+        if os.path.isdir(p) or not is_image_name(p):
+            continue
+        stem = os.path.splitext(os.path.basename(p))[0]
+        out.setdefault(stem, p)
+        if stem.endswith(MASK_SUFFIX):
+            alias.setdefault(stem[: -len(MASK_SUFFIX)], p)
+    for stem, p in alias.items():
+        out.setdefault(stem, p)
     return out
 
 
-def fingerprint(layout: dict, *options) -> str:
-    """Hash of every file's name, size and mtime, and the decoding options."""
-    h = hashlib.sha1(repr(options).encode())
-    files = [p for k, v in layout.items() if k != "masks" for p in v]
-    files += sorted(layout.get("masks", {}).values())
-    for p in files:
-        st = os.stat(p)
-        h.update(f"{p}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+def _scan_masks(root: str, test: tuple, mask_root) -> dict:
+    """Layout fields of the mask folder (empty when there is none or it is not recognised)."""
+    if mask_root:
+        mask_dir = os.path.abspath(os.path.expanduser(str(mask_root)))
+        if not os.path.isdir(mask_dir):
+            raise DataError(f"--mask_root={mask_root}: not a folder; expected the folder of "
+                            "defect masks (<stem>.png, or <test folder>/<stem>.png)")
+    else:
+        mask_dir = os.path.join(root, MASKS)
+        if not os.path.isdir(mask_dir):
+            return {}
+    folders = {name: label for name, label, _ in test}
+    entries = list_files(mask_dir)
+    mirrored, ignored = [], []
+    for p in entries:
+        if not os.path.isdir(p):
+            continue
+        name = os.path.basename(p)
+        if folders.get(name) == 1:
+            index = _mask_index(p)
+            nested = [q for q in list_files(p) if os.path.isdir(q)]
+            if nested:
+                log.warning("%s: ignoring %d subfolders of a mask folder (first: %s); expected "
+                            "the masks directly in it", p, len(nested), nested[0])
+            if index:
+                mirrored.append((name, index))
+            else:
+                ignored.append(p)
+        elif folders.get(name) == 0:
+            log.info("%s: masks of normal test images are not read (normal images have none)", p)
+        else:
+            ignored.append(p)
+    for p in ignored:
+        log.warning("%s: mask folder not read: it mirrors no abnormal test folder or holds no "
+                    "images; expected %s/<abnormal test folder>/<stem>[_mask].png (abnormal test "
+                    "folders: %s)", p, mask_dir,
+                    ", ".join(n for n, lab in folders.items() if lab == 1))
+    flat = _mask_index(mask_dir)
+    if not mirrored and not flat:
+        log.warning("%s: mask folder layout not recognised, no masks read; expected "
+                    "%s/<stem>[_mask].png or %s/<abnormal test folder>/<stem>[_mask].png "
+                    "(mirroring test/)", mask_dir, mask_dir, mask_dir)
+        return {}
+    return {"mask_dir": mask_dir, "mirrored": tuple(mirrored), "flat": tuple(sorted(flat.items()))}
+
+
+def scan(root, mask_root=None) -> Layout:
+    """The layout of an anomaly folder (LBOT or MVTec AD), checked; no image is decoded."""
+    root = os.path.abspath(check_root(root))
+    if os.path.isdir(os.path.join(root, "train", NORMAL_FOLDER[LBOT])):
+        kind = LBOT
+    elif os.path.isdir(os.path.join(root, "train", NORMAL_FOLDER[MVTEC])):
+        kind = MVTEC
+    else:
+        for rel, layout in (("train/0.normal", f"{LAYOUT} (Skip-GANomaly layout)"),
+                            ("train/good", f"{MVTEC_LAYOUT} (MVTec AD layout)")):
+            if os.path.islink(os.path.join(root, rel)):
+                _folder(os.path.join(root, rel), layout)
+        raise DataError(f"{root}: no train/0.normal/ folder; {LAYOUT_HINT}")
+    normal = NORMAL_FOLDER[kind]
+    train = _images_in(os.path.join(root, "train", normal))
+    test_dir = os.path.join(root, "test")
+    if kind == LBOT:
+        for rel in ("test/0.normal", "test/1.abnormal"):
+            if not os.path.isdir(os.path.join(root, rel)):
+                raise DataError(f"{root}: no {rel}/ folder; expected {LAYOUT} (Skip-GANomaly "
+                                "layout)")
+        abnormal = ["1.abnormal"]
+    else:
+        _folder(os.path.join(test_dir, normal), f"{MVTEC_LAYOUT} (MVTec AD layout)")
+        entries = list_files(test_dir)
+        abnormal = [os.path.basename(p) for p in entries if os.path.isdir(p)
+                    and os.path.basename(p) != normal]
+        if not abnormal:
+            raise DataError(f"{test_dir}: no defect-type folders next to good/; expected "
+                            f"{MVTEC_LAYOUT} (MVTec AD layout)")
+        loose = [p for p in entries if not os.path.isdir(p)]
+        if loose:
+            log.warning("%s: ignoring %d files outside the test folders (first: %s)", test_dir,
+                        len(loose), loose[0])
+        extra = [p for p in list_files(os.path.join(root, "train"))
+                 if os.path.basename(p) != normal]
+        if extra:
+            log.warning("%s: ignoring %d entries besides train/good/ (first: %s); MVTec AD "
+                        "trains on good images only", os.path.join(root, "train"), len(extra),
+                        extra[0])
+    test = [(normal, 0, tuple(_images_in(os.path.join(test_dir, normal))))]
+    test += [(name, 1, tuple(_images_in(os.path.join(test_dir, name))))
+             for name in sorted(abnormal, key=natural_key)]
+    test = tuple(test)
+    return Layout(root, kind, tuple(train), test, **_scan_masks(root, test, mask_root))
+
+
+def _stat_key(path: str) -> str:
+    try:
+        st = os.stat(path)
+    except OSError:  # a broken link: its own entry (decoding reports it)
+        st = os.lstat(path)
+    return f"{path}\0{st.st_size}\0{st.st_mtime_ns}\n"
+
+
+def fingerprint(layout: Layout, *options) -> str:
+    """Hash of the layout kind, every file's name, size and mtime, and the decoding options."""
+    h = hashlib.sha1(repr((layout.kind, layout.mask_dir) + options).encode())
+    for p in layout.files():
+        h.update(_stat_key(p).encode())
     return h.hexdigest()[:16]
 
 
-@dataclasses.dataclass(eq=False)
-class AnomalyFolderConfig(tfds.core.BuilderConfig):
-    root: str = ""
-    isize: int = 32
-    on_bad_image: str = "error"
-    on_small_image: str = "error"
-    has_masks: bool = False
+def _decode_masks(layout: Layout, test: Split, dec_sizes, isize: int, on_small_image: str,
+                  resize: str, notes: list) -> np.ndarray:
+    """0/1 masks of the kept test images: read for abnormal ones, empty for normal ones."""
+    names = layout.class_names
+    abnormal = np.flatnonzero(test.labels == 1)
+    wanted = [layout.find_mask(names[test.classes[i]], test.paths[i]) for i in abnormal]
+    dec = decode_images(wanted, isize, on_bad_image="error", on_small_image=on_small_image,
+                        channels=1, nearest=True, resize=resize)
+    for i, mask_path, mask_hw in zip(abnormal, wanted, dec.sizes):
+        if tuple(mask_hw) != tuple(dec_sizes[i]):
+            (mh, mw), (h, w) = mask_hw, dec_sizes[i]
+            raise DataError(f"{mask_path}: mask is {mw}x{mh} but its image {test.paths[i]} is "
+                            f"{w}x{h}; expected a mask of its image's size")
+    out = np.zeros((len(test), isize, isize), np.uint8)
+    out[abnormal] = (dec.images[..., 0] > 127).astype(np.uint8)
+    cropped = [test.paths[i] for i, (inside_file, inside_window) in zip(abnormal, dec.defects)
+               if inside_file and not inside_window]
+    if cropped:
+        notes.append(
+            f"{len(cropped)} of {len(abnormal)} defective test images lose all their defect "
+            f"pixels to --resize={resize} at --isize={isize} (first: {cropped[0]}); pixel AUROC "
+            "counts them as defect-free (--resize=pad or squash keeps the whole image)")
+    faded = [test.paths[i] for i, (_, inside_window), m in zip(abnormal, dec.defects, out[abnormal])
+             if inside_window and not m.any()]
+    if faded:
+        notes.append(
+            f"{len(faded)} of {len(abnormal)} defective test images have defects too small to "
+            f"survive resizing their masks to --isize={isize} (first: {faded[0]}); pixel AUROC "
+            "counts them as defect-free")
+    return out
 
 
-class AnomalyFolder(tfds.core.GeneratorBasedBuilder):
-    """tfds builder of one anomaly folder (its config names the folder and the options)."""
-
-    VERSION = tfds.core.Version("1.0.0")
-    RELEASE_NOTES = {"1.0.0": "train/0.normal, test/0.normal, test/1.abnormal, ground_truth."}
-
-    @tfds.core.utils.classproperty
-    @classmethod
-    def code_path(cls):
-        """None: nothing is downloaded, so no checksum file is looked up next to the code.
-        (tfds 4.9.10's own lookup imports ``importlib_resources``, absent on Python >= 3.9.)"""
-        return None
-
-    def _info(self):
-        c = self.builder_config
-        features = {
-            "image": tfds.features.Image(shape=(c.isize, c.isize, 3)),
-            "label": tfds.features.ClassLabel(names=["normal", "abnormal"]),
-            "index": tfds.features.Scalar(np.int64),
-            "path": tfds.features.Text(),
-        }
-        if c.has_masks:
-            features["mask"] = tfds.features.Image(shape=(c.isize, c.isize, 1))
-        return self.dataset_info_from_configs(
-            features=tfds.features.FeaturesDict(features),
-            metadata=tfds.core.MetadataDict(),
-            description=f"Anomaly folder {c.root} at {c.isize}x{c.isize}.",
-        )
-
-    def _split_generators(self, dl_manager):
-        c = self.builder_config
-        layout = scan(c.root)
-        splits, skipped = {}, []
-        for split in ("train", "test"):
-            paths, labels = [], []
-            for s, label in FOLDERS:
-                if s == split:
-                    paths += layout[(s, label)]
-                    labels += [label] * len(layout[(s, label)])
-            dec = decode_images(paths, c.isize, on_bad_image=c.on_bad_image,
-                                on_small_image=c.on_small_image)
-            skipped += list(dec.skipped)
-            label_of = dict(zip(paths, labels))
-            kept_labels = [label_of[p] for p in dec.paths]
-            for (s, label), rel in FOLDERS.items():
-                if s == split and label not in kept_labels:
-                    raise DataError(f"{os.path.join(c.root, rel)}: class folder has no readable "
-                                    "images; expected at least one PNG, JPEG or BMP image")
-            masks = None
-            if c.has_masks and split == "test":
-                masks = self._masks(layout["masks"], dec.paths, kept_labels)
-            splits[split] = (dec, kept_labels, masks)
-        self.info.metadata["skipped"] = [list(s) for s in skipped]
-        return {split: self._generate_examples(*v) for split, v in splits.items()}
-
-    def _masks(self, by_stem: dict, paths, labels) -> np.ndarray:
-        """0/1 masks of the test images: from ground_truth/ for abnormal ones, else empty."""
-        c = self.builder_config
-        wanted = []
-        for p, label in zip(paths, labels):
-            if label != 1:
-                continue
-            stem = os.path.splitext(os.path.basename(p))[0]
-            if stem not in by_stem:
-                raise DataError(f"{p}: no defect mask; expected "
-                                f"{os.path.join(c.root, MASKS, stem)}.png (or .jpg, .bmp)")
-            wanted.append(by_stem[stem])
-        dec = decode_images(wanted, c.isize, on_bad_image="error",
-                            on_small_image=c.on_small_image, channels=1, nearest=True)
-        out = np.zeros((len(paths), c.isize, c.isize, 1), np.uint8)
-        out[np.asarray(labels) == 1] = (dec.images > 127).astype(np.uint8)
-        return out
-
-    def _generate_examples(self, dec, labels, masks):
-        root = self.builder_config.root
-        for i, (img, path, label) in enumerate(zip(dec.images, dec.paths, labels)):
-            ex = {"image": img, "label": label, "index": i, "path": os.path.relpath(path, root)}
-            if self.builder_config.has_masks:
-                ex["mask"] = masks[i] if masks is not None else np.zeros_like(img[..., :1])
-            yield i, ex
-
-
-def _read_split(builder, split: str, root: str, has_masks: bool) -> Split:
-    ex = tfds.as_numpy(builder.as_dataset(split=split, batch_size=-1, shuffle_files=False))
-    order = np.argsort(ex["index"], kind="stable")
-    paths = tuple(os.path.join(root, p.decode()) for p in ex["path"][order])
-    masks = ex["mask"][order][..., 0] if has_masks and split == "test" else None
-    return Split(ex["image"][order], ex["label"][order].astype(np.int32), paths, masks)
+def read_folder(layout: Layout, isize: int, on_bad_image: str = "error",
+                on_small_image: str = "error", resize: str = "crop", notes=None) -> AnomalyData:
+    """Decode a scanned anomaly folder with Pillow (no cache). Warnings about the masks are
+    logged and appended to ``notes``."""
+    notes = [] if notes is None else notes
+    opts = dict(on_bad_image=on_bad_image, on_small_image=on_small_image, resize=resize)
+    train = decode_images(layout.train, isize, **opts)
+    if len(train.images) == 0:
+        raise DataError(f"{os.path.dirname(layout.train[0])}: class folder has no readable "
+                        "images; expected at least one PNG, JPEG or BMP image")
+    paths = [p for _, _, ps in layout.test for p in ps]
+    folder_of = {p: i for i, (_, _, ps) in enumerate(layout.test) for p in ps}
+    test = decode_images(paths, isize, **opts)
+    classes = np.array([folder_of[p] for p in test.paths], np.int32)
+    for i, (name, _, ps) in enumerate(layout.test):
+        if not np.any(classes == i):
+            raise DataError(f"{os.path.dirname(ps[0])}: class folder has no readable images; "
+                            "expected at least one PNG, JPEG or BMP image")
+    labels = np.array([layout.test[c][1] for c in classes], np.int32)
+    test_split = Split(test.images, labels, test.paths, classes=classes)
+    if layout.has_masks:
+        masks = _decode_masks(layout, test_split, test.sizes, isize, on_small_image, resize,
+                              notes)
+        test_split = dataclasses.replace(test_split, masks=masks)
+    for note in notes:
+        log.warning("%s", note)
+    return AnomalyData(
+        name=f"anomaly_folder({os.path.basename(layout.root)})",
+        train=Split(train.images, np.zeros(len(train.images), np.int32), train.paths,
+                    classes=np.zeros(len(train.images), np.int32)),
+        test=test_split,
+        skipped=train.skipped + test.skipped,
+        class_names=layout.class_names,
+    )
 
 
 def load_anomaly_folder(root, isize: int, on_bad_image: str = "error",
-                        on_small_image: str = "error", data_dir=None) -> AnomalyData:
-    """Prepare (once) and read an anomaly folder; masks, if any, in ``test.masks``."""
-    root = os.path.abspath(check_root(root))
-    layout = scan(root)
-    has_masks = "masks" in layout
-    fp = fingerprint(layout, isize, on_bad_image, on_small_image, AnomalyFolder.VERSION)
-    config = AnomalyFolderConfig(name=f"s{isize}_{fp}", root=root, isize=isize,
-                                 on_bad_image=on_bad_image, on_small_image=on_small_image,
-                                 has_masks=has_masks)
-    data_dir = os.path.expanduser(data_dir or DEFAULT_DATA_DIR)
-    builder = AnomalyFolder(config=config, data_dir=data_dir)
-    if not builder.is_prepared():
-        log.info("preparing %s into %s", root, builder.data_dir)
-        builder.download_and_prepare(download_config=tfds.download.DownloadConfig(
-            compute_stats=tfds.download.ComputeStatsMode.SKIP))
-    skipped = tuple(tuple(s) for s in builder.info.metadata.get("skipped", []))
-    for path, reason in skipped[:20]:
-        log.warning("skipped bad image: %s", reason)
-    return AnomalyData(
-        name=f"anomaly_folder({os.path.basename(root)})",
-        train=_read_split(builder, "train", root, has_masks),
-        test=_read_split(builder, "test", root, has_masks),
-        skipped=skipped,
-    )
+                        on_small_image: str = "error", data_dir=None, resize: str = "crop",
+                        mask_root=None, cache: Optional[bool] = None) -> AnomalyData:
+    """An anomaly folder (LBOT or MVTec AD layout); masks, if any, in ``test.masks``.
+
+    ``cache``: None (default) caches through tensorflow-datasets when it imports, else decodes
+    with Pillow on every run; True requires tfds; False never uses it. Both give the same
+    arrays in the same order."""
+    layout = scan(root, mask_root)
+    if cache is None:
+        from sagan_jax.data.tfds_import import tfds_available
+
+        cache = tfds_available()
+        if not cache:
+            log.info("tensorflow-datasets does not import: decoding %s with Pillow (no cache)",
+                     layout.root)
+    if not cache:
+        return read_folder(layout, isize, on_bad_image, on_small_image, resize)
+    from sagan_jax.data.anomaly_folder_tfds import load_cached
+
+    return load_cached(layout, isize, on_bad_image, on_small_image, resize,
+                       os.path.expanduser(data_dir or DEFAULT_DATA_DIR))

@@ -11,6 +11,8 @@ from typing import Optional
 
 import numpy as np
 
+from sagan_jax import seeds
+
 
 class DataError(ValueError):
     """Bad input data; the message is one line naming the path and what was expected."""
@@ -84,7 +86,7 @@ def hold_out_validation(data: AnomalyData, fraction: float, seed: int) -> Anomal
     if fraction <= 0:
         return data
     n = len(data.train)
-    perm = np.random.default_rng(seed).permutation(n)
+    perm = seeds.split_rng(seed).permutation(n)
     n_val = int(round(fraction * n))
     if n_val < 1 or n_val >= n:
         raise DataError(
@@ -100,5 +102,5 @@ def subsample_train(data: AnomalyData, max_images: int, seed: int) -> AnomalyDat
     """Keep a seeded random subset of ``max_images`` normal training images (0 = all)."""
     if max_images <= 0 or max_images >= len(data.train):
         return data
-    idx = np.sort(np.random.default_rng(seed + 1).permutation(len(data.train))[:max_images])
+    idx = np.sort(seeds.subsample_rng(seed).permutation(len(data.train))[:max_images])
     return dataclasses.replace(data, train=data.train.take(idx))

@@ -35,8 +35,20 @@ def _importlib_resources_shim() -> None:
         sys.modules["importlib_resources"] = importlib.resources
 
 
+def _tfds():
+    """tensorflow_datasets, or DataError when it (or TensorFlow) is not installed."""
+    from sagan_jax.data.tfds_import import import_tfds
+
+    try:
+        return import_tfds()
+    except ImportError as e:
+        raise DataError(f"--dataset=cifar10 reads tensorflow-datasets, which does not import here "
+                        f"({e}); pip install tensorflow-cpu tensorflow-datasets, or "
+                        f"{OFFLINE_HINT}") from e
+
+
 def _builder(data_dir, download: bool):
-    import tensorflow_datasets as tfds
+    tfds = _tfds()
 
     builder = tfds.builder("cifar10", data_dir=data_dir)
     if builder.is_prepared():
@@ -69,7 +81,7 @@ def _order(ids) -> np.ndarray:
 
 def read_cifar10(data_dir=None, download: bool = True) -> dict:
     """{split: (images uint8 (N, 32, 32, 3), labels int32)} in the binary release's order."""
-    import tensorflow_datasets as tfds
+    tfds = _tfds()
 
     builder = _builder(data_dir, download)
     out = {}
@@ -81,7 +93,8 @@ def read_cifar10(data_dir=None, download: bool = True) -> dict:
 
 
 def load_cifar10(abnormal_class: str, protocol: str, isize: int, data_dir=None,
-                 download: bool = True, on_small_image: str = "error", arrays=None) -> AnomalyData:
+                 download: bool = True, on_small_image: str = "error", arrays=None,
+                 resize: str = "crop") -> AnomalyData:
     """Leave-one-class-out CIFAR-10; ``arrays`` replaces reading tfds (tests)."""
     if abnormal_class not in CIFAR10_CLASSES:
         raise DataError(f"cifar10: --abnormal_class={abnormal_class!r} is not a class; "
@@ -94,7 +107,7 @@ def load_cifar10(abnormal_class: str, protocol: str, isize: int, data_dir=None,
                         "or pass --on_small_image=upsample)")
     data = leave_one_class_out(
         f"cifar10(abnormal={abnormal_class}, {protocol})",
-        resize_array(trn_x, isize), trn_y, resize_array(tst_x, isize), tst_y,
+        resize_array(trn_x, isize, resize), trn_y, resize_array(tst_x, isize, resize), tst_y,
         CIFAR10_CLASSES.index(abnormal_class), protocol,
     )
     return dataclasses.replace(data, class_names=CIFAR10_CLASSES)

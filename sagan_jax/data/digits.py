@@ -6,6 +6,7 @@ import numpy as np
 from PIL import Image
 from sklearn.datasets import load_digits
 
+from sagan_jax import seeds
 from sagan_jax.data.base import AnomalyData, Split
 
 
@@ -26,7 +27,7 @@ def load_digits_anomaly(abnormal_class: str, isize: int, test_fraction: float, s
     target = ds.target.astype(np.int32)
     abnormal = int(abnormal_class)
     images = _to_rgb(ds.images, isize)
-    rng = np.random.default_rng(seed)
+    rng = seeds.split_rng(seed)
     train_idx, test_idx = [], []
     for digit in range(10):
         idx = np.flatnonzero(target == digit)

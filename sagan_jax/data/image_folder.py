@@ -75,12 +75,13 @@ def scan(root: str) -> dict:
 
 
 def _decode_split(by_class: dict, classes: list, isize: int, on_bad_image: str,
-                  on_small_image: str):
+                  on_small_image: str, resize: str = "crop"):
     paths, ids = [], []
     for i, cls in enumerate(classes):
         paths += by_class[cls]
         ids += [i] * len(by_class[cls])
-    dec = decode_images(paths, isize, on_bad_image=on_bad_image, on_small_image=on_small_image)
+    dec = decode_images(paths, isize, on_bad_image=on_bad_image, on_small_image=on_small_image,
+                        resize=resize)
     cls_of = dict(zip(paths, ids))
     kept_ids = np.array([cls_of[p] for p in dec.paths], np.int32)
     for i, cls in enumerate(classes):
@@ -92,7 +93,8 @@ def _decode_split(by_class: dict, classes: list, isize: int, on_bad_image: str,
 
 
 def load_image_folder(root, abnormal_class: str, protocol: str, isize: int,
-                      on_bad_image: str = "error", on_small_image: str = "error") -> AnomalyData:
+                      on_bad_image: str = "error", on_small_image: str = "error",
+                      resize: str = "crop") -> AnomalyData:
     """Leave-one-class-out AnomalyData of a labelled folder (``abnormal_class`` a folder name)."""
     layout = scan(root)
     root = check_root(root)
@@ -100,8 +102,10 @@ def load_image_folder(root, abnormal_class: str, protocol: str, isize: int,
     if abnormal_class not in classes:
         raise DataError(f"{root}: --abnormal_class={abnormal_class!r} is not a class folder; "
                         f"classes: {', '.join(classes)}")
-    train, train_ids = _decode_split(layout["train"], classes, isize, on_bad_image, on_small_image)
-    test, test_ids = _decode_split(layout["test"], classes, isize, on_bad_image, on_small_image)
+    train, train_ids = _decode_split(layout["train"], classes, isize, on_bad_image,
+                                     on_small_image, resize)
+    test, test_ids = _decode_split(layout["test"], classes, isize, on_bad_image, on_small_image,
+                                   resize)
     data = leave_one_class_out(
         f"image_folder(abnormal={abnormal_class}, {protocol})",
         train.images, train_ids, test.images, test_ids, classes.index(abnormal_class), protocol,

@@ -1,0 +1,232 @@
+"""experiments/common.py (flagfiles -> Config through absl, docs sections, the load guard) and
+that every script in experiments/ starts. Fast: no training, no benchmark."""
+import ast
+import dataclasses
+import datetime
+import glob
+import os
+import subprocess
+import sys
+
+import pytest
+from absl.testing import flagsaver
+
+from experiments import common
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SCRIPTS = sorted(
+    os.path.basename(p)[:-3] for p in glob.glob(os.path.join(ROOT, "experiments", "*.py"))
+    if os.path.basename(p) not in ("__init__.py", "common.py"))
+
+
+def cli_config(argv):
+    """The Config that `python -m sagan_jax.main ARGV` builds (absl's global FLAGS)."""
+    from sagan_jax import main
+
+    with flagsaver.flagsaver():
+        main.FLAGS.unparse_flags()
+        main.FLAGS(["sagan_jax", *argv])
+        try:
+            return main.config_from_flags()
+        finally:
+            main.FLAGS.unparse_flags()
+
+
+# --- flagfiles -> Config ------------------------------------------------------------------------
+def test_quickstart_flagfile_matches_the_cli():
+    path = common.flagfile("quickstart.cfg")
+    cfg = common.config_from_flagfiles(path)
+    assert (cfg.dataset, cfg.abnormal_class, cfg.ngf, cfg.epochs, cfg.batch_size) == (
+        "digits", "0", 32, 3, 64)
+    assert cfg.workdir == "workdirs/quickstart"
+    assert cfg == cli_config([f"--flagfile={path}"])
+
+
+def test_nested_flagfiles_follow_absl(tmp_path):
+    base = tmp_path / "base.cfg"
+    base.write_text("# a comment\n// another\n\n   \n--epochs=5\n--ngf=16\n--nouse_cbam\n"
+                    "--workdir=~/not_expanded\n")
+    after = tmp_path / "after.cfg"  # the include first: its own later lines win
+    after.write_text(f"--flagfile={base}\n--epochs=7\n--dsc_impl=shift\n")
+    before = tmp_path / "before.cfg"  # the include last: the included lines win
+    before.write_text(f"--epochs=7\n--use_cbam\n--flagfile={base}\n")
+
+    a = common.config_from_flagfiles(str(after), args=["--ngf=8"])
+    assert (a.epochs, a.ngf, a.use_cbam, a.dsc_impl) == (7, 8, False, "shift")
+    assert a.workdir == "~/not_expanded"  # absl leaves string values alone
+    b = common.config_from_flagfiles(str(before))
+    assert (b.epochs, b.ngf, b.use_cbam) == (5, 16, False)
+    # Python values as flags (True -> --name, False -> --noname, None -> left out), and
+    # command-line strings after them.
+    c = common.config_from_flagfiles(str(base), overrides=dict(use_cbam=True, data_root=None,
+                                                               epochs=2),
+                                     args=common.set_args(["ngf=32"]))
+    assert (c.use_cbam, c.data_root, c.epochs, c.ngf) == (True, None, 2, 32)
+    for path, extra in ((after, ["--ngf=8"]), (before, []), (base, ["--use_cbam", "--epochs=2",
+                                                                      "--ngf=32"])):
+        got = common.config_from_flagfiles(str(path), args=extra)
+        assert got == cli_config([f"--flagfile={path}", *extra])
+
+
+def test_config_flags_mirror_the_config_fields():
+    from absl import flags
+
+    fv = common.define_config_flags(flags.FlagValues())
+    for f in dataclasses.fields(common.Config):
+        assert fv[f.name].default == f.default
+        assert fv[f.name].help == f.metadata["help"]
+
+
+@pytest.mark.parametrize("content, expected", [
+    ("--epochs=3\n--bogus_flag=1\n", "Unknown command line flag 'bogus_flag'"),
+    ("--epoch=3\n", "Unknown command line flag 'epoch'. Did you mean: epochs ?"),
+    ("--epochs=three\n", "flag --epochs=three: invalid literal for int()"),
+    ("--isize=40\n", "--isize=40 must be a multiple of 16"),
+    ("--epochs=3\nstray words\n", "unexpected arguments ['stray words']"),
+])
+def test_bad_flagfile_gives_one_line(tmp_path, content, expected):
+    path = tmp_path / "bad.cfg"
+    path.write_text(content)
+    with pytest.raises(common.FlagError) as e:
+        common.config_from_flagfiles(str(path))
+    msg = str(e.value)
+    assert expected in msg and "bad.cfg" in msg
+    assert "\n" not in msg
+
+
+def test_missing_flagfile_gives_one_line(tmp_path):
+    with pytest.raises(common.FlagError, match="Unable to open flagfile") as e:
+        common.config_from_flagfiles(str(tmp_path / "nope.cfg"))
+    assert "\n" not in str(e.value)
+
+
+def test_script_reports_a_bad_flag_in_one_line():
+    p = subprocess.run(
+        [sys.executable, "-m", "experiments.table2", "--dataset=digits", "--classes=0",
+         "--models=sagan", "--out=/nonexistent/never_written", "--set", "bogus=1"],
+        cwd=ROOT, capture_output=True, text=True, timeout=120,
+        env=dict(os.environ, JAX_PLATFORMS="cpu"))
+    assert p.returncode == 2, p.stderr
+    lines = p.stderr.strip().splitlines()
+    assert lines[-1].startswith("table2: error: Unknown command line flag 'bogus'"), p.stderr
+    assert "model_sagan.cfg" in lines[-1]
+
+
+def test_done_metrics(tmp_path):
+    assert common.done_metrics(str(tmp_path), 3) is None
+    (tmp_path / "metrics.json").write_text('{"last_epoch": 2, "auc": 0.5}')
+    assert common.done_metrics(str(tmp_path), 3) is None  # stopped half-way: resume
+    (tmp_path / "metrics.json").write_text('{"last_epoch": 3, "auc": 0.5}')
+    assert common.done_metrics(str(tmp_path), 3) == {"last_epoch": 3, "auc": 0.5}
+
+
+# --- Markdown sections --------------------------------------------------------------------------
+DOC = """# Title
+
+intro <!-- not a marker -->
+
+<!-- bench:begin -->
+old bench
+<!-- bench:end -->
+
+between
+
+<!-- bench_loaded:begin -->
+old loaded
+<!-- bench_loaded:end -->
+tail without newline"""
+
+
+def test_replace_section_touches_only_its_section(tmp_path):
+    path = tmp_path / "doc.md"
+    path.write_text(DOC)
+    common.replace_section(str(path), "bench", "new\nbody\n")
+    assert path.read_text() == DOC.replace("old bench", "new\nbody")
+    assert common.read_section(str(path), "bench_loaded") == "old loaded"
+    common.replace_section(str(path), "bench_loaded", "x")
+    assert path.read_text() == DOC.replace("old bench", "new\nbody").replace("old loaded", "x")
+
+    with pytest.raises(ValueError, match="lacks the section markers"):
+        common.replace_section(str(path), "other", "y")
+    before = path.read_text()
+    common.replace_section(str(path), "other", "y", heading="## Other")
+    assert path.read_text() == before + "\n\n## Other\n<!-- other:begin -->\ny\n<!-- other:end -->\n"
+
+
+# --- machine header and load guard --------------------------------------------------------------
+def report(load1, others, cores=2):
+    return common.LoadReport(cores=cores, started=datetime.datetime.now(datetime.timezone.utc),
+                             wall_s=600.0, load_before=(load1, load1, load1),
+                             load_after=(load1 + 2, 1.0, 1.0), others_cores=others,
+                             own_cores=1.9)
+
+
+def test_load_report_threshold_is_half_the_cores():
+    assert not report(0.3, 0.05).loaded
+    assert not report(1.0, 1.0).loaded  # at the threshold: quiet
+    assert report(1.2, 0.05).loaded  # load average before the run
+    assert report(0.3, 1.5).loaded  # other processes during the run
+    assert not report(3.0, 0.5, cores=8).loaded
+    assert "Loaded machine" in report(6.0, 1.5).describe()
+    assert "Quiet machine" in report(0.2, 0.0).describe()
+    assert "not measured" in report(0.2, None).describe()
+
+
+def test_load_monitor_and_header():
+    r = common.LoadMonitor().report()
+    assert r.cores == os.cpu_count() and len(r.load_before) == len(r.load_after) == 3
+    assert r.others_cores is None or r.others_cores >= 0
+    h = common.machine_header(r, packages=("absl-py", "no-such-package-xyz"))
+    assert f"{os.cpu_count()} logical CPUs" in h and "Python " in h
+    assert "no-such-package-xyz not installed" in h and "commit " in h
+    assert "Load average (1/5/15 min)" in h
+
+
+def test_guard_refuses_loaded_figures_unless_allowed(tmp_path, capsys):
+    path = tmp_path / "doc.md"
+    path.write_text(DOC)
+    loaded = report(6.0, 1.4)
+    assert common.write_benchmark_section(str(path), "bench", "figures", loaded) is None
+    assert path.read_text() == DOC
+    assert "not writing" in capsys.readouterr().err
+
+    assert common.write_benchmark_section(str(path), "bench", "figures", loaded,
+                                          allow_loaded=True) == "bench_loaded"
+    assert common.read_section(str(path), "bench") == "old bench"  # the headline untouched
+    assert common.read_section(str(path), "bench_loaded").startswith(
+        "**Loaded-machine figures**")
+
+    assert common.write_benchmark_section(str(path), "bench", "quiet figures",
+                                          report(0.2, 0.1)) == "bench"
+    assert common.read_section(str(path), "bench") == "quiet figures"
+
+
+def test_benchmarks_doc_has_both_tables():
+    for name in ("bench_train", "bench_train_loaded", "bench_input", "bench_input_loaded"):
+        assert common.read_section(common.BENCHMARKS_MD, name) is not None, name
+    assert "Loaded-machine figures" in common.read_section(common.BENCHMARKS_MD,
+                                                           "bench_train_loaded")
+
+
+# --- the scripts --------------------------------------------------------------------------------
+def test_scripts_use_no_path_hacks_or_private_imports():
+    for name in SCRIPTS + ["common"]:
+        path = os.path.join(ROOT, "experiments", f"{name}.py")
+        with open(path) as f:
+            src = f.read()
+        assert "sys.path" not in src, name
+        for node in ast.walk(ast.parse(src)):
+            if isinstance(node, ast.ImportFrom):
+                private = [a.name for a in node.names if a.name.startswith("_")]
+                assert not private, (name, node.module, private)
+            if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name):
+                if node.value.id in ("common", "table2") and node.attr.startswith("_"):
+                    pytest.fail(f"{name}: {node.value.id}.{node.attr}")
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_script_help_starts(script):
+    p = subprocess.run([sys.executable, "-m", f"experiments.{script}", "--help"], cwd=ROOT,
+                       capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0, p.stderr
+    assert "usage" in p.stdout.lower(), p.stdout
