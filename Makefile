@@ -11,7 +11,7 @@ $(VENV)/.installed: setup.cfg requirements.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -r requirements.txt
-	$(PY) -m pip install --quiet -e ".[torch,test]"
+	$(PY) -m pip install --quiet -e ".[torch,test,tfds]"
 	touch $@
 
 install: $(VENV)/.installed

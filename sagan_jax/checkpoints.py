@@ -7,6 +7,7 @@ to resume exactly. A workdir written with other model flags is refused, never ha
 """
 from __future__ import annotations
 
+import fcntl
 import os
 from typing import Optional
 
@@ -15,22 +16,85 @@ import orbax.checkpoint as ocp
 
 # Flags that change the shapes or meaning of the saved arrays; all must match to resume.
 MODEL_FLAGS = ("model", "isize", "ngf", "ndf", "nz", "use_dsc", "use_cbam", "kernels_per_layer")
+# Flags a resumed or reopened run may change: they do not change what is trained or measured
+# (where, how fast, how often the test set is scored, what is drawn, more epochs). Every
+# other flag defines the experiment and must match (README: "Reliability").
+RESUMABLE_CHANGES = (
+    "mode", "workdir", "epochs", "eval_every", "plots", "progress", "tensorboard",
+    "keep_checkpoints", "compilation_cache", "num_devices", "input", "output", "data_dir",
+    "download", "seeds", "abnormal_classes", "run_axis_impl", "max_runs_per_program",
+    "steps_per_chunk", "dsc_impl", "dsc_autotune", "coordinator_address", "num_processes",
+    "process_id", "anomaly_map", "eval_batch_size",
+)
 
 
 class CheckpointError(RuntimeError):
     pass
 
 
-def manager(workdir: str, max_to_keep: int = 3, name: str = "checkpoints") -> ocp.CheckpointManager:
+def manager(workdir: str, max_to_keep: int = 3, name: str = "checkpoints",
+            read_only: bool = False) -> ocp.CheckpointManager:
     """Checkpoints under WORKDIR/NAME ('checkpoints': the last N; 'best': best on validation).
     orbax writes each to a temporary folder and renames it when complete, so a crash never
-    leaves a half-written checkpoint as the newest one."""
+    leaves a half-written checkpoint as the newest one. ``read_only``: open for restoring only
+    (creates, cleans and writes nothing: a read-only workdir can be scored)."""
     path = os.path.abspath(os.path.join(workdir, name))
+    if read_only:
+        import logging
+
+        absl_log = logging.getLogger("absl")
+        level = absl_log.level
+        absl_log.setLevel(logging.ERROR)  # orbax warns that the directory is read-only
+        try:
+            options = ocp.CheckpointManagerOptions(read_only=True, create=False,
+                                                   max_to_keep=None, save_interval_steps=0)
+            return ocp.CheckpointManager(path, options=options)
+        finally:
+            absl_log.setLevel(level)
     options = ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True)
     return ocp.CheckpointManager(path, options=options)
 
 
+def _no_checkpoint(workdir: str) -> CheckpointError:
+    where = os.path.join(workdir, "checkpoints")
+    runs = os.path.join(workdir, "runs")
+    names = sorted(n for n in os.listdir(runs)
+                   if os.path.isdir(os.path.join(runs, n, "checkpoints"))) \
+        if os.path.isdir(runs) else []
+    hint = (f"; this workdir holds several runs: pass --workdir={os.path.join(runs, names[0])} "
+            f"(runs: {', '.join(names)})" if names else
+            "; train first with --mode=train and the same --workdir")
+    return CheckpointError(f"no checkpoint in {where}{hint}")
+
+
+def saved_meta(workdir: str) -> dict:
+    """The metadata (epoch, flags as 'config', calibration, ...) of the newest checkpoint in
+    WORKDIR/checkpoints, read without writing anything; CheckpointError when there is none."""
+    if not os.path.isdir(os.path.join(workdir, "checkpoints")):
+        raise _no_checkpoint(workdir)
+    mngr = manager(workdir, read_only=True)
+    step = mngr.latest_step()
+    if step is None:
+        raise _no_checkpoint(workdir)
+    return mngr.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
+
+
+def all_finite(tree) -> bool:
+    """Whether every floating-point array of ``tree`` (parameters, BatchNorm statistics,
+    optimiser state) is finite."""
+    import jax.numpy as jnp
+
+    leaves = [x for x in jax.tree.leaves(tree)
+              if hasattr(x, "dtype") and jnp.issubdtype(x.dtype, jnp.floating)]
+    if not leaves:
+        return True
+    return bool(jax.device_get(jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in leaves]))))
+
+
 def save(mngr: ocp.CheckpointManager, state, epoch: int, cfg, extra: Optional[dict] = None):
+    """Save ``state`` after ``epoch``; a state with a non-finite array is never saved."""
+    if not all_finite(state):
+        raise CheckpointError(f"refusing to save a non-finite state after epoch {epoch + 1}")
     meta = {"epoch": epoch, "config": cfg.to_dict(), **(extra or {})}
     mngr.save(
         int(jax.device_get(state.step)),
@@ -40,9 +104,13 @@ def save(mngr: ocp.CheckpointManager, state, epoch: int, cfg, extra: Optional[di
 
 
 def check_compatible(saved_cfg: dict, cfg, where: str) -> None:
+    """The network flags must match for any use of a checkpoint (shapes, meaning); a fitted
+    model (PCA, kNN) names its own (ModelSpec.checkpoint_flags)."""
+    from sagan_jax import methods
+
     diff = [
         f"{k}={saved_cfg.get(k)!r} (now {getattr(cfg, k)!r})"
-        for k in MODEL_FLAGS
+        for k in (methods.get(cfg.model).checkpoint_flags or MODEL_FLAGS)
         if saved_cfg.get(k) != getattr(cfg, k)
     ]
     if diff:
@@ -52,13 +120,74 @@ def check_compatible(saved_cfg: dict, cfg, where: str) -> None:
         )
 
 
-def restore_latest(mngr: ocp.CheckpointManager, abstract_state, cfg):
-    """(state, meta) of the newest checkpoint, or (None, None) when there is none."""
+def check_same_experiment(saved_cfg: dict, cfg, where: str, trained_epochs: int) -> None:
+    """Resuming or reopening a training run: every flag that defines the experiment must be
+    what it was (RESUMABLE_CHANGES lists the ones that may change), and --epochs may grow but
+    not fall below the epochs already trained."""
+    check_compatible(saved_cfg, cfg, where)
+    now = cfg.to_dict()
+    diff = [f"--{k}={saved_cfg[k]!r} (now {now[k]!r})" for k in now
+            if k not in RESUMABLE_CHANGES and k in saved_cfg and saved_cfg[k] != now[k]]
+    if diff:
+        raise CheckpointError(
+            f"workdir {where} holds another experiment: {', '.join(diff)}; rerun with the "
+            "saved flags to resume it, or use a new --workdir")
+    if cfg.epochs < trained_epochs:
+        raise CheckpointError(
+            f"workdir {where} already trained {trained_epochs} epochs but --epochs="
+            f"{cfg.epochs}; pass --epochs >= {trained_epochs} (more epochs continue the run) "
+            "or use a new --workdir")
+
+
+class WorkdirLock:
+    """An exclusive lock on WORKDIR/.lock for the life of a training process, so that a
+    second process training into the same workdir is refused instead of interleaving."""
+
+    def __init__(self, workdir: str):
+        self.path = os.path.join(workdir, ".lock")
+        self._f = None
+
+    def __enter__(self):
+        os.makedirs(os.path.dirname(self.path) or ".", exist_ok=True)
+        f = open(self.path, "a+")
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            f.seek(0)
+            holder = f.read().strip() or "?"
+            f.close()
+            raise CheckpointError(
+                f"--workdir={os.path.dirname(self.path)!r} is in use by another training "
+                f"process (pid {holder}); wait for it to finish or choose another --workdir")
+        f.seek(0)
+        f.truncate()
+        f.write(str(os.getpid()))
+        f.flush()
+        self._f = f
+        return self
+
+    def __exit__(self, *exc):
+        if self._f is not None:
+            fcntl.flock(self._f, fcntl.LOCK_UN)
+            self._f.close()
+            self._f = None
+
+
+def restore_latest(mngr: ocp.CheckpointManager, abstract_state, cfg, resume: bool = False):
+    """(state, meta) of the newest checkpoint, or (None, None) when there is none. With
+    ``resume`` the whole experiment must match (check_same_experiment), else the network.
+    ``abstract_state`` may be a function of the checkpoint's metadata (fitted models, whose
+    array shapes depend on the data: see fitted_shapes)."""
     step = mngr.latest_step()
     if step is None:
         return None, None
     meta = mngr.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
-    check_compatible(meta["config"], cfg, str(mngr.directory))
+    if resume:
+        check_same_experiment(meta["config"], cfg, str(mngr.directory), meta["epoch"] + 1)
+    else:
+        check_compatible(meta["config"], cfg, str(mngr.directory))
+    if callable(abstract_state):
+        abstract_state = abstract_state(meta)
     restored = mngr.restore(
         step,
         args=ocp.args.Composite(
@@ -66,3 +195,44 @@ def restore_latest(mngr: ocp.CheckpointManager, abstract_state, cfg):
         ),
     )
     return restored["state"], restored["meta"]
+
+
+def restore_for_inference(cfg):
+    """(state, meta) of the newest checkpoint in ``cfg.workdir`` (network flags checked),
+    opened read-only (nothing in the workdir is created or changed)."""
+    from sagan_jax import methods
+    from sagan_jax.training.state import init_state, make_optimizers
+
+    if methods.get(cfg.model).fit is not None:  # PCA, kNN: shapes from the metadata
+        abstract = abstract_fitted_state
+    else:
+        g_tx, d_tx = make_optimizers(cfg, 1)
+        abstract = jax.eval_shape(lambda: init_state(cfg, jax.random.key(0), g_tx, d_tx))
+    if not os.path.isdir(os.path.join(cfg.workdir, "checkpoints")):
+        raise _no_checkpoint(cfg.workdir)
+    state, meta = restore_latest(manager(cfg.workdir, read_only=True), abstract, cfg)
+    if state is None:
+        raise _no_checkpoint(cfg.workdir)
+    return state, meta
+
+
+def fitted_shapes(params: dict) -> dict:
+    """{name: [shape, dtype]} of a fitted model's arrays, saved in its checkpoint's metadata
+    (their shapes depend on the data, e.g. kNN's N training images)."""
+    import numpy as np
+
+    return {k: [list(np.shape(v)), str(np.asarray(v).dtype)] for k, v in params.items()}
+
+
+def abstract_fitted_state(meta: dict):
+    """The abstract TrainState of a fitted model's checkpoint, from its metadata."""
+    import jax.numpy as jnp
+
+    from sagan_jax.methods.spec import fitted_state
+
+    if "fitted_shapes" not in meta:
+        raise CheckpointError("the checkpoint holds no fitted model (no 'fitted_shapes' in its "
+                              "metadata); refit it with --mode=train")
+    state = fitted_state({k: jax.ShapeDtypeStruct(tuple(shape), jnp.dtype(dtype))
+                          for k, (shape, dtype) in meta["fitted_shapes"].items()})
+    return state.replace(step=jax.ShapeDtypeStruct((), jnp.int32))

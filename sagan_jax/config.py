@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Optional
 
 MODES = ("train", "eval", "summary", "score")
@@ -9,8 +10,9 @@ DATASETS = ("digits", "cifar10", "image_folder", "anomaly_folder")
 PROTOCOLS = ("ganomaly", "clean")
 ON_BAD_IMAGE = ("error", "skip")
 ON_SMALL_IMAGE = ("error", "upsample")
+RESIZE_MODES = ("crop", "squash", "pad")  # sagan_jax.data.images
 FOLDER_DATASETS = ("image_folder", "anomaly_folder")
-DSC_IMPLS = ("auto", "dense", "shift", "repeat", "xla")  # sagan_jax.models.layers
+DSC_IMPLS = ("auto", "dense", "shift", "shift_vjp", "repeat", "xla")  # sagan_jax.models.layers
 ANOMALY_MAPS = ("residual", "grad")
 RUN_AXIS_IMPLS = ("auto", "vmap", "unroll")
 COMPUTE_DTYPES = ("float32", "bfloat16")
@@ -40,14 +42,16 @@ class Config:
     dataset: str = flag("digits", 'digits (embedded, offline) | cifar10 | image_folder | anomaly_folder')
     abnormal_class: str = flag("0", 'the class held out as abnormal (a digit 0-9, a CIFAR-10 class name, a class folder of an image_folder)')
     protocol: str = flag("ganomaly", 'ganomaly (abnormal test images from both splits) | clean (test split only)')
-    data_dir: Optional[str] = flag(None, 'tensorflow-datasets data_dir (cifar10: tfds default; anomaly_folder: where the prepared folder is cached, default ~/.cache/sagan_jax/tfds)')
-    data_root: Optional[str] = flag(None, 'root folder of an image_folder (train|test/<class>/<image>) or anomaly_folder (train/0.normal, test/0.normal, test/1.abnormal) dataset')
+    data_dir: Optional[str] = flag(None, 'tensorflow-datasets data_dir (cifar10: tfds default; anomaly_folder: where the decoded folder is cached when tensorflow-datasets imports, default ~/.cache/sagan_jax/tfds)')
+    data_root: Optional[str] = flag(None, 'root folder of an image_folder (train|test/<class>/<image>) or anomaly_folder (train/0.normal, test/0.normal, test/1.abnormal; or MVTec AD: train/good, test/good, test/<defect_type>, ground_truth/<defect_type>) dataset')
     isize: int = flag(32, 'image size, a multiple of 16')
     max_train_images: int = flag(0, 'train on a seeded subset of this many normal images (0 = all)')
     val_fraction: float = flag(0.0, 'fraction of normal training images held out for validation')
     digits_test_fraction: float = flag(0.2, 'digits: fraction of each normal digit held out for the test set')
     on_bad_image: str = flag("error", 'error (stop at the first corrupt, empty or non-image file, naming it) | skip (drop such files with a warning; their number is logged)')
     on_small_image: str = flag("error", 'error (stop at an image smaller than isize, naming it) | upsample')
+    resize: str = flag("crop", 'how images (and masks) become isize x isize: crop (shorter side to isize, centre crop; the originals) | squash (both sides to isize, aspect ratio lost) | pad (longer side to isize, centred on black)')
+    mask_root: Optional[str] = flag(None, 'anomaly_folder: folder of defect masks, flat (<stem>[_mask].png) or mirroring the test folders (<test folder>/<stem>[_mask].png); default DATA_ROOT/ground_truth')
     download: bool = flag(True, 'cifar10: let tensorflow-datasets download it when --data_dir lacks it')
     # Optimisation (SPEC section 5).
     batch_size: int = flag(64, 'global training batch size (split over the devices)')
@@ -70,8 +74,11 @@ class Config:
     use_dsc: bool = flag(True, 'depthwise-separable convolutions in the generator')
     use_cbam: bool = flag(True, 'CBAM attention on the skips')
     kernels_per_layer: int = flag(2, "DSC channel multiplier (paper's Table 1: 2; authors' code: 1)")
-    dsc_impl: str = flag("auto", 'how DSCs are computed (same math): auto | dense | shift | repeat | xla')
+    dsc_impl: str = flag("auto", 'how DSCs are computed (same math): auto (CPU: autotuned or a fixed rule, see --dsc_autotune; GPU/TPU: xla) | dense | shift | shift_vjp | repeat | xla')
     pool_after_cbam: bool = flag(False, "pool CBAM(x) instead of x (the paper's prose)")
+    # Non-GAN baselines, fitted without a training loop (sagan_jax/methods/pca.py, knn.py).
+    pca_components: int = flag(16, "--model=pca: principal components of the normal training images kept; the score is the mean squared residual of the projection onto them")
+    knn_k: int = flag(1, "--model=knn: the score is the mean squared pixel distance to the k nearest normal training images (exact search)")
     # Scoring (SPEC section 6).
     score_lambda: float = flag(0.2, 'A = lambda R + (1 - lambda) L (paper 0.2, code 0.9)')
     eval_batch_stats: bool = flag(False, 'score with test-batch BatchNorm statistics, as the PyTorch originals')
@@ -144,16 +151,45 @@ def validate(cfg: Config) -> None:
     _choice("dsc_impl", cfg.dsc_impl, DSC_IMPLS)
     _choice("on_bad_image", cfg.on_bad_image, ON_BAD_IMAGE)
     _choice("on_small_image", cfg.on_small_image, ON_SMALL_IMAGE)
+    _choice("anomaly_map", cfg.anomaly_map, ANOMALY_MAPS)
+    _choice("run_axis_impl", cfg.run_axis_impl, RUN_AXIS_IMPLS)
+    _choice("compute_dtype", cfg.compute_dtype, COMPUTE_DTYPES)
+    for f in dataclasses.fields(cfg):  # --lr=nan, --w_con=inf, ...: refused, never trained
+        value = getattr(cfg, f.name)
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ConfigError(f"--{f.name}={value} is not a finite number; pass a finite value")
+    if cfg.max_runs_per_program < 0:
+        raise ConfigError(f"--max_runs_per_program={cfg.max_runs_per_program} must be >= 0 "
+                          "(0 = every run in one program)")
+    if cfg.steps_per_chunk < 1:
+        raise ConfigError(f"--steps_per_chunk={cfg.steps_per_chunk} must be >= 1")
+    if cfg.num_processes < 0 or not -1 <= cfg.process_id < max(cfg.num_processes, 1) + (
+            cfg.process_id == -1):
+        raise ConfigError(f"--process_id={cfg.process_id} must lie in [0, --num_processes="
+                          f"{cfg.num_processes}) (or -1 = detected)")
+    if cfg.seeds.strip():
+        from sagan_jax.training.runs import parse_seeds
+
+        parse_seeds(cfg)
+    _choice("resize", cfg.resize, RESIZE_MODES)
+    if cfg.mask_root and cfg.dataset != "anomaly_folder":
+        raise ConfigError(f"--mask_root is read by --dataset=anomaly_folder only, not "
+                          f"--dataset={cfg.dataset}; drop --mask_root or use anomaly_folder")
     if cfg.dataset in FOLDER_DATASETS and not cfg.data_root:
         raise ConfigError(
             f"--dataset={cfg.dataset} needs --data_root=DIR, the folder that holds the images"
         )
     known = classes_of(cfg.dataset)
-    if known is not None and cfg.abnormal_class not in known:
-        raise ConfigError(
-            f"--abnormal_class={cfg.abnormal_class!r} is not a class of {cfg.dataset}; "
-            f"choose one of: {', '.join(known)}"
-        )
+    listed = [c.strip() for c in cfg.abnormal_classes.split(",") if c.strip()]
+    if listed == ["all"]:
+        listed = []
+    flag_name = "abnormal_classes" if listed else "abnormal_class"
+    for c in listed or ([] if cfg.abnormal_classes.strip() else [cfg.abnormal_class]):
+        if known is not None and c not in known:
+            raise ConfigError(
+                f"--{flag_name}={c!r} is not a class of {cfg.dataset}; "
+                f"choose one of: {', '.join(known)}"
+            )
     if cfg.isize < 16 or cfg.isize % 16:
         raise ConfigError(
             f"--isize={cfg.isize} must be a multiple of 16 (16, 32, 64, 128, ...): "
@@ -192,3 +228,34 @@ def validate(cfg: Config) -> None:
     if cfg.num_devices < 0:
         raise ConfigError(f"--num_devices={cfg.num_devices} must be >= 0 (0 = all local devices)")
     methods.get(cfg.model).validate(cfg)
+
+
+# Flags read only by some datasets, models or modes: (flag, predicate "unused for cfg", why).
+_FOLDERS = ("image_folder", "anomaly_folder")
+_USE = (
+    ("data_root", lambda c: c.dataset not in _FOLDERS, lambda c: f"by --dataset={c.dataset}"),
+    ("data_dir", lambda c: c.dataset not in ("cifar10", "anomaly_folder"),
+     lambda c: f"by --dataset={c.dataset}"),
+    ("download", lambda c: c.dataset != "cifar10", lambda c: f"by --dataset={c.dataset}"),
+    ("digits_test_fraction", lambda c: c.dataset != "digits",
+     lambda c: f"by --dataset={c.dataset}"),
+    ("protocol", lambda c: c.dataset in ("digits", "anomaly_folder"),
+     lambda c: f"by --dataset={c.dataset} (it has one fixed test set)"),
+    ("abnormal_class", lambda c: c.dataset == "anomaly_folder",
+     lambda c: "by --dataset=anomaly_folder (abnormal images are in their own folders)"),
+    ("input", lambda c: c.mode != "score", lambda c: f"in --mode={c.mode}"),
+    ("output", lambda c: c.mode != "score", lambda c: f"in --mode={c.mode}"),
+    ("score_lambda", lambda c: c.model == "ganomaly",
+     lambda c: "by --model=ganomaly (its score is the latent distance)"),
+)
+for _name in ("use_dsc", "use_cbam", "kernels_per_layer", "dsc_impl", "pool_after_cbam",
+              "dsc_autotune"):
+    _USE += ((_name, lambda c: c.model != "sagan", lambda c: f"by --model={c.model}"),)
+for _name in ("w_adv", "w_con", "w_lat", "d_lat_loss"):
+    _USE += ((_name, lambda c: c.model == "egbad",
+              lambda c: "by --model=egbad (BiGAN losses have no weights)"),)
+
+
+def unused_flags(cfg: Config, given) -> list:
+    """(flag, why) for each flag in ``given`` that ``cfg``'s dataset, model or mode ignores."""
+    return [(name, why(cfg)) for name, unused, why in _USE if name in given and unused(cfg)]

@@ -6,6 +6,7 @@ status 2 and one line on stderr that says what is wrong and what is allowed.
 from __future__ import annotations
 
 import dataclasses
+import errno
 import json
 import logging
 import os
@@ -45,7 +46,12 @@ FLAGS = flags.FLAGS
 
 
 def config_from_flags() -> Config:
-    return Config(**{f.name: FLAGS[f.name].value for f in dataclasses.fields(Config)})
+    values = {f.name: FLAGS[f.name].value for f in dataclasses.fields(Config)}
+    if values["mode"] == "score":  # the run's flags from its checkpoint (inference.py)
+        from sagan_jax.inference import score_config
+
+        return score_config(values, [n for n in values if FLAGS[n].present])
+    return Config(**values)
 
 
 def fail(message: str) -> typing.NoReturn:
@@ -82,21 +88,44 @@ def enable_compilation_cache(path: str) -> None:
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
 
 
+def say(message: str) -> None:
+    """Print the result line, from process 0 only in a multi-process run."""
+    import jax
+
+    if jax.process_index() == 0:
+        print(message)
+
+
 def run(cfg: Config) -> dict:
     from sagan_jax.models.summary import summary_text
 
     if cfg.mode == "summary":
-        print(summary_text(cfg))
+        from sagan_jax.training.fit import fit_summary_text, is_fitted
+
+        print(fit_summary_text(cfg) if is_fitted(cfg) else summary_text(cfg))
         return {}
-    check_workdir(cfg.workdir)
+    if cfg.mode != "score":  # score mode writes to --output only (a read-only workdir is fine)
+        check_workdir(cfg.workdir)
     enable_compilation_cache(cfg.compilation_cache)
-    from sagan_jax.data import load_data
+    init_distributed(cfg)
 
     if cfg.mode == "train":
-        from sagan_jax.training.loop import train_and_evaluate
+        from sagan_jax.training.loop import train
 
-        result = train_and_evaluate(cfg, load_data(cfg))
-        print(f"AUC {result['auc']:.4f}  AP {result['ap']:.4f}  F1 {result['f1']:.4f}  "
+        result = train(cfg)
+        if "per_class" in result:  # several runs
+            from sagan_jax.training.results import summary_markdown
+
+            say(summary_markdown(result, cfg.model).rstrip())
+            say(f"summary in {os.path.join(cfg.workdir, 'summary.json')}; each run's "
+                  f"metrics in {os.path.join(cfg.workdir, 'runs', '<run>', 'metrics.json')}")
+            diverged = [r["run"] for r in result["results"] if "diverged" in r]
+            if diverged:
+                raise NonFiniteLossError(
+                    f"{len(diverged)} of {len(result['results'])} runs diverged and stopped "
+                    f"({', '.join(diverged)}); the others finished (see summary.json)")
+            return result
+        say(f"AUC {result['auc']:.4f}  AP {result['ap']:.4f}  F1 {result['f1']:.4f}  "
               f"(last epoch {result['last_epoch']}; wall time {result['wall_time_s']:.1f} s; "
               f"metrics in {os.path.join(cfg.workdir, 'metrics.json')})")
         return result
@@ -104,15 +133,51 @@ def run(cfg: Config) -> dict:
         from sagan_jax.inference import score_new_images
 
         result = score_new_images(cfg)
-        print(f"scored {result['n']} images: {result['abnormal']} abnormal; "
+        say(f"scored {result['n']} images: {result['abnormal']} abnormal; "
               f"CSV {result['csv']}, anomaly maps in {result['maps']}")
         return result
-    from sagan_jax.training.loop import evaluate_checkpoint
+    from sagan_jax.data import load_data
+    from sagan_jax.training.evaluate import evaluate_checkpoint
 
     result = evaluate_checkpoint(cfg, load_data(cfg))
-    print(f"AUC {result['auc']:.4f}  AP {result['ap']:.4f}  F1 {result['f1']:.4f}  "
+    say(f"AUC {result['auc']:.4f}  AP {result['ap']:.4f}  F1 {result['f1']:.4f}  "
           f"(checkpoint step {result['step']}; {os.path.join(cfg.workdir, 'eval.json')})")
     return result
+
+
+def init_distributed(cfg) -> None:
+    """Start JAX's multi-controller runtime when asked (--coordinator_address, --num_processes,
+    --process_id) or when a cluster environment (Slurm, Open MPI) is detected; a no-op for a
+    single process."""
+    import jax
+
+    explicit = bool(cfg.coordinator_address or cfg.num_processes)
+    cluster = any(v in os.environ for v in ("SLURM_JOB_ID", "OMPI_COMM_WORLD_SIZE"))
+    if not explicit and not cluster:
+        return
+    if explicit and not (cfg.coordinator_address and cfg.num_processes and cfg.process_id >= 0):
+        raise ConfigError("a multi-process run needs all of --coordinator_address=HOST:PORT, "
+                          "--num_processes=N and --process_id=I (0 <= I < N)")
+    # CPU processes talk through gloo (jax's CPU collectives); GPUs use NCCL regardless.
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    kwargs = {}
+    if explicit:
+        kwargs = dict(coordinator_address=cfg.coordinator_address,
+                      num_processes=cfg.num_processes, process_id=cfg.process_id)
+    jax.distributed.initialize(**kwargs)
+    logging.getLogger("sagan_jax").info(
+        "process %d of %d; %d local and %d global devices", jax.process_index(),
+        jax.process_count(), jax.local_device_count(), jax.device_count())
+
+
+def warn_unused_flags(cfg: Config) -> None:
+    """Name each flag given on the command line (or in a flagfile) that this dataset, model or
+    mode does not read: it is not an error, but it changes nothing."""
+    from sagan_jax.config import unused_flags
+
+    given = {f.name for f in dataclasses.fields(Config) if FLAGS[f.name].present}
+    for name, why in unused_flags(cfg, given):
+        logging.getLogger("sagan_jax").warning("--%s is not used %s; it changes nothing", name, why)
 
 
 def main(argv):
@@ -122,9 +187,20 @@ def main(argv):
     logging.getLogger("absl").setLevel(logging.WARNING)
     try:
         cfg = config_from_flags()
+        warn_unused_flags(cfg)
         run(cfg)
     except (ConfigError, DataError, CheckpointError, NonFiniteLossError) as e:
         fail(str(e))
+    except OSError as e:  # a full disk, a read-only folder, a vanished file: one line
+        if e.errno is None:
+            raise
+        where = f" ({e.filename})" if e.filename else ""
+        hint = {errno.ENOSPC: "free some space or choose another --workdir",
+                errno.EROFS: "choose a writable --workdir/--output",
+                errno.EACCES: "choose a folder you can write",
+                errno.EDQUOT: "free some space or choose another --workdir"}.get(
+                    e.errno, "check the path and try again")
+        fail(f"{e.strerror}{where}; {hint}")
 
 
 def flags_parser(argv):

@@ -1,29 +1,42 @@
-"""Run by test_checkpoints.py: the CLI's training, SIGKILLed by itself partway through its
-second epoch (after the first epoch's checkpoint), as a crash would end it."""
+"""Run by test_checkpoints.py: the CLI's training, ended by itself as a crash would end it.
+
+KILL_AT_STEP=N: SIGKILL just before the chunk program would run step N (so steps before N
+ran, and possibly were logged, after the last checkpoint).
+NAN_AT_STEP=N: the chunk program's states come back with NaN weights once step N has run (a
+run whose weights go non-finite without a non-finite loss)."""
 import os
 import signal
 import sys
 
+import jax
+import jax.numpy as jnp
+import numpy as np
+
 from sagan_jax.training import loop
 
-KILL_AT_STEP = int(os.environ["KILL_AT_STEP"])
-_make = loop.make_train_step
+KILL_AT_STEP = int(os.environ.get("KILL_AT_STEP", "-1"))
+NAN_AT_STEP = int(os.environ.get("NAN_AT_STEP", "-1"))
+_make = loop.make_chunk_program
 
 
-def make_train_step(*args, **kwargs):
-    step_fn = _make(*args, **kwargs)
-    calls = [0]
+def make_chunk_program(*args, **kwargs):
+    program = _make(*args, **kwargs)
+    done = [0]
 
-    def killing_step(*a, **k):
-        calls[0] += 1
-        if calls[0] > KILL_AT_STEP:
+    def wrapped(states, images, idx, active, keys):
+        if 0 <= KILL_AT_STEP <= done[0]:
             os.kill(os.getpid(), signal.SIGKILL)
-        return step_fn(*a, **k)
+        done[0] += int(max(np.asarray(jax.device_get(a)).sum() for a in active))
+        states, metrics = program(states, images, idx, active, keys)
+        if 0 <= NAN_AT_STEP < done[0]:
+            states = jax.tree.map(
+                lambda x: x * jnp.nan if jnp.issubdtype(x.dtype, jnp.floating) else x, states)
+        return states, metrics
 
-    return killing_step
+    return wrapped
 
 
-loop.make_train_step = make_train_step
+loop.make_chunk_program = make_chunk_program
 
 if __name__ == "__main__":
     from absl import app

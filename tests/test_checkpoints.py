@@ -60,19 +60,31 @@ def test_run_writes_metrics_logs_plots_and_checkpoints(trained):
 
 
 def test_sigkill_then_resume_equals_uninterrupted_run(tmp_path):
+    chunk = ["--steps_per_chunk=2"]  # 3 chunks per epoch: the kill lands inside epoch 2
     ref = str(tmp_path / "ref")
-    assert run(TINY + [f"--workdir={ref}"]).returncode == 0
+    assert run(TINY + chunk + [f"--workdir={ref}"]).returncode == 0
     work = str(tmp_path / "killed")
-    kill_at = STEPS_PER_EPOCH + 2  # two steps into the second epoch
-    out = run(TINY + [f"--workdir={work}"], script=os.path.join(ROOT, "tests", "_killed_run.py"),
+    kill_at = STEPS_PER_EPOCH + 4  # four steps into the second epoch
+    out = run(TINY + chunk + [f"--workdir={work}"],
+              script=os.path.join(ROOT, "tests", "_killed_run.py"),
               env_extra={"KILL_AT_STEP": str(kill_at)})
     assert out.returncode == -signal.SIGKILL
     assert not os.path.exists(os.path.join(work, "metrics.json"))
+    logged = [json.loads(l)["step"] for l in open(os.path.join(work, "metrics.jsonl"))
+              if '"kind": "step"' in l]
+    assert max(logged) >= STEPS_PER_EPOCH  # steps after the checkpoint were logged, then lost
     step, _ = final_arrays(work)
     assert step == STEPS_PER_EPOCH  # the first epoch's checkpoint survived the kill
-    out = run(TINY + [f"--workdir={work}"])
+    out = run(TINY + chunk + [f"--workdir={work}"])
     assert out.returncode == 0, out.stderr[-3000:]
     assert "resumed from" in out.stderr
+    # the log has every step once (the killed process's extra rows were dropped)
+    steps = [json.loads(l)["step"] for l in open(os.path.join(work, "metrics.jsonl"))
+             if '"kind": "step"' in l]
+    assert steps == list(range(3 * STEPS_PER_EPOCH))
+    wall = json.load(open(os.path.join(work, "metrics.json")))["wall_time_s"]
+    first = json.load(open(os.path.join(work, "metrics.json")))["history"][0]
+    assert wall > first["train_s"]  # the killed process's epoch counts in the wall time
     step_ref, a = final_arrays(ref)
     step_res, b = final_arrays(work)
     assert step_ref == step_res == 3 * STEPS_PER_EPOCH
@@ -103,15 +115,65 @@ def test_incompatible_workdir_is_refused(trained):
                            "holds a model trained with other flags: ngf=16 (now 32)")
 
 
-def test_non_finite_loss_stops_and_keeps_last_checkpoint(trained, tmp_path):
+@pytest.mark.parametrize("flag,shown", [
+    ("--abnormal_class=3", "--abnormal_class='0' (now '3')"),
+    ("--seed=4", "--seed=3 (now 4)"),
+    ("--lr=0.001", "--lr=0.002 (now 0.001)"),
+    ("--protocol=clean", "--protocol='ganomaly' (now 'clean')"),
+    ("--epochs=2", "already trained 3 epochs but --epochs=2"),
+])
+def test_resume_refuses_another_experiment(trained, flag, shown):
+    out = run(TINY + [f"--workdir={trained}", "--val_fraction=0.25", flag])
+    assert out.returncode == 2
+    lines = out.stderr.strip().splitlines()
+    assert lines[-1].startswith("sagan_jax: error: workdir ") and shown in lines[-1], lines[-1]
+
+
+def test_reopening_with_harmless_flags_returns_the_result(trained):
+    before = json.load(open(os.path.join(trained, "metrics.json")))
+    out = run(TINY + [f"--workdir={trained}", "--val_fraction=0.25", "--eval_every=0",
+                      "--noplots", "--steps_per_chunk=3"])
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert f"AUC {before['auc']:.4f}" in out.stdout
+
+
+def test_second_training_process_is_refused(trained):
+    from sagan_jax.checkpoints import WorkdirLock
+
+    with WorkdirLock(trained):
+        out = run(TINY + [f"--workdir={trained}", "--val_fraction=0.25"])
+    assert out.returncode == 2
+    assert out.stderr.strip().splitlines()[-1].startswith(
+        f"sagan_jax: error: --workdir={trained!r} is in use by another training process")
+
+
+def test_non_finite_loss_stops_without_checkpoint(tmp_path):
     work = str(tmp_path / "nan")
-    shutil.copytree(trained, work)
-    before, arrays = final_arrays(work)
-    out = run(TINY + [f"--workdir={work}", "--val_fraction=0.25", "--epochs=4", "--lr=1e38"])
+    out = run(TINY + [f"--workdir={work}", "--lr=1e38"])
     assert out.returncode == 2
     line = out.stderr.strip().splitlines()[-1]
     assert "sagan_jax: error: training stopped at step" in line
-    assert "= nan" in line or "= inf" in line
+    assert ("= nan" in line or "= inf" in line or "not finite" in line) and \
+        "no checkpoint was saved" in line
+    assert not os.path.exists(os.path.join(work, "checkpoints")) or \
+        not os.listdir(os.path.join(work, "checkpoints"))
+
+
+@pytest.mark.parametrize("eval_every", ["1", "0"])
+def test_non_finite_weights_are_never_saved_or_scored(trained, tmp_path, eval_every):
+    """Weights that go NaN on the last step of an epoch (losses of that step still finite):
+    the run stops naming the step and the last good checkpoint; nothing NaN is saved."""
+    work = str(tmp_path / "nanw")
+    shutil.copytree(trained, work)
+    before, arrays = final_arrays(work)
+    out = run(TINY + [f"--workdir={work}", "--val_fraction=0.25", "--epochs=4",
+                      f"--eval_every={eval_every}"],
+              script=os.path.join(ROOT, "tests", "_killed_run.py"),
+              env_extra={"NAN_AT_STEP": "0"})
+    assert out.returncode == 2, out.stderr[-2000:]
+    line = out.stderr.strip().splitlines()[-1]
+    assert line.startswith("sagan_jax: error: training stopped at step 16: parameters or "
+                           "BatchNorm statistics are not finite; last good checkpoint: epoch 3")
     after, arrays2 = final_arrays(work)
     assert after == before
     for k in arrays:
@@ -134,13 +196,18 @@ def test_score_mode_csv_maps_and_per_image_independence(trained, tmp_path):
     csv_all = str(tmp_path / "all.csv")
     out = run(base + [f"--input={folder}", "--on_bad_image=skip", f"--output={csv_all}"])
     assert out.returncode == 0, out.stderr[-2000:]
-    rows = [l.split(",") for l in open(csv_all).read().strip().splitlines()]
-    assert rows[0] == ["path", "raw_score", "normalised_score", "decision", "r", "lat", "map"]
-    assert len(rows) == 5 and {r[3] for r in rows[1:]} <= {"normal", "abnormal"}
-    assert all(os.path.exists(r[6]) for r in rows[1:])
+    import csv
+
+    rows = list(csv.reader(open(csv_all, newline="")))
+    assert rows[0] == ["path", "raw_score", "normalised_score", "decision", "r", "lat", "map",
+                       "reason"]
+    scored = [r for r in rows[1:] if r[3] != "skipped"]  # notes.txt: a "skipped" row
+    assert len(rows) == 6 and len(scored) == 4
+    assert {r[3] for r in scored} <= {"normal", "abnormal"}
+    assert all(os.path.exists(r[6]) for r in scored)
     csv_one = str(tmp_path / "one.csv")
     out = run(base + [f"--input={folder / 'im1.png'}", f"--output={csv_one}"])
     assert out.returncode == 0, out.stderr[-2000:]
-    one = open(csv_one).read().strip().splitlines()[1].split(",")
+    one = list(csv.reader(open(csv_one, newline="")))[1]
     same = [r for r in rows[1:] if r[0].endswith("im1.png")][0]
     assert one[1:4] == same[1:4]  # raw score, normalised score, decision

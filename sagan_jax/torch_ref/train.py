@@ -27,11 +27,13 @@ import numpy as np
 import torch
 from torch import nn
 
+from sagan_jax import seeds
 from sagan_jax.config import ConfigError
 from sagan_jax.data.pipeline import epoch_order, to_float_np
 from sagan_jax.training.bn_recalibration import recalibration_batches
 from sagan_jax.training.errors import NonFiniteLossError
 from sagan_jax.training.evaluate import split_metrics
+from sagan_jax.training.results import summarise_history
 from sagan_jax.torch_ref.step import TorchTrainer
 
 log = logging.getLogger("sagan_jax.torch_ref")
@@ -128,24 +130,19 @@ def train_and_evaluate(cfg, data, threads: int | None = None,
                   "train_img_per_s": round(steps_per_epoch * cfg.batch_size / train_s, 2)}
         if cfg.evaluates_after(epoch):
             recalibrate_batchnorm(trainer, images, cfg.bn_recalibration_batches,
-                                  cfg.batch_size, cfg.seed * 1000 + epoch)
+                                  cfg.batch_size, seeds.recalibration_seed(cfg.seed, epoch))
             test = evaluate(cfg, trainer, data.test)
             record.update({f"test_{k}": test[k] for k in ("auc", "ap", "f1", "auc_r", "auc_lat")})
             log.info("torch epoch %d/%d: test AUC %.4f (%.1f img/s)", epoch + 1, cfg.epochs,
                      test["auc"], record["train_img_per_s"])
         history.append(record)
-    scored = [r for r in history if "test_auc" in r]
-    final, best = scored[-1], max(scored, key=lambda r: r["test_auc"])
-    return {
-        "framework": f"torch {torch.__version__}",
-        "auc": final["test_auc"], "ap": final["test_ap"], "f1": final["test_f1"],
-        "auc_r_alone": final["test_auc_r"], "auc_lat_alone": final["test_auc_lat"],
-        "epochs": cfg.epochs, "last_epoch": final["epoch"] + 1,
-        "best_epoch_on_test_set": {"epoch": best["epoch"] + 1, "auc": best["test_auc"],
-                                   "note": "selected on the test set; not the result"},
+    result = {"framework": f"torch {torch.__version__}", "epochs": cfg.epochs}
+    result.update(summarise_history(history))
+    result.update({
         "wall_time_s": round(time.time() - t0, 2),
         "time_to_first_step_s": None if first_step_s is None else round(first_step_s, 2),
         "d_reinits": reinits,
         "flags": cfg.to_dict(),
         "history": history,
-    }
+    })
+    return result

@@ -17,7 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from sagan_jax.data.pipeline import to_float_np
-from sagan_jax import methods
+from sagan_jax import methods, seeds
 from sagan_jax.models.layers import BatchNorm
 
 
@@ -70,7 +70,7 @@ def recalibration_batches(n_images: int, batch_size: int, n_batches: int, seed: 
     min(batch_size, n_images) images, drawn without replacement from seeded permutations
     (a new permutation when one runs out). Shared with the PyTorch reference's loop."""
     bs = min(batch_size, n_images)
-    rng = np.random.default_rng([seed, 7])
+    rng = seeds.recalibration_rng(seed)
     order = np.zeros(0, int)
     for _ in range(n_batches):
         if len(order) < bs:

@@ -60,9 +60,71 @@ def split_metrics(cfg, labels, r, lat) -> dict:
     return result
 
 
+def calibration_images(data, n_max: int = 1000):
+    """NORMAL images for the decision threshold: the validation split when there is one, else
+    the first ``n_max`` training normals (labelled as such)."""
+    if data.val is not None:
+        return data.val.images, "validation normals"
+    return data.train.images[:n_max], "training normals (no val split)"
+
+
+def calibration_from_scores(cfg, r, lat, source: str) -> dict:
+    """Decision threshold and normalisation range from the raw scores of normal images:
+    threshold = the (1 - fpr) quantile, so about ``fpr`` of normal images are flagged. Saved
+    with each checkpoint; scoring new images uses it unchanged. Non-finite scores are refused
+    (a threshold must never be NaN)."""
+    raw = final_score(cfg, r, lat)
+    if not np.all(np.isfinite(raw)):
+        raise FloatingPointError(
+            f"{int(np.sum(~np.isfinite(raw)))} of {len(raw)} calibration scores are not finite")
+    return {
+        "source": source, "n": int(len(raw)), "fpr": cfg.threshold_fpr,
+        "threshold": float(np.quantile(raw, 1.0 - cfg.threshold_fpr)),
+        "min": float(raw.min()), "max": float(raw.max()),
+        "mean": float(raw.mean()),
+    }
+
+
+def calibrate(cfg, state, data) -> dict:
+    """Calibration of one state (see calibration_from_scores), with the anomaly maps' colour
+    scale on the same normal images (anomaly_maps.map_scales)."""
+    from sagan_jax.anomaly_maps import map_scales
+
+    images, source = calibration_images(data)
+    r, lat = score_images(cfg, state, images)
+    calib = calibration_from_scores(cfg, r, lat, source)
+    calib["map_scale"] = map_scales(cfg, variables_of(state), images)
+    return calib
+
+
+def pixel_maps(cfg, split, recon=None, variables=None) -> np.ndarray:
+    """The ``--anomaly_map`` maps of a split's images: residual from ``recon`` (or G(x)),
+    grad from ``variables`` (sagan_jax.anomaly_maps)."""
+    from sagan_jax.anomaly_maps import maps
+
+    return maps(cfg, variables, to_float_np(split.images), cfg.anomaly_map, recon=recon)
+
+
+def metrics_from_scores(cfg, split, r, lat, recon=None, threshold=None, variables=None) -> dict:
+    """split_metrics plus, with defect masks, the pixel AUROC of the ``--anomaly_map`` maps
+    (residual: needs ``recon``; grad: needs ``variables``, variables_of(state)), and with a
+    calibrated ``threshold`` the F1 of its decisions (beside the best F1 over thresholds)."""
+    if not (np.all(np.isfinite(r)) and np.all(np.isfinite(lat))):
+        raise FloatingPointError("the test scores are not finite")
+    result = split_metrics(cfg, split.labels, r, lat)
+    if recon is not None:
+        result["recon"] = recon
+    if split.masks is not None and (recon is not None or variables is not None):
+        result["pixel_auc"] = scoring.pixel_auroc(split.masks,
+                                                  pixel_maps(cfg, split, recon, variables))
+    if threshold is not None:
+        result["f1_at_threshold"] = scoring.f1_at(split.labels, result["scores"], threshold)
+    return result
+
+
 def evaluate(cfg, state, split, keep_recon: bool = False) -> dict:
     """Scores and metrics of a labelled split. With defect masks (anomaly-folder ground
-    truth) also the pixel-level AUROC of the anomaly maps |x - G(x)|."""
+    truth) also the pixel-level AUROC of the ``--anomaly_map`` maps."""
     need_recon = keep_recon or split.masks is not None
     out = score_images(cfg, state, split.images, keep_recon=need_recon)
     r, lat = out[:2]
@@ -70,6 +132,31 @@ def evaluate(cfg, state, split, keep_recon: bool = False) -> dict:
     if need_recon:
         result["recon"] = out[2]
     if split.masks is not None:
-        maps = scoring.anomaly_maps(to_float_np(split.images), out[2])
-        result["pixel_auc"] = scoring.pixel_auroc(split.masks, maps)
+        result["pixel_auc"] = scoring.pixel_auroc(
+            split.masks, pixel_maps(cfg, split, out[2], variables_of(state)))
+    return result
+
+
+def evaluate_checkpoint(cfg, data) -> dict:
+    """Score the test set with the newest checkpoint in ``cfg.workdir``; writes eval.json."""
+    import os
+
+    from sagan_jax.checkpoints import CheckpointError, all_finite, restore_for_inference
+    from sagan_jax.training.results import write_json
+
+    state, meta = restore_for_inference(cfg)
+    if not all_finite(state):
+        raise CheckpointError(f"the checkpoint in {cfg.workdir} holds non-finite weights; "
+                              "it cannot be scored")
+    test = evaluate(cfg, state, data.test)
+    result = {k: test[k] for k in ("auc", "ap", "f1", "auc_r", "auc_lat")}
+    if "pixel_auc" in test:
+        result["pixel_auc"] = test["pixel_auc"]
+    calib = meta.get("calibration")
+    if calib is not None:
+        result["f1_at_threshold"] = scoring.f1_at(data.test.labels, test["scores"],
+                                                  calib["threshold"])
+    result.update(step=int(state.step), epoch=meta["epoch"] + 1,
+                  eval_batch_stats=cfg.eval_batch_stats, data=data.counts())
+    write_json(os.path.join(cfg.workdir, "eval.json"), result)
     return result

@@ -1,5 +1,17 @@
-"""The training loop: epochs of jitted data-parallel steps, evaluation after every epoch,
-checkpoints (last N and best on validation), logs, pictures and metrics.json."""
+"""The training loop: one or many runs (seeds x abnormal classes) trained as one program.
+
+  train(cfg)                     the run list of cfg, in program groups; summary of many runs
+  train_and_evaluate(cfg, data)  one run on given data (today's single run)
+  Trainer                        one program of runs:
+    .train_epoch(epoch)            the chunks of one epoch (lax.scan, data on the devices)
+    .end_of_epoch(epoch)           per run: finiteness, precise BN, test scores, calibration,
+                                   checkpoint, logs
+    .finish()                      per run: metrics.json, plots
+
+Reported results are the LAST epoch's test metrics; the best epoch on the test set is
+recorded beside them, labelled as test-selected (the paper's protocol). Rerunning with the same
+workdir resumes every run from its newest checkpoint (only when the experiment's flags match).
+"""
 from __future__ import annotations
 
 import json
@@ -10,228 +22,425 @@ import time
 
 import jax
 import numpy as np
-from jax.sharding import NamedSharding
-from jax.sharding import PartitionSpec as P
 
-from sagan_jax import checkpoints, plots, scoring
+from sagan_jax import checkpoints, plots, scoring, seeds
 from sagan_jax.config import ConfigError
-from sagan_jax.data.pipeline import prefetch_to_devices, to_float_np, train_dataset
+from sagan_jax.data.pipeline import epoch_order, to_float_np
+from sagan_jax.training import fit
+from sagan_jax.training import program as prog
 from sagan_jax.training.bn_recalibration import recalibrate_batchnorm
 from sagan_jax.training.errors import NonFiniteLossError
-from sagan_jax.training.evaluate import evaluate, final_score, score_images
+from sagan_jax.anomaly_maps import map_scales
+from sagan_jax.training.evaluate import (calibration_from_scores, calibration_images,
+                                         metrics_from_scores, score_images)
 from sagan_jax.training.metric_writer import MetricWriter, read_jsonl
+from sagan_jax.training.results import (peak_memory, summarise_history, summarise_runs,
+                                        summary_markdown, write_json)
+from sagan_jax.training.runs import plan_runs, program_groups
 from sagan_jax.training.state import init_state, make_optimizers
-from sagan_jax.training.step import DATA_AXIS, make_mesh, make_train_step
+from sagan_jax.training.step import make_mesh
 
 log = logging.getLogger("sagan_jax")
-LOG_EVERY = 10           # steps between host syncs (losses, progress bar, finiteness check)
-CALIBRATION_IMAGES = 1000  # training normals used for the threshold when there is no val split
+TEST_KEYS = ("auc", "ap", "f1", "auc_r", "auc_lat", "pixel_auc", "f1_at_threshold")
+make_chunk_program = prog.make_chunk_program  # module attribute, so tests can wrap it
 
 
-def _progress(total, disable):
+def is_writer() -> bool:
+    """Process 0 writes logs, metrics, plots and summaries; every process checkpoints."""
+    return jax.process_index() == 0
+
+
+def _progress(total, disable, desc):
     from tqdm.auto import tqdm
 
-    return tqdm(total=total, disable=disable, unit="step", dynamic_ncols=True, leave=False)
+    bar = tqdm(total=total, disable=disable, unit="step", dynamic_ncols=True, leave=False)
+    bar.set_description(desc)
+    return bar
 
 
-def _check_finite(metrics: dict, step: int):
-    for name in ("l_g", "l_d"):
-        if not math.isfinite(metrics[name]):
-            raise NonFiniteLossError(
-                f"training stopped at step {step}: loss {name} = {metrics[name]}; "
-                "the last good checkpoint is kept in the workdir (try a lower --lr)"
-            )
+# ---- entry points ---------------------------------------------------------------------------
+def train(cfg, load=None) -> dict:
+    """Train every run of ``cfg`` (``--seeds`` x ``--abnormal_classes``). One run: its result
+    (metrics.json). Several: WORKDIR/summary.json and summary.md, and the summary."""
+    from sagan_jax.data import load_data
 
-
-def calibrate(cfg, state, data) -> dict:
-    """Decision threshold and normalisation range from NORMAL images only: the validation
-    split when there is one, else a fixed subset of the training normals (labelled as such).
-    threshold = the (1 - fpr) quantile of their raw scores, so about ``fpr`` of normal images
-    are flagged. Saved with each checkpoint; scoring new images uses it unchanged."""
-    if data.val is not None:
-        images, source = data.val.images, "validation normals"
-    else:
-        images, source = data.train.images[:CALIBRATION_IMAGES], "training normals (no val split)"
-    r, lat = score_images(cfg, state, images)
-    raw = final_score(cfg, r, lat)
-    return {
-        "source": source, "n": int(len(raw)), "fpr": cfg.threshold_fpr,
-        "threshold": float(np.quantile(raw, 1.0 - cfg.threshold_fpr)),
-        "min": float(raw.min()), "max": float(raw.max()),
-        "mean": float(raw.mean()),
-    }
+    load = load or load_data
+    runs = plan_runs(cfg)
+    with checkpoints.WorkdirLock(cfg.workdir) if is_writer() else _nothing():
+        results = []
+        if fit.is_fitted(cfg):  # PCA, kNN: fitted in one call each (training/fit.py)
+            results = fit.fit_runs(runs, load)
+        for group in ([] if fit.is_fitted(cfg) else
+                      program_groups(runs, cfg.max_runs_per_program)):
+            results += Trainer(cfg, group, [load(r.cfg) for r in group]).run()
+    if len(runs) == 1:
+        return results[0]
+    summary = summarise_runs(runs, results)
+    summary.update(peak_memory())
+    if is_writer():
+        write_json(os.path.join(cfg.workdir, "summary.json"), summary)
+        with open(os.path.join(cfg.workdir, "summary.md"), "w") as f:
+            f.write(summary_markdown(summary, cfg.model))
+    summary["results"] = results
+    return summary
 
 
 def train_and_evaluate(cfg, data) -> dict:
-    """Train on ``data.train``; after each epoch score ``data.test`` (and ``data.val``).
+    """Train and evaluate one run of ``cfg`` on ``data`` (its result, as in metrics.json)."""
+    from sagan_jax.training.runs import Run
 
-    The reported result is the LAST epoch's test metrics; the best epoch on the test set is
-    also recorded, labelled as test-set selected (the paper's protocol). Restarting with the
-    same workdir resumes from the newest checkpoint."""
-    os.makedirs(cfg.workdir, exist_ok=True)
-    mesh = make_mesh(cfg.num_devices)
-    n_dev = mesh.devices.size
-    if cfg.batch_size % n_dev:
-        raise ConfigError(
-            f"--batch_size={cfg.batch_size} is not divisible by the {n_dev} devices; "
-            f"use a multiple of {n_dev}"
-        )
-    steps_per_epoch = len(data.train) // cfg.batch_size
-    if steps_per_epoch == 0:
-        raise ConfigError(
-            f"{len(data.train)} training images are fewer than one batch of {cfg.batch_size}; "
-            "lower --batch_size"
-        )
-    g_tx, d_tx = make_optimizers(cfg, steps_per_epoch)
-    root = jax.random.key(cfg.seed)
-    state = init_state(cfg, jax.random.fold_in(root, 0), g_tx, d_tx)
-    last_mngr = checkpoints.manager(cfg.workdir, cfg.keep_checkpoints)
-    best_mngr = checkpoints.manager(cfg.workdir, 1, name="best") if data.val is not None else None
-    start_epoch, history, best_val = 0, [], float("inf")
-    restored, meta = checkpoints.restore_latest(last_mngr, state, cfg)
-    if restored is not None:
-        state, start_epoch = restored, meta["epoch"] + 1
-        history = meta.get("history", [])
-        best_val = float("inf") if meta.get("best_val") is None else meta["best_val"]
-        log.info("resumed from %s after epoch %d (step %d)", last_mngr.directory, start_epoch,
-                 int(state.step))
-        metrics_path = os.path.join(cfg.workdir, "metrics.json")
-        if start_epoch >= cfg.epochs and os.path.exists(metrics_path):
-            log.info("the workdir's run already finished its %d epochs: %s", cfg.epochs,
-                     metrics_path)
-            with open(metrics_path) as f:
-                return json.load(f)
+    run = Run("", cfg.replace(seeds="", abnormal_classes=""))
+    with checkpoints.WorkdirLock(cfg.workdir) if is_writer() else _nothing():
+        if fit.is_fitted(cfg):
+            return fit.fit_and_evaluate(run, data)
+        return Trainer(cfg, [run], [data]).run()[0]
 
-    replicated = NamedSharding(mesh, P())
-    state = jax.device_put(state, replicated)  # as the step returns it: no recompilation
-    step_fn = make_train_step(cfg, g_tx, d_tx, mesh if n_dev > 1 else None)
-    batch_sharding = NamedSharding(mesh, P(DATA_AXIS))
-    step_rng = jax.random.fold_in(root, 1)
-    writer = MetricWriter(cfg.workdir, tensorboard=cfg.tensorboard)
-    t0 = time.time()
-    first_step_s = None
-    step = int(jax.device_get(state.step))
-    try:
-        for epoch in range(start_epoch, cfg.epochs):
-            bar = _progress(steps_per_epoch, not cfg.progress)
-            bar.set_description(f"epoch {epoch + 1}/{cfg.epochs}")
-            batches = train_dataset(data.train.images, cfg.batch_size, cfg.seed, epoch)
-            pending = []
-            t_epoch = time.time()
-            for batch in prefetch_to_devices(batches.as_numpy_iterator(), batch_sharding):
-                state, metrics = step_fn(state, batch, jax.random.fold_in(step_rng, step))
-                pending.append((step, metrics))
-                step += 1
-                if first_step_s is None:
-                    jax.block_until_ready(metrics)
-                    first_step_s = time.time() - t0
-                if len(pending) >= LOG_EVERY:
-                    _flush(pending, writer, bar)
-            _flush(pending, writer, bar)
-            bar.close()
-            train_s = time.time() - t_epoch
-            # Running BN statistics for the current weights (unused by training steps, which
-            # normalise with batch statistics); kept in the state, so checkpoints carry them.
-            state = jax.device_put(
-                recalibrate_batchnorm(cfg, state, data.train.images, cfg.seed * 1000 + epoch),
-                replicated)
+
+class _nothing:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+
+# ---- one run's host-side bookkeeping --------------------------------------------------------
+class RunTracker:
+    """One run's data, checkpoints, logs and history on the host."""
+
+    def __init__(self, run, data, steps_per_epoch: int, g_tx, d_tx):
+        self.run, self.cfg, self.data = run, run.cfg, data
+        self.steps_per_epoch = steps_per_epoch
+        self.label = run.name or "run"
+        os.makedirs(self.cfg.workdir, exist_ok=True)
+        self.mngr = checkpoints.manager(self.cfg.workdir, self.cfg.keep_checkpoints)
+        self.best_mngr = (checkpoints.manager(self.cfg.workdir, 1, name="best")
+                          if data.val is not None else None)
+        self.history, self.best_val, self.start_epoch = [], float("inf"), 0
+        self.wall_before, self.diverged, self.finished_result = 0.0, None, None
+        self.last_saved_epoch = None
+        abstract = jax.eval_shape(lambda: init_state(self.cfg, seeds.init_key(self.cfg.seed),
+                                                     g_tx, d_tx))
+        restored, meta = checkpoints.restore_latest(self.mngr, abstract, self.cfg, resume=True)
+        if restored is None:
+            self.state = init_state(self.cfg, seeds.init_key(self.cfg.seed), g_tx, d_tx)
+        else:
+            self.state, self.start_epoch = restored, meta["epoch"] + 1
+            self.last_saved_epoch = meta["epoch"]
+            self.history = meta.get("history", [])
+            self.best_val = float("inf") if meta.get("best_val") is None else meta["best_val"]
+            self.wall_before = float(meta.get("wall_time_s", 0.0))
+            log.info("%s: resumed from %s after epoch %d (step %d)", self.label,
+                     self.mngr.directory, self.start_epoch, int(self.state.step))
+            metrics_path = os.path.join(self.cfg.workdir, "metrics.json")
+            if self.start_epoch >= self.cfg.epochs and os.path.exists(metrics_path):
+                log.info("%s: the run already finished its %d epochs: %s", self.label,
+                         self.cfg.epochs, metrics_path)
+                with open(metrics_path) as f:
+                    self.finished_result = json.load(f)
+        self.writer = None
+        if is_writer():
+            self.writer = MetricWriter(self.cfg.workdir, tensorboard=self.cfg.tensorboard)
+            # A killed process may have logged steps after its last checkpoint: drop them, so a
+            # resumed run's log has each step once.
+            self.writer.truncate(first_step=int(jax.device_get(self.state.step)),
+                                 first_epoch=self.start_epoch)
+        self.t0 = time.time()
+
+    def trains_in(self, epoch: int) -> bool:
+        return self.diverged is None and self.finished_result is None and epoch >= self.start_epoch
+
+    @property
+    def wall_time_s(self) -> float:
+        """Wall time of every process of this run up to now (resumed runs add up)."""
+        return self.wall_before + time.time() - self.t0
+
+    def stop_diverged(self, step: int, what: str):
+        last = (f"last good checkpoint: epoch {self.last_saved_epoch + 1}"
+                if self.last_saved_epoch is not None else "no checkpoint was saved")
+        self.diverged = {"step": step, "what": what, "last_good_checkpoint_epoch":
+                         None if self.last_saved_epoch is None else self.last_saved_epoch + 1}
+        msg = f"training stopped at step {step}: {what}; {last} (try a lower --lr)"
+        if self.run.name:
+            msg = f"run {self.run.name}: {msg}"
+        log.error(msg)
+        return msg
+
+    def write_steps(self, first_step: int, metrics: dict, n: int):
+        """Log ``n`` steps from ``first_step``; the first non-finite loss stops the run."""
+        for j in range(n):
+            m = {k: float(v[j]) for k, v in metrics.items()}
+            for name in ("l_g", "l_d"):
+                if not math.isfinite(m[name]):
+                    return self.stop_diverged(first_step + j, f"loss {name} = {m[name]}")
+            if self.writer is not None:
+                self.writer.write("step", first_step + j, m)
+        return None
+
+    def close(self):
+        if self.writer is not None:
+            self.writer.close()
+
+
+# ---- one program of runs --------------------------------------------------------------------
+class Trainer:
+    """Runs trained together: one jitted chunk program over their states (program.py)."""
+
+    def __init__(self, cfg, runs, datas):
+        self.cfg, self.runs = cfg, runs
+        self.mesh = make_mesh(cfg.num_devices)
+        n_dev = self.mesh.devices.size
+        if cfg.batch_size % n_dev:
+            raise ConfigError(f"--batch_size={cfg.batch_size} is not divisible by the {n_dev} "
+                              f"devices; use a multiple of {n_dev}")
+        self.trackers = []
+        txs = []
+        for run, data in zip(runs, datas):
+            spe = len(data.train) // cfg.batch_size
+            if spe == 0:
+                raise ConfigError(
+                    f"{len(data.train)} training images are fewer than one batch of "
+                    f"{cfg.batch_size}; lower --batch_size")
+            g_tx, d_tx = make_optimizers(run.cfg, spe)
+            txs.append((g_tx, d_tx))
+            self.trackers.append(RunTracker(run, data, spe, g_tx, d_tx))
+        self.layout = prog.RunLayout([r.cfg for r in runs], txs,
+                                     [t.steps_per_epoch for t in self.trackers],
+                                     cfg.run_axis_impl)
+        self.program = make_chunk_program(self.layout, self.mesh)
+        self.states = prog.replicate(self.layout.pack([t.state for t in self.trackers]),
+                                     self.mesh)
+        for t in self.trackers:
+            t.state = None  # the packed states are the live copy
+        self.images = prog.replicate(
+            self.layout.pack([d.train.images for d in datas], pad=True), self.mesh)
+        self.keys = [np.asarray(jax.random.key_data(seeds.step_base_key(r.cfg.seed)))
+                     for r in runs]
+        self.score_device = jax.local_devices()[0]
+        self.first_step_s = None
+
+    # -- training -------------------------------------------------------------------------
+    def train_epoch(self, epoch: int):
+        cfg, n = self.cfg, self.cfg.steps_per_chunk
+        active_runs = [t.trains_in(epoch) for t in self.trackers]
+        orders = [epoch_order(len(t.data.train), cfg.batch_size, t.cfg.seed, epoch) if a
+                  else None for t, a in zip(self.trackers, active_runs)]
+        total = max(t.steps_per_epoch for t, a in zip(self.trackers, active_runs) if a)
+        first = [int(t.history[-1]["step"]) if t.history else 0 for t in self.trackers]
+        bar = _progress(total, not (cfg.progress and is_writer()),
+                        f"epoch {epoch + 1}/{cfg.epochs}")
+        t_start = time.time()
+        pending = None
+        for c0 in range(0, total, n):
+            idx, act = [], []
+            for k, t in enumerate(self.trackers):
+                ix = np.zeros((cfg.batch_size, n), np.int32)
+                ac = np.zeros((n,), bool)
+                if active_runs[k] and t.diverged is None and c0 < t.steps_per_epoch:
+                    m = min(n, t.steps_per_epoch - c0)
+                    ix[:, :m] = orders[k][c0:c0 + m].T
+                    ac[:m] = True
+                idx.append(ix)
+                act.append(ac)
+            p_idx, p_act, p_keys = prog.pack_chunk_inputs(self.layout, idx, act, self.keys)
+            self.states, metrics = self.program(
+                self.states, self.images, prog.shard_indices(p_idx, self.mesh),
+                prog.replicate(p_act, self.mesh), prog.replicate(p_keys, self.mesh))
+            if self.first_step_s is None:
+                jax.block_until_ready(metrics)
+                self.first_step_s = time.time() - self.trackers[0].t0
+            if pending is not None:
+                self._flush(*pending, bar)
+            pending = (c0, metrics, act, first)
+        if pending is not None:
+            self._flush(*pending, bar)
+        bar.close()
+        return time.time() - t_start
+
+    def _flush(self, c0, metrics, act, first, bar):
+        per_run = prog.unpack_metrics(self.layout, metrics)
+        for k, t in enumerate(self.trackers):
+            n_active = int(act[k].sum())
+            if n_active and t.diverged is None:
+                msg = t.write_steps(first[k] + c0, per_run[k], n_active)
+                if msg is not None and len(self.trackers) == 1:
+                    raise NonFiniteLossError(msg)
+        bar.update(int(max(a.sum() for a in act)))
+        m = per_run[0]
+        if len(m["l_g"]) and np.isfinite(m["l_g"][0]):
+            bar.set_postfix(l_g=f"{m['l_g'][0]:.3f}", l_d=f"{m['l_d'][0]:.3f}")
+
+    # -- end of epoch -------------------------------------------------------------------
+    def end_of_epoch(self, epoch: int, train_s: float):
+        cfg = self.cfg
+        states = self.layout.unpack(self.states)
+        live = []
+        for k, t in enumerate(self.trackers):
+            if not t.trains_in(epoch):
+                continue
+            state = prog.local_copy(states[k])
+            if not checkpoints.all_finite(state):
+                msg = t.stop_diverged(int(jax.device_get(state.step)),
+                                      "parameters or BatchNorm statistics are not finite")
+                if len(self.trackers) == 1:
+                    raise NonFiniteLossError(msg)
+                continue
+            state = recalibrate_batchnorm(t.cfg, state, t.data.train.images,
+                                          seeds.recalibration_seed(t.cfg.seed, epoch))
+            if not checkpoints.all_finite(state):
+                msg = t.stop_diverged(int(jax.device_get(state.step)),
+                                      "recalibrated BatchNorm statistics are not finite")
+                if len(self.trackers) == 1:
+                    raise NonFiniteLossError(msg)
+                continue
+            states[k] = prog.replicate(state, self.mesh)
+            live.append(k)
+        if not live:
+            return
+        # Scores of every live run, in one program per batch: test set (when scheduled) and
+        # the calibration images.
+        evaluating = [k for k in live if self.trackers[k].cfg.evaluates_after(epoch)]
+        last = epoch == cfg.epochs - 1
+        keep_recon = {k: (cfg.plots and last) or self.trackers[k].data.test.masks is not None
+                      for k in evaluating}
+        test_scores = self._score([(k, self.trackers[k].data.test.images) for k in evaluating],
+                                  states, keep_recon=any(keep_recon.values()))
+        calib_sets = {k: calibration_images(self.trackers[k].data) for k in live}
+        calib_scores = self._score([(k, calib_sets[k][0]) for k in live], states,
+                                   keep_recon=True)  # recon: the residual maps' colour scale
+        for k in live:
+            t = self.trackers[k]
+            step = int(jax.device_get(states[k].step))
             record = {"epoch": epoch, "step": step, "train_s": round(train_s, 2),
-                      "train_img_per_s": round(steps_per_epoch * cfg.batch_size / train_s, 2)}
-            if cfg.evaluates_after(epoch):
-                keep_recon = cfg.plots and epoch == cfg.epochs - 1  # the pictures reuse it
-                test = evaluate(cfg, state, data.test, keep_recon=keep_recon)
-                record.update({f"test_{k}": test[k]
-                               for k in ("auc", "ap", "f1", "auc_r", "auc_lat")})
-                if "pixel_auc" in test:
-                    record["test_pixel_auc"] = test["pixel_auc"]
-                log.info("epoch %d/%d: test AUC %.4f AP %.4f F1 %.4f (AUC of R alone %.4f, of "
-                         "L alone %.4f; %.1f img/s)", epoch + 1, cfg.epochs, record["test_auc"],
-                         record["test_ap"], record["test_f1"], record["test_auc_r"],
-                         record["test_auc_lat"], record["train_img_per_s"])
-            else:
-                log.info("epoch %d/%d: trained (%.1f img/s); test set not scored "
-                         "(--eval_every=%d)", epoch + 1, cfg.epochs, record["train_img_per_s"],
-                         cfg.eval_every)
-            calib = calibrate(cfg, state, data)
-            if data.val is not None:
+                      "train_img_per_s": round(t.steps_per_epoch * cfg.batch_size / train_s, 2)}
+            if len(self.trackers) > 1:
+                record["train_img_per_s_all_runs"] = round(sum(
+                    self.trackers[j].steps_per_epoch for j in live) * cfg.batch_size / train_s, 2)
+            try:
+                calib = calibration_from_scores(t.cfg, *calib_scores[k][:2], calib_sets[k][1])
+                variables = prog.local_copy(_variables(states[k]), self.score_device)
+                calib["map_scale"] = map_scales(t.cfg, variables, calib_sets[k][0],
+                                                recon=calib_scores[k][2])
+                if k in test_scores:
+                    r, lat = test_scores[k][:2]
+                    recon = test_scores[k][2] if keep_recon.get(k) else None
+                    test = metrics_from_scores(t.cfg, t.data.test, r, lat, recon,
+                                               threshold=calib["threshold"],
+                                               variables=variables)
+                    t.last_test = test
+                    record.update({f"test_{key}": test[key] for key in TEST_KEYS if key in test})
+                    log.info("%sepoch %d/%d: test AUC %.4f AP %.4f F1 %.4f (F1 at the threshold "
+                             "%.4f; AUC of R alone %.4f, of L alone %.4f%s; %.1f img/s)",
+                             f"{t.run.name}: " if t.run.name else "", epoch + 1, cfg.epochs,
+                             test["auc"], test["ap"], test["f1"], test["f1_at_threshold"],
+                             test["auc_r"], test["auc_lat"],
+                             f"; pixel AUROC {test['pixel_auc']:.4f}" if "pixel_auc" in test
+                             else "", record["train_img_per_s"])
+                else:
+                    log.info("%sepoch %d/%d: trained (%.1f img/s); test set not scored "
+                             "(--eval_every=%d)", f"{t.run.name}: " if t.run.name else "",
+                             epoch + 1, cfg.epochs, record["train_img_per_s"], cfg.eval_every)
+            except FloatingPointError as e:
+                msg = t.stop_diverged(step, f"scores are not finite ({e})")
+                if len(self.trackers) == 1:
+                    raise NonFiniteLossError(msg)
+                continue
+            if t.data.val is not None:
                 record["val_score_mean"] = calib["mean"]
-            history.append(record)
-            writer.write("epoch", step, record)
-            writer.flush()
-            is_best = data.val is not None and calib["mean"] < best_val
-            best_val = min(best_val, calib["mean"]) if data.val is not None else best_val
-            extra = {"history": history, "calibration": calib,
-                     "best_val": best_val if math.isfinite(best_val) else None}
-            checkpoints.save(last_mngr, state, epoch, cfg, extra)
+            t.history.append(record)
+            if t.writer is not None:
+                t.writer.write("epoch", step, record)
+                t.writer.flush()
+            is_best = t.data.val is not None and calib["mean"] < t.best_val
+            if t.data.val is not None:
+                t.best_val = min(t.best_val, calib["mean"])
+            extra = {"history": t.history, "calibration": calib,
+                     "best_val": t.best_val if math.isfinite(t.best_val) else None,
+                     "wall_time_s": round(t.wall_time_s, 2)}
+            checkpoints.save(t.mngr, states[k], epoch, t.cfg, extra)
+            t.last_saved_epoch = epoch
             if is_best:
-                checkpoints.save(best_mngr, state, epoch, cfg, extra)
-    finally:
-        writer.close()
+                checkpoints.save(t.best_mngr, states[k], epoch, t.cfg, extra)
+        # the recalibrated statistics carry on into the next epoch, as in a single run
+        self.states = self.layout.pack(states)
 
-    if not history:
-        raise ConfigError(f"--epochs={cfg.epochs} trains nothing: no epochs were run")
-    wall = time.time() - t0
-    scored = [r for r in history if "test_auc" in r]  # the last epoch always is
-    final, best = scored[-1], max(scored, key=lambda r: r["test_auc"])
-    result = {
-        "auc": final["test_auc"], "ap": final["test_ap"], "f1": final["test_f1"],
-        "auc_r_alone": final["test_auc_r"], "auc_lat_alone": final["test_auc_lat"],
-        "epochs": cfg.epochs, "last_epoch": final["epoch"] + 1,
-        "best_epoch_on_test_set": {"epoch": best["epoch"] + 1, "auc": best["test_auc"],
-                                   "note": "selected on the test set (the paper's protocol); "
-                                           "not the result"},
-        "wall_time_s": round(wall, 2),
-        "time_to_first_step_s": None if first_step_s is None else round(first_step_s, 2),
-        "devices": [str(d) for d in mesh.devices.flat],
-        "data": {"name": data.name, "counts": data.counts()},
-        "flags": cfg.to_dict(),
-        "history": history,
-    }
-    if cfg.plots:
-        if start_epoch >= cfg.epochs:  # a finished run reopened: nothing scored in this process
-            test = evaluate(cfg, state, data.test, keep_recon=True)
-        x = to_float_np(data.test.images)
-        result["plots"] = plots.write_all(
-            cfg.workdir, data.test.labels, scoring.minmax(test["scores"]), test["auc"], x,
-            test["recon"], read_jsonl(writer.path, "step"))
-    with open(os.path.join(cfg.workdir, "metrics.json"), "w") as f:
-        json.dump(result, f, indent=2)
-    return result
+    def _score(self, items, states, keep_recon: bool = False) -> dict:
+        """{run index: (R, L[, recon])} of the given uint8 images under ``states``."""
+        if not items:
+            return {}
+        cfg = self.cfg
+        if any(self.trackers[k].cfg.eval_batch_stats for k, _ in items):
+            # test-batch statistics depend on the exact batches: the host path, batch by batch
+            return {k: score_images(self.trackers[k].cfg, states[k], images, keep_recon)
+                    for k, images in items}
+        bs = cfg.eval_batch_size
+        dev = self.score_device
+        variables = [prog.local_copy(_variables(states[k]), dev) for k, _ in items]
+        images = [prog.device_images(im, bs, dev) for _, im in items]
+        out = prog.score_runs([self.trackers[k].cfg for k, _ in items], variables, images,
+                              [len(im) for _, im in items], bs, keep_recon)
+        return {k: o for (k, _), o in zip(items, out)}
+
+    # -- the whole program ------------------------------------------------------------------
+    def run(self) -> list:
+        try:
+            start = min((t.start_epoch for t in self.trackers if t.finished_result is None),
+                        default=self.cfg.epochs)
+            for epoch in range(start, self.cfg.epochs):
+                if not any(t.trains_in(epoch) for t in self.trackers):
+                    continue
+                train_s = self.train_epoch(epoch)
+                self.end_of_epoch(epoch, train_s)
+            return [self.finish(k) for k in range(len(self.trackers))]
+        finally:
+            for t in self.trackers:
+                t.close()
+
+    def finish(self, k: int) -> dict:
+        t = self.trackers[k]
+        if t.finished_result is not None:
+            return t.finished_result
+        result = {"run": t.run.name or None, "epochs": t.cfg.epochs,
+                  "wall_time_s": round(t.wall_time_s, 2),
+                  "time_to_first_step_s": (None if self.first_step_s is None
+                                           else round(self.first_step_s, 2)),
+                  "runs_in_program": len(self.trackers),
+                  "run_axis_impl": self.layout.impl,
+                  "devices": [str(d) for d in self.mesh.devices.flat],
+                  "processes": jax.process_count(),
+                  "data": {"name": t.data.name, "counts": t.data.counts()},
+                  "flags": t.cfg.to_dict()}
+        if t.diverged is not None:
+            result["diverged"] = t.diverged
+        if any("test_auc" in r for r in t.history):
+            result.update(summarise_history(t.history))
+        elif t.diverged is None:
+            raise ConfigError(f"--epochs={t.cfg.epochs} trains nothing: no epochs were run")
+        result.update(peak_memory())
+        result["history"] = t.history
+        if is_writer():
+            if t.cfg.plots and t.diverged is None:
+                result["plots"] = self._plots(k)
+            write_json(os.path.join(t.cfg.workdir, "metrics.json"), result)
+        return result
+
+    def _plots(self, k: int):
+        t = self.trackers[k]
+        test = getattr(t, "last_test", None)
+        if test is None or "recon" not in test:  # a run reopened after it finished training
+            state = checkpoints.restore_latest(t.mngr, jax.eval_shape(
+                lambda: init_state(t.cfg, seeds.init_key(0), *make_optimizers(t.cfg, 1))),
+                t.cfg)[0]
+            r, lat, recon = score_images(t.cfg, state, t.data.test.images, keep_recon=True)
+            test = metrics_from_scores(t.cfg, t.data.test, r, lat, recon,
+                                       variables=_variables(state))
+        return plots.write_all(
+            t.cfg.workdir, t.data.test.labels, scoring.minmax(test["scores"]), test["auc"],
+            to_float_np(t.data.test.images), test["recon"],
+            read_jsonl(t.writer.path, "step") if t.writer else [])
 
 
-def _flush(pending, writer, bar):
-    if not pending:
-        return
-    host = jax.device_get([m for _, m in pending])
-    for (step, _), m in zip(pending, host):
-        m = {k: float(v) for k, v in m.items()}
-        _check_finite(m, step)
-        writer.write("step", step, m)
-    bar.update(len(pending))
-    bar.set_postfix(l_g=f"{m['l_g']:.3f}", l_d=f"{m['l_d']:.3f}", l_con=f"{m['l_con']:.4f}")
-    pending.clear()
+def _variables(state) -> dict:
+    from sagan_jax.methods.spec import variables_of
 
-
-def restore_for_inference(cfg):
-    """(state, meta) of the newest checkpoint in ``cfg.workdir`` (model flags checked)."""
-    g_tx, d_tx = make_optimizers(cfg, 1)
-    abstract = jax.eval_shape(lambda: init_state(cfg, jax.random.key(0), g_tx, d_tx))
-    state, meta = checkpoints.restore_latest(checkpoints.manager(cfg.workdir), abstract, cfg)
-    if state is None:
-        raise checkpoints.CheckpointError(
-            f"no checkpoint in {os.path.join(cfg.workdir, 'checkpoints')}; train first with "
-            "--mode=train and the same --workdir"
-        )
-    return state, meta
-
-
-def evaluate_checkpoint(cfg, data) -> dict:
-    """Score the test set with the newest checkpoint in ``cfg.workdir``; writes eval.json."""
-    state, meta = restore_for_inference(cfg)
-    test = evaluate(cfg, state, data.test)
-    result = {k: test[k] for k in ("auc", "ap", "f1", "auc_r", "auc_lat")}
-    result.update(step=int(state.step), epoch=meta["epoch"] + 1,
-                  eval_batch_stats=cfg.eval_batch_stats, data=data.counts())
-    with open(os.path.join(cfg.workdir, "eval.json"), "w") as f:
-        json.dump(result, f, indent=2)
-    return result
+    return variables_of(state)

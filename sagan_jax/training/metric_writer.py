@@ -25,6 +25,27 @@ class MetricWriter:
                 if isinstance(value, (int, float)):
                     self._tb.add_scalar(f"{kind}/{name}", value, step)
 
+    def truncate(self, first_step: int, first_epoch: int) -> int:
+        """Drop the records a killed process wrote after its last checkpoint (step records
+        from ``first_step`` on, epoch records from ``first_epoch`` on), so that a resumed run
+        logs each step once. Rewrites the file atomically; returns how many were dropped."""
+        if not os.path.exists(self.path):
+            return 0
+        keep, dropped = [], 0
+        for rec in read_jsonl(self.path):
+            late = (rec.get("kind") == "step" and rec.get("step", 0) >= first_step) or (
+                rec.get("kind") == "epoch" and rec.get("epoch", 0) >= first_epoch)
+            if late:
+                dropped += 1
+            else:
+                keep.append(rec)
+        if dropped or first_step == 0:
+            tmp = self.path + ".tmp"
+            with open(tmp, "w") as f:
+                f.writelines(json.dumps(r) + "\n" for r in keep)
+            os.replace(tmp, self.path)
+        return dropped
+
     def flush(self):
         if self._tb is not None:
             self._tb.flush()

@@ -1,0 +1,296 @@
+"""Many runs as one jitted program: the run axis, data resident on the devices, and the steps
+of an epoch under ``jax.lax.scan``.
+
+A *run* is one training of one model (a seed, an abnormal class). K runs trained together
+keep K TrainStates, K uint8 image arrays already on the devices and K batch-index streams;
+one call of the chunk program advances every run by up to ``steps_per_chunk`` steps, gathering
+each batch on the device by index (no host-to-device copy of pixels per step).
+
+How runs are mapped (``--run_axis_impl``, same math, tested equal):
+  - ``unroll``: the K steps are written one after another inside the program. XLA:CPU runs
+    that 1.4x faster than K separate calls (SPEC section 10), and each run keeps its own
+    static settings.
+  - ``vmap``: runs with identical static settings (everything but seed and abnormal class, and
+    the same steps per epoch) form a group whose states, images and indices are stacked and
+    whose step is ``jax.vmap``-ed: per-run convolution kernels become one grouped convolution,
+    which XLA:CPU runs 5x slower than separate ones, but which fills a GPU. Different groups are
+    unrolled.
+  - ``auto``: unroll on CPU, vmap elsewhere.
+The data axis composes with it: the whole chunk runs under ``jax.shard_map`` over the mesh
+axis ``batch``; each device gathers its share of every run's batch and the steps average
+gradients and BatchNorm statistics over the axis.
+
+Epochs: each run draws its own permutation per epoch and has its own steps per epoch
+(``len(train) // batch_size``). A chunk covers the longest run; a run whose epoch is over, whose
+training diverged or which resumed past this epoch is *inactive* for those steps:
+``lax.cond`` leaves its state untouched (under vmap the condition selects instead). So a run
+trained together is exactly the run trained alone.
+"""
+from __future__ import annotations
+
+import dataclasses
+import functools
+from typing import Optional, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec as P
+
+from sagan_jax import methods
+from sagan_jax.training.step import DATA_AXIS
+
+RUN_SPECIFIC = ("seed", "abnormal_class", "abnormal_classes", "seeds", "workdir")
+
+
+def to_float(images_u8):
+    """uint8 pixels -> float32 in [-1, 1]: (p / 255 - 0.5) / 0.5 (SPEC section 1); the same
+    arithmetic as sagan_jax.data.pipeline.to_float_np."""
+    return (images_u8.astype(jnp.float32) / 255.0 - 0.5) / 0.5
+
+
+def resolve_impl(impl: str) -> str:
+    """``auto`` -> ``unroll`` on CPU (measured, SPEC section 10), ``vmap`` elsewhere."""
+    if impl != "auto":
+        return impl
+    return "unroll" if jax.default_backend() == "cpu" else "vmap"
+
+
+@dataclasses.dataclass(frozen=True)
+class Group:
+    ids: tuple          # run indices, in order
+    cfg: object         # the group's static settings (its first run's Config)
+    g_tx: object
+    d_tx: object
+    vmap: bool
+
+
+class RunLayout:
+    """How K runs are laid out in the program: groups (vmap) or single runs (unroll), and how
+    per-run values are packed into the program's arguments and unpacked again."""
+
+    def __init__(self, cfgs: Sequence, txs: Sequence, steps_per_epoch: Sequence[int], impl: str):
+        self.cfgs, self.txs = list(cfgs), list(txs)
+        self.impl = resolve_impl(impl)
+        groups = []
+        if self.impl == "vmap":
+            keyed = {}
+            for i, c in enumerate(self.cfgs):
+                key = (_static_key(c), steps_per_epoch[i])
+                keyed.setdefault(key, []).append(i)
+            for ids in keyed.values():
+                groups.append(Group(tuple(ids), self.cfgs[ids[0]], *self.txs[ids[0]], True))
+        elif self.impl == "unroll":
+            groups = [Group((i,), c, *self.txs[i], False) for i, c in enumerate(self.cfgs)]
+        else:
+            raise ValueError(f"--run_axis_impl={impl!r}; choose auto, vmap or unroll")
+        self.groups = groups
+        self.k = len(self.cfgs)
+
+    def pack(self, values: Sequence, pad: bool = False):
+        """Per-run values -> a tuple over groups: a stacked pytree for a vmap group (leading
+        run axis; with ``pad`` arrays are zero-padded along their first axis to the group's
+        longest), a one-element tuple for an unrolled run."""
+        out = []
+        for g in self.groups:
+            vals = [values[i] for i in g.ids]
+            if g.vmap:
+                if pad:
+                    n = max(v.shape[0] for v in vals)
+                    vals = [_pad_first(v, n) for v in vals]
+                out.append(jax.tree.map(lambda *xs: jnp.stack(xs), *vals))
+            else:
+                out.append(vals[0])
+        return tuple(out)
+
+    def unpack(self, packed) -> list:
+        """Inverse of pack (without padding): a list of per-run values."""
+        out = [None] * self.k
+        for g, p in zip(self.groups, packed):
+            if g.vmap:
+                for j, i in enumerate(g.ids):
+                    out[i] = jax.tree.map(lambda a: a[j], p)
+            else:
+                out[g.ids[0]] = p
+        return out
+
+
+def _static_key(cfg):
+    d = cfg.to_dict()
+    for k in RUN_SPECIFIC:
+        d.pop(k, None)
+    return tuple(sorted(d.items()))
+
+
+def _pad_first(a, n):
+    if a.shape[0] == n:
+        return a
+    pad = [(0, n - a.shape[0])] + [(0, 0)] * (a.ndim - 1)
+    return jnp.pad(a, pad) if isinstance(a, jax.Array) else np.pad(a, pad)
+
+
+def _one_step(cfg, g_tx, d_tx, axis_name, state, images, idx, active, key_data):
+    """One training step of one run, or no change when ``active`` is false."""
+    step = methods.get(cfg.model).step
+    key = jax.random.wrap_key_data(key_data)
+
+    def run(s):
+        batch = to_float(jnp.take(images, idx, axis=0))
+        return step(s, batch, jax.random.fold_in(key, s.step), cfg=cfg, g_tx=g_tx, d_tx=d_tx,
+                    axis_name=axis_name)
+
+    metric_shapes = jax.eval_shape(run, state)[1]
+
+    def skip(s):
+        return s, jax.tree.map(lambda m: jnp.full(m.shape, jnp.nan, m.dtype)
+                               if jnp.issubdtype(m.dtype, jnp.floating)
+                               else jnp.zeros(m.shape, m.dtype), metric_shapes)
+
+    return jax.lax.cond(active, run, skip, state)
+
+
+def make_chunk_program(layout: RunLayout, mesh=None, donate: bool = True):
+    """The jitted chunk: (states, images, idx, active, keys) -> (states, metrics), all packed
+    by ``layout``. Per run: idx (batch, steps) int32 image indices (batch axis first, so the
+    data axis shards it), active (steps,) bool, keys the run's step-stream key data.
+    Metrics come back per run as a dict of (steps,) arrays (NaN where inactive)."""
+    axis_name = DATA_AXIS if mesh is not None and mesh.devices.size > 1 else None
+
+    def chunk(states, images, idx, active, keys):
+        def body(carry, t):
+            new, metrics = [], []
+            for g, s, im, ix, ac, kd in zip(layout.groups, carry, images, idx, active, keys):
+                f = functools.partial(_one_step, g.cfg, g.g_tx, g.d_tx, axis_name)
+                if g.vmap:
+                    # stacked: ix (runs, batch, steps) after the batch-first transpose below
+                    s2, m = jax.vmap(f)(s, im, ix[:, :, t], ac[:, t], kd)
+                else:
+                    s2, m = f(s, im, ix[:, t], ac[t], kd)
+                new.append(s2)
+                metrics.append(m)
+            return tuple(new), tuple(metrics)
+
+        n_steps = (active[0].shape[-1])
+        # vmap groups carry idx as (batch, runs, steps) for the data-axis split; move runs first
+        idx = tuple(jnp.moveaxis(ix, 1, 0) if g.vmap else ix
+                    for g, ix in zip(layout.groups, idx))
+        states, metrics = jax.lax.scan(body, states, jnp.arange(n_steps))
+        # metrics: per group, leaves (steps, ...) or (steps, runs) -> runs first for vmap
+        metrics = tuple(jax.tree.map(lambda a: jnp.moveaxis(a, 0, -1), m) for m in metrics)
+        return states, metrics
+
+    donate_argnums = (0,) if donate else ()
+    if axis_name is None:
+        return jax.jit(chunk, donate_argnums=donate_argnums)
+    sharded = jax.shard_map(chunk, mesh=mesh, in_specs=(P(), P(), P(DATA_AXIS), P(), P()),
+                            out_specs=(P(), P()), check_vma=False)
+    return jax.jit(sharded, donate_argnums=donate_argnums)
+
+
+def pack_chunk_inputs(layout: RunLayout, idx_per_run, active_per_run, keys_per_run):
+    """Host arrays of one chunk, packed: idx (batch, steps) per run (vmap groups: (batch,
+    runs, steps)), active (steps,) per run, keys (2,) uint32 per run."""
+    idx, active, keys = [], [], []
+    for g in layout.groups:
+        if g.vmap:
+            idx.append(np.stack([idx_per_run[i] for i in g.ids], axis=1))
+            active.append(np.stack([active_per_run[i] for i in g.ids]))
+            keys.append(np.stack([keys_per_run[i] for i in g.ids]))
+        else:
+            i = g.ids[0]
+            idx.append(idx_per_run[i])
+            active.append(active_per_run[i])
+            keys.append(keys_per_run[i])
+    return tuple(idx), tuple(active), tuple(keys)
+
+
+def unpack_metrics(layout: RunLayout, metrics) -> list:
+    """Per run: a dict of host (steps,) arrays."""
+    host = jax.device_get(metrics)
+    out = [None] * layout.k
+    for g, m in zip(layout.groups, host):
+        if g.vmap:
+            for j, i in enumerate(g.ids):
+                out[i] = {k: np.asarray(v)[j] for k, v in m.items()}
+        else:
+            out[g.ids[0]] = {k: np.asarray(v) for k, v in m.items()}
+    return out
+
+
+# ---- scoring ------------------------------------------------------------------------------
+@functools.partial(jax.jit, static_argnames=("cfgs", "batch_size", "keep_recon"))
+def _score_runs_batch(variables, images, starts, cfgs, batch_size, keep_recon):
+    """(R, L[, recon]) of one batch of every run: run k scores images[k][starts[k]:+bs],
+    gathered on the device from its padded uint8 array."""
+    out = []
+    for k, cfg in enumerate(cfgs):
+        im = images[k]
+        x = jax.lax.dynamic_slice_in_dim(im, starts[k], batch_size, axis=0)
+        r, lat, recon = methods.get(cfg.model).components(cfg, variables[k], to_float(x),
+                                                          cfg.eval_batch_stats)
+        out.append((r, lat, recon) if keep_recon else (r, lat))
+    return tuple(out)
+
+
+def device_images(images_u8: np.ndarray, batch_size: int, device=None):
+    """A split's uint8 images on one device, zero-padded to a multiple of ``batch_size``."""
+    n = len(images_u8)
+    padded = _pad_first(images_u8, max(batch_size, -(-n // batch_size) * batch_size))
+    return jax.device_put(padded, device)
+
+
+def score_runs(cfgs: Sequence, variables: Sequence, images: Sequence, counts: Sequence[int],
+               batch_size: int, keep_recon: bool = False):
+    """Per-image (R, L[, recon]) of each run's images (device arrays from device_images, with
+    ``counts`` real images each), all runs in one program per batch, in image order."""
+    cfgs = tuple(cfgs)
+    n_batches = max(-(-n // batch_size) for n in counts)
+    parts = [[] for _ in cfgs]
+    for b in range(n_batches):
+        starts = np.array([min(b, max(0, -(-n // batch_size) - 1)) * batch_size
+                           for n in counts], np.int32)
+        res = jax.device_get(_score_runs_batch(tuple(variables), tuple(images), starts, cfgs,
+                                               batch_size, keep_recon))
+        for k, n in enumerate(counts):
+            if b * batch_size < n:
+                parts[k].append(res[k])
+    out = []
+    for k, n in enumerate(counts):
+        cols = [np.concatenate([np.asarray(p[j]) for p in parts[k]])[:n]
+                for j in range(3 if keep_recon else 2)]
+        out.append(tuple(cols))
+    return out
+
+
+def local_copy(tree, device: Optional[object] = None):
+    """A replicated (possibly multi-process) pytree as arrays on one local device."""
+    def one(a):
+        if isinstance(a, jax.Array) and not a.is_fully_addressable:
+            a = a.addressable_data(0)
+        return jax.device_put(a, device) if device is not None else a
+    return jax.tree.map(one, tree)
+
+
+def replicate(tree, mesh):
+    """Host (or one-device) values as arrays replicated over the mesh, in every process."""
+    sharding = NamedSharding(mesh, P())
+    if jax.process_count() == 1:
+        return jax.device_put(tree, sharding)
+    return jax.tree.map(
+        lambda a: jax.make_array_from_process_local_data(sharding, np.asarray(a)), tree)
+
+
+def shard_indices(tree, mesh):
+    """Index arrays with the batch axis first, split over the mesh's data axis; each process
+    supplies only its devices' share (jax.make_array_from_process_local_data)."""
+    sharding = NamedSharding(mesh, P(DATA_AXIS))
+    if jax.process_count() == 1:
+        return jax.device_put(tree, sharding)
+
+    def one(a):
+        a = np.asarray(a)
+        per_proc = a.shape[0] // jax.process_count()
+        lo = jax.process_index() * per_proc
+        return jax.make_array_from_process_local_data(sharding, a[lo:lo + per_proc], a.shape)
+    return jax.tree.map(one, tree)

@@ -1,0 +1,116 @@
+"""Result assembly: one run's metrics.json fields from its per-epoch history (shared with the
+PyTorch reference loop), and the summary of many runs (summary.json, summary.md)."""
+from __future__ import annotations
+
+import json
+import math
+import os
+import resource
+
+import numpy as np
+
+TEST_SELECTED = "selected on the test set (the paper's protocol); not the result"
+
+
+def summarise_history(history: list) -> dict:
+    """The reported result of a run: the LAST scored epoch's test metrics, plus the best epoch
+    on the test set, labelled as test-selected."""
+    scored = [r for r in history if "test_auc" in r]
+    if not scored:
+        raise ValueError("no epoch was scored on the test set")
+    final, best = scored[-1], max(scored, key=lambda r: r["test_auc"])
+    out = {
+        "auc": final["test_auc"], "ap": final["test_ap"], "f1": final["test_f1"],
+        "auc_r_alone": final["test_auc_r"], "auc_lat_alone": final["test_auc_lat"],
+        "last_epoch": final["epoch"] + 1,
+        "best_epoch_on_test_set": {"epoch": best["epoch"] + 1, "auc": best["test_auc"],
+                                   "note": TEST_SELECTED},
+    }
+    for key in ("f1_at_threshold", "pixel_auc", "auc_per_class"):
+        if f"test_{key}" in final:
+            out[key] = final[f"test_{key}"]
+    return out
+
+
+def peak_memory() -> dict:
+    """Peak resident memory of this process and, where the backend reports it, of device 0."""
+    import jax
+
+    out = {"peak_host_memory_mb": round(
+        resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0, 1)}
+    try:
+        stats = jax.local_devices()[0].memory_stats() or {}
+    except Exception:  # backends without memory statistics
+        stats = {}
+    if "peak_bytes_in_use" in stats:
+        out["peak_device_memory_mb"] = round(stats["peak_bytes_in_use"] / 2 ** 20, 1)
+    return out
+
+
+def _mean_std(values):
+    a = np.asarray(values, np.float64)
+    return float(a.mean()), (float(a.std(ddof=1)) if len(a) > 1 else 0.0)
+
+
+def summarise_runs(runs, results) -> dict:
+    """Per abnormal class: mean and std over seeds of the last-epoch AUC (and of the
+    test-selected best epoch's AUC, labelled); diverged runs are listed, not averaged."""
+    by_class = {}
+    for run, res in zip(runs, results):
+        by_class.setdefault(run.cfg.abnormal_class, []).append((run, res))
+    rows, finished = [], []
+    for cls, items in by_class.items():
+        ok = [(r, res) for r, res in items if "auc" in res]
+        row = {"abnormal_class": cls, "seeds": [r.cfg.seed for r, _ in ok],
+               "diverged": [r.name for r, res in items if "diverged" in res]}
+        if ok:
+            row["auc_mean"], row["auc_std"] = _mean_std([res["auc"] for _, res in ok])
+            row["best_epoch_auc_mean"], row["best_epoch_auc_std"] = _mean_std(
+                [res["best_epoch_on_test_set"]["auc"] for _, res in ok])
+            finished += [res["auc"] for _, res in ok]
+        rows.append(row)
+    out = {"runs": [r.name for r in runs], "per_class": rows,
+           "note": "auc: last epoch; best_epoch_auc: " + TEST_SELECTED}
+    per_class_means = [r["auc_mean"] for r in rows if "auc_mean" in r]
+    if per_class_means:
+        out["mean_auc_over_classes"] = float(np.mean(per_class_means))
+    return out
+
+
+def summary_markdown(summary: dict, model: str) -> str:
+    lines = [f"| abnormal class | {model} AUC, last epoch (mean ± std over seeds) | seeds | "
+             "best epoch on the test set (test-selected, not the result) | diverged |",
+             "|---|---:|---|---:|---|"]
+    for r in summary["per_class"]:
+        auc = (f"{r['auc_mean']:.4f} ± {r['auc_std']:.4f}" if "auc_mean" in r else "n/a")
+        best = (f"{r['best_epoch_auc_mean']:.4f} ± {r['best_epoch_auc_std']:.4f}"
+                if "best_epoch_auc_mean" in r else "n/a")
+        lines.append(f"| {r['abnormal_class']} | {auc} | {','.join(map(str, r['seeds']))} | "
+                     f"{best} | {', '.join(r['diverged']) or '-'} |")
+    if "mean_auc_over_classes" in summary:
+        lines.append(f"| **mean over classes** | {summary['mean_auc_over_classes']:.4f} | | | |")
+    return "\n".join(lines) + "\n"
+
+
+def write_json(path: str, obj) -> None:
+    """Atomic JSON write (a crash never leaves a torn file). An undefined number (NaN, e.g. a
+    pixel AUROC without defect pixels) is written as null, never as NaN."""
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump(finite_or_none(obj), f, indent=2, allow_nan=False)
+    os.replace(tmp, path)
+
+
+def finite_or_none(o):
+    """``o`` with NumPy scalars/arrays as Python values and non-finite floats as None."""
+    if isinstance(o, dict):
+        return {k: finite_or_none(v) for k, v in o.items()}
+    if isinstance(o, (list, tuple)):
+        return [finite_or_none(v) for v in o]
+    if isinstance(o, np.ndarray):
+        return finite_or_none(o.tolist())
+    if isinstance(o, np.integer):
+        return int(o)
+    if isinstance(o, (float, np.floating)):
+        return float(o) if math.isfinite(float(o)) else None
+    return o
