@@ -2,120 +2,161 @@
 
 For every seed, the JAX loop (sagan_jax.training.loop) and the PyTorch reference's loop
 (sagan_jax.torch_ref.train) train SAGAN on the same data, batch order, hyperparameters and
-evaluation (precise BN, 0.2 R + 0.8 L, last-epoch AUC); frameworks alternate within each seed
-(JAX first on even seeds, PyTorch first on odd ones) so that machine load hits both alike. Each
-framework draws its own initial weights from the seed. Finished runs are read back, so an
-interrupted sweep resumes.
+evaluation (precise BN, 0.2 R + 0.8 L, last-epoch AUC). The JAX seeds train together as one
+program (the run axis: ``train(cfg)`` with --seeds; each seed's result equals its run alone),
+then the PyTorch seeds one after another; a JAX run's wall time is its program's, so the table
+divides it by the runs in the program. Each framework draws its own initial weights from the
+seed. Finished runs are read back (JAX: also from the earlier one-process-per-seed layout), so
+an interrupted sweep resumes.
 
 Protocols:
   digits           experiments/quickstart.cfg (embedded digits, digit 0 abnormal, ngf 32,
-                   3 epochs)
+                   3 epochs); JAX runs in OUT/jax/digits/runs/0_seedS (earlier layout:
+                   OUT/jax/digits/seedS)
   cifar10_reduced  experiments/model_sagan.cfg + table2.py's reduced budget (4,000 normal
                    training images, 3 epochs, ngf 32) on the JPEG copy, --abnormal_class; the
-                   JAX runs live in table2.py's layout OUT/runs/sagan/CLASS/seedS, so a
-                   table2.py sweep with the same --out shares them
+                   JAX runs live in table2.py's layout OUT/runs/sagan/runs/CLASS_seedS (earlier:
+                   OUT/runs/sagan/CLASS/seedS), so a table2.py sweep with the same --out
+                   shares them
 
 Writes OUT/parity_<protocol>.json and, unless --no-write, a section of docs/results.md: per
 seed AUC, mean, sample standard deviation, range, and whether the JAX mean lies within the
 PyTorch seeds' range.
 
-  python experiments/parity_train.py --protocol digits --seeds 0,1,2 --out workdirs/parity
-  python experiments/parity_train.py --protocol cifar10_reduced --abnormal_class bird \\
+  python -m experiments.parity_train --protocol digits --seeds 0,1,2 --out workdirs/parity
+  python -m experiments.parity_train --protocol cifar10_reduced --abnormal_class bird \\
       --data_root ~/.cache/sagan_jax/cifar10_jpg --out workdirs/table2_reduced
 """
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import logging
 import os
-import platform
 import statistics
-import sys
 import time
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, os.path.dirname(HERE))
+from experiments import common, table2
+from sagan_jax.config import Config
 
-from experiments import table2  # noqa: E402
-from experiments.doc_section import replace_section  # noqa: E402
-from sagan_jax.config import Config  # noqa: E402
-
+MODULE = "experiments.parity_train"
 log = logging.getLogger("parity_train")
 PROTOCOLS = ("digits", "cifar10_reduced")
 
 
+def _digits_config(args, **overrides) -> Config:
+    return common.config_from_flagfiles(
+        common.flagfile("quickstart.cfg"),
+        overrides=dict(progress=False, plots=False, **overrides), args=common.set_args(args.set))
+
+
+def _table2_args(args) -> argparse.Namespace:
+    return argparse.Namespace(budget="reduced", dataset="image_folder", protocol="ganomaly",
+                              isize=32, data_root=args.data_root, data_dir=None, set=args.set,
+                              out=args.out)
+
+
+def digits_workdir(args) -> str:
+    return os.path.join(args.out, "jax", "digits")
+
+
 def make_config(args, seed: int) -> Config:
+    """One seed's JAX run (as the training loop derives it from the program's Config)."""
     if args.protocol == "digits":
-        flags = table2.read_flagfile(os.path.join(HERE, "quickstart.cfg"))
-        flags.update(seed=seed, progress=False, plots=False,
-                     workdir=os.path.join(args.out, "jax", "digits", f"seed{seed}"))
-        for item in args.set:
-            name, _, value = item.partition("=")
-            flags[name] = value
-        return Config(**{k: table2._convert(k, v) for k, v in flags.items()})
-    t2 = argparse.Namespace(budget="reduced", dataset="image_folder", protocol="ganomaly",
-                            isize=32, data_root=args.data_root, data_dir=None, set=args.set,
-                            out=args.out)
-    return table2.run_config(t2, "sagan", args.abnormal_class, seed)
+        cfg = _digits_config(args, seed=seed)
+        return cfg.replace(workdir=os.path.join(digits_workdir(args), "runs",
+                                                f"{cfg.abnormal_class}_seed{seed}"))
+    return table2.run_config(_table2_args(args), "sagan", args.abnormal_class, seed)
 
 
-def torch_result_path(args, cfg: Config) -> str:
+def legacy_workdir(args, cfg: Config) -> str:
+    """Where a seed's JAX run lived before the run axis (one process per seed)."""
+    if args.protocol == "digits":
+        return os.path.join(digits_workdir(args), f"seed{cfg.seed}")
+    return table2.legacy_workdir(args.out, "sagan", cfg.abnormal_class, cfg.seed)
+
+
+def program_config(args, seeds: list) -> Config:
+    """The JAX program that trains ``seeds`` together (a lone seed: its run's Config)."""
+    if len(seeds) == 1:
+        return make_config(args, seeds[0])
+    if args.protocol == "digits":
+        return _digits_config(args, seed=seeds[0], seeds=",".join(map(str, seeds)),
+                              workdir=digits_workdir(args))
+    return table2.program_config(_table2_args(args), "sagan", [args.abnormal_class], seeds)
+
+
+def torch_workdir(args, cfg: Config) -> str:
     name = "digits" if args.protocol == "digits" else os.path.join("sagan", cfg.abnormal_class)
-    return os.path.join(args.out, "torch", name, f"seed{cfg.seed}", "metrics.json")
+    return os.path.join(args.out, "torch", name, f"seed{cfg.seed}")
 
 
-def _read_done(path: str, epochs: int):
-    if os.path.exists(path):
-        with open(path) as f:
-            m = json.load(f)
-        if m.get("last_epoch") == epochs:
-            return m
-    return None
+def run_jax(args, seeds: list, cache) -> dict:
+    """{seed: metrics} of the JAX runs: finished ones read back (either layout); a run
+    stopped half-way in the earlier layout resumes there alone; the others train together."""
+    from sagan_jax.training.loop import train
+
+    out, pending = {}, []
+    for seed in seeds:
+        cfg = make_config(args, seed)
+        old = legacy_workdir(args, cfg)
+        for workdir in (cfg.workdir, old):
+            done = common.done_metrics(workdir, cfg.epochs)
+            if done is not None:
+                out[seed] = done
+                break
+        else:
+            if os.path.exists(os.path.join(old, "metrics.jsonl")):
+                out[seed] = train(cfg.replace(workdir=old), load=cache.load)
+            else:
+                pending.append(seed)
+    if pending:
+        t = time.time()
+        result = train(program_config(args, pending), load=cache.load)
+        results = result["results"] if "per_class" in result else [result]
+        out.update(zip(pending, results))
+        log.info("jax seeds %s in one program: %.0f s", pending, time.time() - t)
+    return out
 
 
-def run_jax(cfg: Config, data) -> dict:
-    from sagan_jax.training.loop import train_and_evaluate
-
-    done = _read_done(os.path.join(cfg.workdir, "metrics.json"), cfg.epochs)
-    return done if done is not None else train_and_evaluate(cfg, data)
-
-
-def run_torch(args, cfg: Config, data) -> dict:
+def run_torch(args, cfg: Config, cache) -> dict:
     from sagan_jax.torch_ref.train import train_and_evaluate
 
-    path = torch_result_path(args, cfg)
-    done = _read_done(path, cfg.epochs)
+    workdir = torch_workdir(args, cfg)
+    done = common.done_metrics(workdir, cfg.epochs)
     if done is not None:
         return done
-    m = train_and_evaluate(cfg, data, threads=args.torch_threads)
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    with open(path, "w") as f:
+    m = train_and_evaluate(cfg, cache.load(cfg), threads=args.torch_threads)
+    os.makedirs(workdir, exist_ok=True)
+    with open(os.path.join(workdir, "metrics.json"), "w") as f:
         json.dump(m, f, indent=2)
     return m
 
 
-def run_all(args) -> list:
-    from sagan_jax.data import load_data
+def _row(fw: str, seed: int, m: dict) -> dict:
+    return {"framework": fw, "seed": seed, "auc": m["auc"], "ap": m["ap"],
+            "auc_r_alone": m["auc_r_alone"], "auc_lat_alone": m["auc_lat_alone"],
+            "wall_time_s": m["wall_time_s"], "runs_in_program": m.get("runs_in_program", 1)}
 
+
+def run_all(args) -> list:
+    cache = table2.DataCache()
     rows = []
-    for seed in args.seeds:
-        cfg = make_config(args, seed)
-        data = None
-        order = ("jax", "torch") if seed % 2 == 0 else ("torch", "jax")
-        for fw in order:
-            if fw not in args.frameworks:
+    if "jax" in args.frameworks:
+        for seed, m in sorted(run_jax(args, args.seeds, cache).items()):
+            if "auc" not in m:
+                log.warning("jax seed %d diverged (%s): no AUC", seed, m.get("diverged"))
                 continue
-            if data is None:
-                data = load_data(cfg)
+            log.info("jax seed %d: AUC %.4f", seed, m["auc"])
+            rows.append(_row("jax", seed, m))
+    if "torch" in args.frameworks:
+        for seed in args.seeds:
+            cfg = make_config(args, seed)
             t = time.time()
-            m = run_jax(cfg, data) if fw == "jax" else run_torch(args, cfg, data)
-            log.info("%s seed %d: AUC %.4f (%.0f s in this process)", fw, seed, m["auc"],
+            m = run_torch(args, cfg, cache)
+            log.info("torch seed %d: AUC %.4f (%.0f s in this process)", seed, m["auc"],
                      time.time() - t)
-            rows.append({"framework": fw, "seed": seed, "auc": m["auc"], "ap": m["ap"],
-                         "auc_r_alone": m["auc_r_alone"], "auc_lat_alone": m["auc_lat_alone"],
-                         "wall_time_s": m["wall_time_s"]})
+            rows.append(_row("torch", seed, m))
     return rows
 
 
@@ -127,8 +168,12 @@ def summarise(rows: list) -> dict:
             out[fw] = {"n": len(aucs), "aucs": aucs, "mean": statistics.fmean(aucs),
                        "std": statistics.stdev(aucs) if len(aucs) > 1 else float("nan"),
                        "min": min(aucs), "max": max(aucs),
+                       # runs trained together record their program's wall time
                        "median_wall_s": statistics.median(
-                           r["wall_time_s"] for r in rows if r["framework"] == fw)}
+                           r["wall_time_s"] / (r.get("runs_in_program") or 1)
+                           for r in rows if r["framework"] == fw),
+                       "runs_in_program": max(r.get("runs_in_program") or 1
+                                              for r in rows if r["framework"] == fw)}
     if "jax" in out and "torch" in out:
         j, t = out["jax"], out["torch"]
         out["jax_mean_within_torch_range"] = t["min"] <= j["mean"] <= t["max"]
@@ -139,21 +184,16 @@ def summarise(rows: list) -> dict:
     return out
 
 
-def markdown(args, rows: list, summary: dict, command: str, started: str) -> str:
-    import jax
-    import torch
-
+def markdown(args, rows: list, summary: dict, command: str, load=None) -> str:
     seeds = sorted({r["seed"] for r in rows})
     lines = [
-        f"Command: `{command}`. Run {started} to "
-        f"{datetime.datetime.now(datetime.timezone.utc):%H:%M} UTC on {platform.machine()}, "
-        f"{os.cpu_count()} CPU cores; Python {platform.python_version()}, jax {jax.__version__}, "
-        f"torch {torch.__version__}. Result = last-epoch AUC (no selection); each framework "
+        f"Command: `{command}`. " + common.machine_header(load)
+        + " Result = last-epoch AUC (no selection); each framework "
         "draws its own initial weights from the seed; same data, batch order, hyperparameters "
         "and evaluation (precise BN, 0.2 R + 0.8 L).",
         "",
         "| framework | " + " | ".join(f"seed {s}" for s in seeds)
-        + " | mean | std (n-1) | range | median wall time (s) |",
+        + " | mean | std (n-1) | range | median wall time per run (s) |",
         "|---|" + "---:|" * (len(seeds) + 4),
     ]
     for fw, name in (("jax", "JAX (sagan_jax)"), ("torch", "PyTorch (sagan_jax.torch_ref)")):
@@ -174,6 +214,10 @@ def markdown(args, rows: list, summary: dict, command: str, started: str) -> str
                   + " the PyTorch seeds' range"
                   + (f"; Welch t = {summary['welch_t']:+.2f}" if summary.get("welch_t") else "")
                   + "."]
+    k = summary.get("jax", {}).get("runs_in_program", 1)
+    if k > 1:
+        lines += ["", f"JAX trained its seeds together, up to {k} in one program (the run axis); "
+                  "its wall time per run is the program's divided by the runs in it."]
     return "\n".join(lines)
 
 
@@ -189,28 +233,34 @@ def main(argv=None):
                    help="override a flag of both frameworks' runs (e.g. eval_every=0; the "
                         "last-epoch result does not depend on it)")
     p.add_argument("--torch_threads", type=int, default=0, help="0 = torch's default")
-    p.add_argument("--doc", default=os.path.join(os.path.dirname(HERE), "docs", "results.md"))
+    p.add_argument("--doc", default=common.RESULTS_MD, help="the Markdown file to write")
     p.add_argument("--no-write", dest="write", action="store_false")
     args = p.parse_args(argv)
     args.seeds = [int(s) for s in args.seeds.split(",")]
     args.frameworks = args.frameworks.split(",")
     args.data_root = os.path.expanduser(args.data_root)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    started = f"{datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M}"
-    command = "python experiments/parity_train.py " + " ".join(argv if argv else sys.argv[1:])
+    command = common.command_line(MODULE, argv)
+    try:  # every seed's flags, checked before the first run starts
+        for seed in args.seeds:
+            make_config(args, seed)
+        program_config(args, args.seeds)
+    except common.FlagError as e:
+        common.fail(str(e))
+    monitor = common.LoadMonitor()
     rows = run_all(args)
     summary = summarise(rows)
     os.makedirs(args.out, exist_ok=True)
     with open(os.path.join(args.out, f"parity_{args.protocol}.json"), "w") as f:
         json.dump({"rows": rows, "summary": summary, "command": command}, f, indent=2)
-    body = markdown(args, rows, summary, command, started)
+    body = markdown(args, rows, summary, command, monitor.report())
     print(body)
     if args.write:
         name = f"parity_{args.protocol}"
         heading = {"digits": "## Training parity, JAX vs PyTorch: embedded digits (quickstart)",
                    "cifar10_reduced": "## Training parity, JAX vs PyTorch: CIFAR-10 JPEG copy, "
                                       "reduced budget"}[args.protocol]
-        replace_section(args.doc, name, heading, body)
+        common.replace_section(args.doc, name, body, heading=heading)
     return summary
 
 

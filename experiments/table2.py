@@ -1,23 +1,29 @@
 """Table 2 of the paper (CIFAR-10 leave-one-class-out AUC), reproduced in this framework.
 
-Runs every (model, abnormal class, seed) under one data protocol and budget, each in its own
-workdir OUT/runs/<model>/<class>/seed<seed>; a run whose metrics.json exists is skipped (read
-back), a run stopped half-way resumes from its last epoch checkpoint (the training loop does
-that). Then writes
+Runs every (model, abnormal class, seed) under one data protocol and budget. All runs of a model
+train together as one program (the run axis: ``train(cfg)`` with --abnormal_classes and
+--seeds, sagan_jax/training/loop.py), in the model's workdir OUT/runs/<model>; each run writes
+to OUT/runs/<model>/runs/<class>_seed<seed>/ (metrics.json, checkpoints, logs), and the program
+writes OUT/runs/<model>/summary.json and summary.md. A run whose metrics.json records all its
+epochs is read back, not retrained, also from the earlier layout OUT/runs/<model>/<class>/seed<seed>
+(one process per run); a run stopped half-way resumes from its last epoch checkpoint (the training
+loop does that; one stopped in the earlier layout resumes there, alone). Then writes
   OUT/table2.md   the paper's Table 2 layout: one column per abnormal class plus the average;
                   per model the paper's row, our last-epoch row (the result) and our
                   best-epoch row (selected on the test set, the paper's protocol: not a result)
   OUT/runs.csv    one line per run: model, class, seed, epochs, last-epoch AUC, best-epoch AUC
-                  (test-set selected), AP, F1, wall time, workdir
+                  (test-set selected), AP, F1, wall time, workdir, runs in its program (runs
+                  trained together share one wall time: the program's)
 
 Each model starts from its flagfile experiments/model_<model>.cfg (its originals' weights,
-score lambda and learning rate; see those files), then the budget preset, then --set.
+score lambda and learning rate; see those files), then the budget preset, then --set; the
+flags are parsed by absl as `python -m sagan_jax.main` parses them (experiments/common.py).
 
-  python experiments/table2.py --models=sagan,skip_ganomaly --classes=bird,cat \\
+  python -m experiments.table2 --models=sagan,skip_ganomaly --classes=bird,cat \\
       --dataset=image_folder --data_root=~/.cache/sagan_jax/cifar10_jpg --budget=reduced \\
       --out=workdirs/table2_reduced
-  python experiments/table2.py --dataset=digits --classes=0,1 --budget=tiny --out=/tmp/t2
-  python experiments/table2.py --out=workdirs/table2_reduced --report_only   # table only
+  python -m experiments.table2 --dataset=digits --classes=0,1 --budget=tiny --out=/tmp/t2
+  python -m experiments.table2 --out=workdirs/table2_reduced --report_only   # table only
 
 Budgets (SPEC section 10: the paper's budget takes hours per run on the 2-core CPU):
   paper    the model's own settings, all training images, 15 epochs
@@ -31,15 +37,13 @@ import csv
 import json
 import logging
 import os
-import platform
 import statistics
-import sys
 import time
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, os.path.dirname(HERE))
+from experiments import common
+from sagan_jax.config import Config
 
-from sagan_jax.config import Config  # noqa: E402
+MODULE = "experiments.table2"
 
 # SPEC section 9 (the paper's Table 2).
 PAPER_CLASSES = ("frog", "bird", "cat", "deer", "dog", "horse", "ship", "truck")
@@ -64,67 +68,83 @@ BUDGETS = {
 }
 CSV_FIELDS = ("model", "abnormal_class", "seed", "epochs", "auc_last_epoch",
               "auc_best_epoch_test_selected", "best_epoch", "ap_last_epoch", "f1_last_epoch",
-              "wall_time_s", "budget", "dataset", "protocol", "workdir")
+              "wall_time_s", "budget", "dataset", "protocol", "workdir", "runs_in_program")
+# The Config fields that decide a run's data (sagan_jax.data.load_data): runs that agree on
+# them (the same class and seed under different models) share one loaded dataset.
+DATA_FIELDS = ("dataset", "data_root", "data_dir", "download", "abnormal_class", "protocol",
+               "isize", "max_train_images", "val_fraction", "digits_test_fraction", "seed",
+               "on_bad_image", "on_small_image", "resize", "mask_root")
 
 log = logging.getLogger("table2")
 
 
-def read_flagfile(path: str) -> dict:
-    """--name=value / --name / --noname lines of an absl flagfile, as Config fields."""
-    fields = Config.__dataclass_fields__
-    out = {}
-    with open(path) as f:
-        for line in f:
-            line = line.strip()
-            if not line or line.startswith("#"):
-                continue
-            name, _, value = line[2:].partition("=")
-            if not _:
-                if name in fields:
-                    out[name] = True
-                elif name.startswith("no") and name[2:] in fields:
-                    out[name[2:]] = False
-                else:
-                    raise ValueError(f"{path}: unknown flag {line!r}")
-                continue
-            out[name] = value
-    return out
+def model_workdir(out: str, model: str) -> str:
+    """The workdir of a model's program: its runs live in runs/<class>_seed<seed>/ below."""
+    return os.path.join(out, "runs", model)
 
 
-def _convert(name: str, value):
-    """A flag's string value as its Config field's type."""
-    if not isinstance(value, str):
-        return value
-    default = Config.__dataclass_fields__[name].default
-    if isinstance(default, bool):
-        if value.lower() in ("true", "1", "yes"):
-            return True
-        if value.lower() in ("false", "0", "no"):
-            return False
-        raise ValueError(f"--{name}={value!r} is not a boolean")
-    if isinstance(default, int):
-        return int(value)
-    if isinstance(default, float):
-        return float(value)
-    return os.path.expanduser(value) if name in ("data_root", "data_dir") else value
+def run_workdir(out: str, model: str, cls: str, seed: int) -> str:
+    """Where one run lives: the training loop's layout of a run list (training/runs.py)."""
+    return os.path.join(model_workdir(out, model), "runs", f"{cls}_seed{seed}")
+
+
+def legacy_workdir(out: str, model: str, cls: str, seed: int) -> str:
+    """Where one run lived before the run axis (one process per run); read back, resumed."""
+    return os.path.join(out, "runs", model, cls, f"seed{seed}")
+
+
+def _config(args, model: str, **overrides) -> Config:
+    """experiments/model_<model>.cfg, then the budget, the data flags and the run's place,
+    then --set (raises common.FlagError)."""
+    o = dict(BUDGETS[args.budget])
+    o.update(dataset=args.dataset, protocol=args.protocol, isize=args.isize, progress=False,
+             data_root=args.data_root or None, data_dir=args.data_dir or None, **overrides)
+    return common.config_from_flagfiles(common.flagfile(f"model_{model}.cfg"),
+                                        overrides=o, args=common.set_args(args.set))
 
 
 def run_config(args, model: str, cls: str, seed: int) -> Config:
-    flags = read_flagfile(os.path.join(HERE, f"model_{model}.cfg"))
-    flags.update(BUDGETS[args.budget])
-    flags.update(dataset=args.dataset, protocol=args.protocol, abnormal_class=cls, seed=seed,
-                 isize=args.isize, progress=False,
-                 workdir=os.path.join(args.out, "runs", model, cls, f"seed{seed}"))
-    if args.data_root:
-        flags["data_root"] = args.data_root
-    if args.data_dir:
-        flags["data_dir"] = args.data_dir
-    for item in args.set:
-        name, _, value = item.partition("=")
-        if name not in Config.__dataclass_fields__:
-            raise SystemExit(f"--set {item!r}: {name!r} is not a flag of sagan_jax")
-        flags[name] = value
-    return Config(**{k: _convert(k, v) for k, v in flags.items()})
+    """One run's Config (as the training loop derives it from its program's), in its
+    workdir OUT/runs/<model>/runs/<class>_seed<seed>."""
+    return _config(args, model, abnormal_class=cls, seed=seed,
+                   workdir=run_workdir(args.out, model, cls, seed))
+
+
+def program_config(args, model: str, classes, seeds) -> Config:
+    """The Config of one program training every (class, seed) of ``classes`` x ``seeds``
+    together; a single run is that run's own Config (the loop writes a lone run at the top
+    of its workdir)."""
+    if len(classes) * len(seeds) == 1:
+        return run_config(args, model, classes[0], seeds[0])
+    return _config(args, model, abnormal_class=classes[0], seed=seeds[0],
+                   abnormal_classes=",".join(classes), seeds=",".join(map(str, seeds)),
+                   workdir=model_workdir(args.out, model))
+
+
+def finished_run(args, model: str, cls: str, seed: int):
+    """(run Config, metrics) of a run that finished all its epochs, in the run-axis layout
+    or the earlier one (the Config's workdir is where it was found); (Config, None) if none."""
+    cfg = run_config(args, model, cls, seed)
+    for workdir in (cfg.workdir, legacy_workdir(args.out, model, cls, seed)):
+        metrics = common.done_metrics(workdir, cfg.epochs)
+        if metrics is not None:
+            return cfg.replace(workdir=workdir), metrics
+    return cfg, None
+
+
+class DataCache:
+    """Datasets loaded once per (class, seed) and shared by the models (``train``'s loader)."""
+
+    def __init__(self):
+        self.data = {}
+
+    def load(self, cfg: Config):
+        from sagan_jax.data import load_data
+
+        key = tuple(getattr(cfg, f) for f in DATA_FIELDS)
+        if key not in self.data:
+            self.data[key] = load_data(cfg)
+        return self.data[key]
 
 
 def row_of(cfg: Config, metrics: dict, budget: str) -> dict:
@@ -136,6 +156,7 @@ def row_of(cfg: Config, metrics: dict, budget: str) -> dict:
         "ap_last_epoch": round(metrics["ap"], 4), "f1_last_epoch": round(metrics["f1"], 4),
         "wall_time_s": metrics["wall_time_s"], "budget": budget, "dataset": cfg.dataset,
         "protocol": cfg.protocol, "workdir": cfg.workdir,
+        "runs_in_program": metrics.get("runs_in_program", 1),
     }
 
 
@@ -155,7 +176,7 @@ def eval_mode_study(cfg: Config, data, seed: int = 0) -> dict:
 
     import numpy as np
 
-    from sagan_jax.training.loop import evaluate_checkpoint
+    from sagan_jax.training.evaluate import evaluate_checkpoint
 
     path = os.path.join(cfg.workdir, "eval_modes.json")
     if os.path.exists(path):
@@ -187,37 +208,56 @@ def eval_modes_table(studies: list) -> str:
     return "\n".join(lines)
 
 
-def run_all(args) -> list:
-    from sagan_jax.data import load_data
-    from sagan_jax.training.loop import train_and_evaluate
+def run_all(args, monitor: common.LoadMonitor) -> list:
+    """Every (model, class, seed): finished runs read back; per model, the runs still to do
+    trained together in one program (one per set of classes that lack the same seeds)."""
+    from sagan_jax.training.loop import train
 
-    rows = []
-    for seed in args.seeds:
+    rows, cache = [], DataCache()
+    for model in args.models:
+        pending, legacy = {}, []
         for cls in args.classes:
-            data = None  # loaded once per (class, seed), shared by the models
-            for model in args.models:
-                cfg = run_config(args, model, cls, seed)
-                path = os.path.join(cfg.workdir, "metrics.json")
-                if os.path.exists(path):
-                    with open(path) as f:
-                        metrics = json.load(f)
-                    if metrics.get("last_epoch") == cfg.epochs:
-                        log.info("done already: %s", path)
-                        rows.append(row_of(cfg, metrics, args.budget))
-                        _study(args, cfg, cls, model, lambda: data)
-                        continue
+            for seed in args.seeds:
+                cfg, metrics = finished_run(args, model, cls, seed)
+                if metrics is not None:
+                    log.info("done already: %s", cfg.workdir)
+                    rows.append(row_of(cfg, metrics, args.budget))
+                    _study(args, cfg, cls, model, lambda c=cfg: cache.load(c))
+                    continue
                 if args.report_only:
                     continue
-                if data is None:
-                    data = load_data(cfg)
-                log.info("run %s, abnormal %s, seed %d -> %s", model, cls, seed, cfg.workdir)
-                t = time.time()
-                metrics = train_and_evaluate(cfg, data)
-                log.info("%s %s seed %d: AUC %.4f (last epoch), %.0f s", model, cls, seed,
-                         metrics["auc"], time.time() - t)
-                rows.append(row_of(cfg, metrics, args.budget))
-                write_outputs(args, rows)  # partial results stay readable
-                _study(args, cfg, cls, model, lambda: data)
+                old = legacy_workdir(args.out, model, cls, seed)
+                if os.path.exists(os.path.join(old, "metrics.jsonl")):
+                    legacy.append(cfg.replace(workdir=old))  # stopped half-way: resume there
+                else:
+                    pending.setdefault(cls, []).append(seed)
+        programs = [([c.abnormal_class], [c.seed], c) for c in legacy]
+        by_seeds = {}
+        for cls, seeds in pending.items():
+            by_seeds.setdefault(tuple(seeds), []).append(cls)
+        programs += [(classes, list(seeds), program_config(args, model, classes, list(seeds)))
+                     for seeds, classes in by_seeds.items()]
+        for classes, seeds, cfg in programs:
+            log.info("run %s: abnormal %s, seeds %s in one program -> %s", model,
+                     ",".join(classes), ",".join(map(str, seeds)), cfg.workdir)
+            t = time.time()
+            result = train(cfg, load=cache.load)
+            results = result["results"] if "per_class" in result else [result]
+            done = [(c, s) for c in classes for s in seeds]  # the loop's order: classes outer
+            for (cls, seed), metrics in zip(done, results):
+                rcfg = (cfg if len(done) == 1 else run_config(args, model, cls, seed))
+                if "auc" not in metrics:
+                    log.warning("%s %s seed %d diverged (%s): no AUC", model, cls, seed,
+                                metrics.get("diverged"))
+                    continue
+                log.info("%s %s seed %d: AUC %.4f (last epoch)", model, cls, seed,
+                         metrics["auc"])
+                rows.append(row_of(rcfg, metrics, args.budget))
+            log.info("%s: %d run(s) in %.0f s", model, len(done), time.time() - t)
+            write_outputs(args, rows, monitor.report())  # partial results stay readable
+            for cls, seed in done:
+                rcfg = cfg if len(done) == 1 else run_config(args, model, cls, seed)
+                _study(args, rcfg, cls, model, lambda c=rcfg: cache.load(c))
     return rows
 
 
@@ -227,14 +267,8 @@ def _study(args, cfg, cls, model, get_data):
     done = os.path.join(cfg.workdir, "eval_modes.json")
     if args.report_only and not os.path.exists(done):
         return
-    data = None if os.path.exists(done) else (get_data() or _load(cfg))
+    data = None if os.path.exists(done) else get_data()
     eval_mode_study(cfg, data)
-
-
-def _load(cfg):
-    from sagan_jax.data import load_data
-
-    return load_data(cfg)
 
 
 def collect_studies(args) -> list:
@@ -242,11 +276,13 @@ def collect_studies(args) -> list:
     for model in args.models:
         for cls in args.classes:
             for seed in args.seeds:
-                path = os.path.join(args.out, "runs", model, cls, f"seed{seed}",
-                                    "eval_modes.json")
-                if os.path.exists(path):
-                    with open(path) as f:
-                        out.append(json.load(f))
+                for workdir in (run_workdir(args.out, model, cls, seed),
+                                legacy_workdir(args.out, model, cls, seed)):
+                    path = os.path.join(workdir, "eval_modes.json")
+                    if os.path.exists(path):
+                        with open(path) as f:
+                            out.append(json.load(f))
+                        break
     return out
 
 
@@ -287,29 +323,26 @@ def markdown_table(rows: list, classes, models) -> str:
     return "\n".join(lines)
 
 
-def write_outputs(args, rows: list) -> None:
+def write_outputs(args, rows: list, load=None) -> None:
     os.makedirs(args.out, exist_ok=True)
     with open(os.path.join(args.out, "runs.csv"), "w", newline="") as f:
-        w = csv.DictWriter(f, CSV_FIELDS)
+        w = csv.DictWriter(f, CSV_FIELDS, restval="")
         w.writeheader()
         for r in sorted(rows, key=lambda r: (r["model"], r["abnormal_class"], r["seed"])):
             w.writerow(r)
-    import jax
-
-    total = sum(r["wall_time_s"] for r in rows)
+    # runs trained together each record the program's wall time: count it once
+    total = sum(r["wall_time_s"] / (r.get("runs_in_program") or 1) for r in rows)
     text = [
         f"# Table 2 reproduction ({args.budget} budget)",
         "",
-        f"Command: `python experiments/table2.py {' '.join(sys.argv[1:])}`",
+        f"Command: `{common.command_line(MODULE)}`",
         f"Data: --dataset={args.dataset} --protocol={args.protocol}"
         + (f" --data_root={args.data_root}" if args.data_root else "")
         + f"; budget {args.budget}: {BUDGETS[args.budget]}"
         + (f"; overrides {args.set}" if args.set else ""),
         f"Per-model settings: experiments/model_<model>.cfg. Seeds: {args.seeds}.",
-        f"Machine: {platform.machine()}, {os.cpu_count()} CPUs ({platform.node()}); "
-        f"JAX {jax.__version__} on {jax.default_backend()}; "
-        f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}. "
-        f"Wall time of the runs listed: {total / 60:.1f} min.",
+        common.machine_header(load, packages=("jax", "jaxlib", "flax"))
+        + f" Wall time of the runs listed: {total / 60:.1f} min.",
         "",
         "AUC of ROC, abnormal class per column. 'last epoch' is the result; 'best epoch' is the "
         "best epoch on the test set (the paper's protocol), shown only for comparison. With "
@@ -382,11 +415,16 @@ def main(argv=None):
     # The runs differ only in data: compiled steps are reused across classes from this cache.
     jax.config.update("jax_compilation_cache_dir",
                       os.path.expanduser("~/.cache/sagan_jax/jax_compilation_cache"))
-    for m in args.models:  # fail early on a bad combination, before any training
-        for c in args.classes:
-            run_config(args, m, c, args.seeds[0])
-    rows = run_all(args)
-    write_outputs(args, rows)
+    try:  # fail early on a bad combination, before any training
+        for m in args.models:
+            for c in args.classes:
+                run_config(args, m, c, args.seeds[0])
+            program_config(args, m, args.classes, args.seeds)
+    except common.FlagError as e:
+        common.fail(str(e))
+    monitor = common.LoadMonitor()
+    rows = run_all(args, monitor)
+    write_outputs(args, rows, None if args.report_only else monitor.report())
     print(open(os.path.join(args.out, "table2.md")).read())
 
 

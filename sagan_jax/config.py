@@ -108,7 +108,7 @@ class Config:
     threshold_fpr: float = flag(0.05, 'decision threshold for --mode=score: this false-positive rate on normal validation images (training normals if there is no val split)')
     # Scoring new images (--mode=score).
     input: Optional[str] = flag(None, '--mode=score: an image file or a folder of images to score')
-    output: Optional[str] = flag(None, '--mode=score: CSV path (default WORKDIR/scores.csv)')
+    output: Optional[str] = flag(None, '--mode=score: CSV path (default WORKDIR/scores.csv); the anomaly maps go to the folder <CSV path without .csv>_maps')
 
     def __post_init__(self):
         validate(self)

@@ -1,29 +1,107 @@
 """--mode=score: score new images with a trained workdir.
 
-Writes a CSV (path, raw score, normalised score, decision, R, L) and one anomaly map per image
-(|x - G(x)| averaged over channels, PNG). The decision threshold and the normalisation range
-were fixed at training time on normal images (see training.loop.calibrate) and are read from
-the checkpoint, and BatchNorm uses its running averages, so an image's score never depends on
-which other images are scored with it.
+``python -m sagan_jax.main --mode=score --workdir=W --input=IMAGE_OR_FOLDER [--output=CSV]``
+
+- **Flags come from the checkpoint** (``score_config``): the model, data and scoring flags the
+  run was trained with (network shape, ``--score_lambda``, ``--resize``, ...) are read from
+  the newest checkpoint's metadata, so no flagfile or ``--data_root`` is needed. The command
+  line sets only what scoring itself needs (SCORE_FLAGS, RUNTIME_FLAGS; ``--anomaly_map`` and
+  ``--eval_batch_size`` when passed, else the run's). A model or data flag passed explicitly
+  with another value than the run's is refused (one line); harmless training flags
+  (checkpoints.RESUMABLE_CHANGES, e.g. ``--epochs``) are ignored.
+- **Nothing is written to the workdir** unless the CSV goes there (the default,
+  WORKDIR/scores.csv): the checkpoint is opened read-only, so a read-only workdir can be scored
+  into ``--output``. An output that is a folder or cannot be written stops with one line before
+  anything is scored.
+- **CSV** (one row per input file, in input order): path, raw_score, normalised_score,
+  decision (normal | abnormal | skipped), r, lat, map, reason (why a file was skipped, with
+  ``--on_bad_image=skip``; empty otherwise). Written to a temporary file and renamed.
+- **Anomaly maps** (``--anomaly_map``: residual |x - G(x)| or grad |d score / d x|, averaged
+  over channels; sagan_jax.anomaly_maps), one PNG per scored image in the folder
+  ``<CSV path without .csv>_maps/`` next to the CSV. File name: the image's path relative to
+  --input (the folder, or the file's own folder), extension kept, percent-encoded as one name
+  (``urllib.parse.quote(rel, safe="")``, so ``/`` becomes ``%2F`` and ``%`` becomes ``%25``),
+  plus ``.png``: ``x.png`` -> ``x.png.png``, ``x.jpg`` -> ``x.jpg.png``, ``sub/y.png`` ->
+  ``sub%2Fy.png.png``, ``sub__y.png`` -> ``sub__y.png.png``. The mapping is one-to-one, so
+  two inputs never share a map; a name over 255 bytes is cut to 200 and given ``%%`` and a
+  SHA-256 prefix of the relative path (``%%`` never occurs in an encoded name). The CSV's map
+  column names each file.
+- **Fixed colour scale**: black = 0, the top colour = the 0.999 quantile of the same kind of
+  map on normal calibration images, measured at training time and stored with the checkpoint's
+  calibration (anomaly_maps.map_scales); a checkpoint that lacks it for the requested kind
+  (older ones; grad maps of a run trained with --anomaly_map=residual) has it measured now on
+  the run's own calibration images (loaded from the run's data flags). So a map's colours, like
+  its image's score, never depend on what else is scored with it.
+- The decision threshold and the normalisation range were fixed at training time on normal
+  images (training.evaluate.calibration_from_scores) and are read from the checkpoint;
+  BatchNorm uses its running averages. A checkpoint whose weights, threshold or map scale are
+  not finite is refused (one line).
 """
 from __future__ import annotations
 
 import csv
+import dataclasses
+import errno
+import hashlib
 import logging
+import math
 import os
+import urllib.parse
 
 import numpy as np
 
-from sagan_jax import plots, scoring
+from sagan_jax import plots
+from sagan_jax.checkpoints import (RESUMABLE_CHANGES, CheckpointError, all_finite,
+                                   restore_for_inference, saved_meta)
+from sagan_jax.config import Config, ConfigError
 from sagan_jax.data.base import DataError
 from sagan_jax.data.images import decode_images
-from sagan_jax.data.pipeline import to_float_np
-from sagan_jax.training.evaluate import final_score, score_images
-from sagan_jax.training.loop import restore_for_inference
 
 log = logging.getLogger("sagan_jax")
 
+# Taken from the command line (or its defaults), never from the checkpoint.
+SCORE_FLAGS = ("input", "output", "on_bad_image", "on_small_image")
+RUNTIME_FLAGS = ("mode", "workdir", "compilation_cache", "dsc_impl", "dsc_autotune",
+                 "num_devices", "progress", "coordinator_address", "num_processes", "process_id")
+# From the command line when passed there, else the run's.
+RUN_DEFAULT_FLAGS = ("anomaly_map", "eval_batch_size")
+CSV_COLUMNS = ["path", "raw_score", "normalised_score", "decision", "r", "lat", "map", "reason"]
 
+
+# ---- configuration ------------------------------------------------------------------------
+def score_config(values: dict, explicit) -> Config:
+    """The Config of --mode=score: the run's flags from the newest checkpoint in
+    ``values["workdir"]``, with the scoring flags of ``values`` (every flag's command-line
+    value, defaults included). ``explicit``: the names of the flags passed on the command line
+    (or in a flagfile). Raises ConfigError for an explicit model or data flag that differs
+    from the run's, CheckpointError when the workdir holds no checkpoint."""
+    workdir = values["workdir"]
+    saved = saved_meta(workdir).get("config", {})
+    explicit = set(explicit)
+    fields = [f.name for f in dataclasses.fields(Config)]
+    merged = {}
+    for name in fields:
+        from_line = (name in SCORE_FLAGS or name in RUNTIME_FLAGS
+                     or (name in RUN_DEFAULT_FLAGS and name in explicit) or name not in saved)
+        merged[name] = values[name] if from_line else saved[name]
+    conflicts = [f"--{n}={values[n]!r} (the run's: {saved[n]!r})" for n in fields
+                 if n in explicit and n in saved and values[n] != saved[n]
+                 and n not in SCORE_FLAGS + RUNTIME_FLAGS + RUN_DEFAULT_FLAGS
+                 and n not in RESUMABLE_CHANGES and n != "eval_batch_stats"]
+    if conflicts:
+        raise ConfigError(
+            f"--mode=score reads the model and data flags from the checkpoint in {workdir}; "
+            f"these differ from the run's: {', '.join(conflicts)}; drop them")
+    ignored = [n for n in explicit if n in RESUMABLE_CHANGES and n in saved
+               and n not in SCORE_FLAGS + RUNTIME_FLAGS + RUN_DEFAULT_FLAGS
+               and values[n] != saved[n]]
+    if ignored:
+        log.info("--mode=score ignores the training flags %s", ", ".join(sorted(ignored)))
+    merged.update(mode="score", eval_batch_stats=False)  # per image: running averages only
+    return Config(**merged)
+
+
+# ---- files ----------------------------------------------------------------------------------
 def input_files(path: str) -> list:
     """The file itself, or every file under the folder (sorted, recursive; hidden files
     ignored). Non-image files are kept so that decoding reports them, never drops them."""
@@ -40,15 +118,114 @@ def input_files(path: str) -> list:
     return files
 
 
-def score_new_images(cfg) -> dict:
-    cfg = cfg.replace(eval_batch_stats=False)  # per-image scores: running averages only
-    state, meta = restore_for_inference(cfg)
+def map_file_name(rel: str) -> str:
+    """The anomaly map's file name of an input at ``rel`` (its path relative to --input):
+    one-to-one (see the module doc): ``sub/y.png`` -> ``sub%2Fy.png.png``."""
+    rel = rel.replace(os.sep, "/")
+    name = urllib.parse.quote(rel, safe="") + ".png"
+    if len(name.encode()) > 255:
+        digest = hashlib.sha256(rel.encode("utf-8", "surrogateescape")).hexdigest()[:32]
+        name = name[:200] + "%%" + digest + ".png"
+    return name
+
+
+def output_paths(cfg) -> tuple:
+    """(CSV path, map folder) of ``cfg``, checked writable before anything is scored:
+    DataError (one line) for an --output that is a folder or cannot be written."""
+    out_csv = cfg.output or os.path.join(cfg.workdir, "scores.csv")
+    flag = f"--output={cfg.output!r}" if cfg.output else f"the default output {out_csv!r}"
+    hint = ("; pass --output=FILE.csv in a folder you can write" if cfg.output else
+            "; pass --output=FILE.csv in a folder you can write (the workdir is not writable)")
+    if os.path.isdir(out_csv):
+        raise DataError(f"{flag} is a folder; pass the path of a CSV file, e.g. "
+                        f"{os.path.join(out_csv, 'scores.csv')}")
+    map_dir = os.path.splitext(os.path.abspath(out_csv))[0] + "_maps"
+    if os.path.exists(map_dir) and not os.path.isdir(map_dir):
+        raise DataError(f"{flag}: its map folder {map_dir!r} exists and is not a folder{hint}")
+    parent = os.path.dirname(os.path.abspath(out_csv))
+    probe = os.path.join(parent, f".{os.path.basename(out_csv)}.probe{os.getpid()}")
+    try:
+        os.makedirs(parent, exist_ok=True)
+        with open(probe, "w") as f:
+            f.write("ok")
+        os.remove(probe)
+    except OSError as e:
+        reason = e.strerror or str(e)
+        if e.errno == errno.EEXIST or isinstance(e, (FileExistsError, NotADirectoryError)):
+            reason = f"{reason}: a part of the path is a file"
+        raise DataError(f"{flag} cannot be written ({reason}){hint}") from None
+    return out_csv, map_dir
+
+
+# ---- the checkpoint -------------------------------------------------------------------------
+def _finite(x) -> bool:
+    return isinstance(x, (int, float)) and math.isfinite(x)
+
+
+def checked_calibration(cfg, state, meta) -> dict:
+    """The checkpoint's calibration; CheckpointError for a missing one, non-finite weights or
+    a non-finite threshold or normalisation range."""
+    if not all_finite(state):
+        raise CheckpointError(f"the checkpoint in {cfg.workdir} holds non-finite weights; it "
+                              "cannot score (retrain, or restore an earlier checkpoint)")
     calib = meta.get("calibration")
     if calib is None:
-        raise DataError(f"the checkpoint in {cfg.workdir} has no decision threshold; "
-                        "retrain it with this version of sagan_jax")
-    decoded = decode_images(input_files(cfg.input), cfg.isize, on_bad_image=cfg.on_bad_image,
-                            on_small_image=cfg.on_small_image)
+        raise CheckpointError(f"the checkpoint in {cfg.workdir} has no decision threshold; "
+                              "retrain it with this version of sagan_jax")
+    bad = [f"{k}={calib.get(k)!r}" for k in ("threshold", "min", "max")
+           if not _finite(calib.get(k))]
+    if bad:
+        raise CheckpointError(f"the checkpoint in {cfg.workdir} has a non-finite calibration "
+                              f"({', '.join(bad)}); it cannot decide normal vs abnormal "
+                              "(retrain it)")
+    return calib
+
+
+def map_scale(cfg, variables, calib) -> float:
+    """The colour scale of ``cfg.anomaly_map`` maps: stored with the calibration, else
+    measured now on the run's calibration images (see the module doc)."""
+    kind = cfg.anomaly_map
+    stored = (calib.get("map_scale") or {}).get(kind)
+    if stored is None:
+        from sagan_jax.anomaly_maps import SCALE_IMAGES, map_scales
+        from sagan_jax.training.evaluate import calibration_images
+
+        try:
+            from sagan_jax.data import load_data
+
+            images, source = calibration_images(load_data(cfg))
+        except Exception as e:  # noqa: BLE001 - any failure to read the run's data
+            msg = " ".join(str(e).split()) or type(e).__name__
+            raise DataError(
+                f"the checkpoint in {cfg.workdir} stores no colour scale for --anomaly_map="
+                f"{kind} maps, and the run's calibration images cannot be loaded to measure it "
+                f"({msg}); score with --anomaly_map={'residual' if kind == 'grad' else 'grad'} "
+                "or make the run's training data available") from None
+        stored = map_scales(cfg, variables, images, kinds=(kind,))[kind]
+        log.info("%s map colour scale %.6g measured on %d %s (not stored in the checkpoint)",
+                 kind, stored, min(len(images), SCALE_IMAGES), source)
+    if not _finite(stored) or stored < 0:
+        raise CheckpointError(f"the checkpoint in {cfg.workdir} has a non-finite {kind} map "
+                              f"scale ({stored!r}); retrain it")
+    return float(stored) if stored > 0 else float(np.finfo(np.float32).tiny)
+
+
+# ---- scoring --------------------------------------------------------------------------------
+def score_new_images(cfg) -> dict:
+    from sagan_jax import anomaly_maps
+    from sagan_jax.data.pipeline import to_float_np
+    from sagan_jax.methods.spec import variables_of
+    from sagan_jax.training.evaluate import final_score, score_images
+
+    cfg = cfg.replace(eval_batch_stats=False)  # per-image scores: running averages only
+    out_csv, map_dir = output_paths(cfg)
+    files = input_files(cfg.input)
+    state, meta = restore_for_inference(cfg)
+    calib = checked_calibration(cfg, state, meta)
+    variables = variables_of(state)
+    vmax = map_scale(cfg, variables, calib)
+    decoded = decode_images(files, cfg.isize, on_bad_image=cfg.on_bad_image,
+                            on_small_image=cfg.on_small_image, resize=cfg.resize)
     if len(decoded.images) == 0:
         raise DataError(f"--input={cfg.input!r}: no readable image ({len(decoded.skipped)} skipped)")
     r, lat, recon = score_images(cfg, state, decoded.images, keep_recon=True)
@@ -56,23 +233,39 @@ def score_new_images(cfg) -> dict:
     span = (calib["max"] - calib["min"]) or 1.0
     normalised = (raw - calib["min"]) / span
     abnormal = raw > calib["threshold"]
-    maps = scoring.anomaly_maps(to_float_np(decoded.images), recon)
-    out_csv = cfg.output or os.path.join(cfg.workdir, "scores.csv")
-    map_dir = os.path.join(os.path.dirname(os.path.abspath(out_csv)), "anomaly_maps")
-    os.makedirs(map_dir, exist_ok=True)
+    maps = anomaly_maps.maps(cfg, variables, to_float_np(decoded.images), cfg.anomaly_map,
+                             recon=recon)
     base = cfg.input if os.path.isdir(cfg.input) else os.path.dirname(cfg.input)
-    vmax = float(np.quantile(maps, 0.999)) or 1.0
-    with open(out_csv, "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["path", "raw_score", "normalised_score", "decision", "r", "lat", "map"])
-        for i, path in enumerate(decoded.paths):
-            rel = os.path.splitext(os.path.relpath(path, base))[0].replace(os.sep, "__")
-            map_path = plots.save_map_png(maps[i], os.path.join(map_dir, rel + ".png"), vmax)
-            w.writerow([path, f"{raw[i]:.8g}", f"{normalised[i]:.6f}",
-                        "abnormal" if abnormal[i] else "normal", f"{r[i]:.8g}", f"{lat[i]:.8g}",
-                        map_path])
+    kept = {path: i for i, path in enumerate(decoded.paths)}
+    skipped = dict(decoded.skipped)
+    rows = []
+    try:
+        os.makedirs(map_dir, exist_ok=True)
+        for path in files:
+            if path in kept:
+                i = kept[path]
+                map_path = os.path.join(map_dir, map_file_name(os.path.relpath(path, base)))
+                plots.save_map_png(maps[i], map_path, vmax)
+                rows.append([path, f"{raw[i]:.8g}", f"{normalised[i]:.6f}",
+                             "abnormal" if abnormal[i] else "normal", f"{r[i]:.8g}",
+                             f"{lat[i]:.8g}", map_path, ""])
+            else:
+                reason = skipped.get(path, "not decoded")
+                if reason.startswith(f"{path}: "):
+                    reason = reason[len(path) + 2:]
+                rows.append([path, "", "", "skipped", "", "", "", reason])
+        tmp = f"{out_csv}.tmp{os.getpid()}"
+        with open(tmp, "w", newline="") as f:
+            w = csv.writer(f)
+            w.writerow(CSV_COLUMNS)
+            w.writerows(rows)
+        os.replace(tmp, out_csv)
+    except OSError as e:
+        raise DataError(f"cannot write the scores to {out_csv!r} ({e.strerror or e}); pass "
+                        "--output=FILE.csv in a folder you can write") from None
     log.info("scored %d images (%d skipped): %d abnormal at threshold %.6g (fpr %.3f on %s)",
              len(raw), len(decoded.skipped), int(abnormal.sum()), calib["threshold"],
              calib["fpr"], calib["source"])
     return {"csv": out_csv, "maps": map_dir, "n": int(len(raw)), "abnormal": int(abnormal.sum()),
-            "skipped": len(decoded.skipped), "threshold": calib["threshold"]}
+            "skipped": len(decoded.skipped), "threshold": calib["threshold"],
+            "map_scale": vmax}

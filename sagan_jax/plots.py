@@ -90,8 +90,12 @@ def loss_curves(step_records, path):
 
 
 def save_map_png(residual, path, vmax=None):
-    """One anomaly map as a PNG (inferno colour map)."""
-    plt.imsave(path, residual, cmap="inferno", vmin=0, vmax=vmax or float(residual.max()) or 1.0)
+    """One anomaly map as a PNG (inferno colour map from 0 to ``vmax``; --mode=score passes
+    the checkpoint's fixed scale, so colours mean the same in every map). Without ``vmax``:
+    the map's own maximum."""
+    if vmax is None:
+        vmax = float(residual.max()) or 1.0
+    plt.imsave(path, residual, cmap="inferno", vmin=0, vmax=vmax, format="png")
     return path
 
 

@@ -46,6 +46,13 @@ def detection_metrics(labels, scores) -> dict:
     }
 
 
+def f1_at(labels, raw_scores, threshold: float) -> float:
+    """F1 of the decisions ``raw score > threshold`` (label 1 = abnormal)."""
+    labels = np.asarray(labels).astype(int)
+    pred = np.asarray(raw_scores, np.float64) > threshold
+    return float(skm.f1_score(labels, pred.astype(int), zero_division=0))
+
+
 def anomaly_maps(x, recon):
     """Per-pixel anomaly map: |x - G(x)| averaged over channels, (N, H, W)."""
     return np.abs(np.asarray(x, np.float32) - np.asarray(recon, np.float32)).mean(axis=-1)

@@ -3,6 +3,8 @@ import tempfile
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
+# Tests never time DSC implementations nor write the user's autotune cache: the fixed rule.
+os.environ.setdefault("SAGAN_JAX_DSC_AUTOTUNE", "0")
 # One persistent XLA compilation cache per test session (inherited by subprocesses): tests that
 # build the same tiny model compile it once. A fresh folder each session, so the suite's time
 # on a new machine is what CI sees.

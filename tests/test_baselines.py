@@ -272,7 +272,15 @@ def test_table2_configs_follow_model_flagfiles():
     assert (skip.epochs, skip.max_train_images, skip.ngf) == (2, 1000, 16)
     sagan = t2.run_config(args, "sagan", "3", 0)
     assert (sagan.w_con, sagan.score_lambda, sagan.lr) == (40.0, 0.2, 2e-3)
-    assert sagan.workdir == os.path.join("/tmp/x", "runs", "sagan", "3", "seed0")
+    # the run axis: a model's runs train as one program in OUT/runs/<model>, each run in
+    # runs/<class>_seed<seed> below it (the earlier layout <class>/seed<seed> is still read)
+    assert sagan.workdir == os.path.join("/tmp/x", "runs", "sagan", "runs", "3_seed0")
+    assert t2.legacy_workdir("/tmp/x", "sagan", "3", 0) == os.path.join(
+        "/tmp/x", "runs", "sagan", "3", "seed0")
+    program = t2.program_config(args, "sagan", ["3", "5"], [0, 1])
+    assert (program.abnormal_classes, program.seeds) == ("3,5", "0,1")
+    assert program.workdir == os.path.join("/tmp/x", "runs", "sagan")
+    assert t2.program_config(args, "sagan", ["3"], [0]) == sagan  # a lone run: its own Config
 
 
 def test_table2_markdown_layout():

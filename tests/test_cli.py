@@ -58,3 +58,42 @@ def test_eval_without_checkpoint(tmp_path):
     out = cli("--mode=eval", f"--workdir={tmp_path}")
     assert out.returncode == 2
     assert "no checkpoint in" in out.stderr and "train first" in out.stderr
+
+
+def test_unused_flag_is_named_in_a_warning(tmp_path):
+    out = cli("--mode=summary", "--data_root=/nowhere", "--model=ganomaly", "--score_lambda=0.5")
+    assert out.returncode == 0, out.stderr
+    assert "--data_root is not used by --dataset=digits; it changes nothing" in out.stderr
+    assert "--score_lambda is not used by --model=ganomaly" in out.stderr
+
+
+def test_more_devices_than_exist(tmp_path):
+    out = cli("--mode=train", "--num_devices=3", f"--workdir={tmp_path}", "--isize=16",
+              "--ngf=16", "--ndf=16", "--nz=8", "--max_train_images=32", "--batch_size=16",
+              "--epochs=1", "--noprogress")
+    assert out.returncode == 2
+    lines = out.stderr.strip().splitlines()
+    assert lines[-1] == ("sagan_jax: error: --num_devices=3 but only 1 local devices exist; "
+                         "use --num_devices between 1 and 1 (0 = all)"), out.stderr[-2000:]
+
+
+def test_full_disk_is_one_line(tmp_path, monkeypatch, capsys):
+    """A write that fails with ENOSPC (simulated in-process) ends with one line, exit 2."""
+    import errno
+
+    from absl import flags as absl_flags
+
+    from sagan_jax import main
+
+    def full(*a, **k):
+        raise OSError(errno.ENOSPC, "No space left on device", str(tmp_path / "metrics.json"))
+
+    monkeypatch.setattr(main, "run", full)
+    absl_flags.FLAGS.unparse_flags()
+    absl_flags.FLAGS(["sagan_jax.main", f"--workdir={tmp_path}"])
+    with pytest.raises(SystemExit) as e:
+        main.main(["sagan_jax.main"])
+    assert e.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"sagan_jax: error: No space left on device ({tmp_path / 'metrics.json'}); "
+                   "free some space or choose another --workdir"]

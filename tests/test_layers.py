@@ -104,7 +104,7 @@ def test_dsc_impls_compute_the_same_function(m):
     v = ref.init(jax.random.key(4), x)
     v = jax.tree.map(lambda a: a + 0.1 * jax.random.normal(jax.random.key(5), a.shape), v)
     y_ref = ref.apply(v, x)
-    for impl in ("dense", "shift", "repeat"):
+    for impl in ("dense", "shift", "shift_vjp", "repeat"):
         y = layers.DepthwiseSeparableConv(5, 3, m, impl).apply(v, x)
         np.testing.assert_allclose(np.asarray(y), np.asarray(y_ref), atol=1e-5, err_msg=impl)
     assert v["params"]["depthwise_kernel"].shape == (3, 3, 1, 4 * m)
@@ -127,3 +127,79 @@ def test_initialisation_follows_spec():
     v = m.init(jax.random.key(0), jnp.zeros((1, 4, 4, 64)))["params"]
     assert abs(float(jnp.std(v["pointwise_kernel"])) - 0.02) < 0.002
     assert float(jnp.max(jnp.abs(v["pointwise_bias"]))) == 0.0
+
+
+@pytest.mark.parametrize("k", [2, 3, 5])
+def test_shift_vjp_gradients_equal_autodiff_of_the_shifted_form(k):
+    """The hand-written backward of depthwise_shift_vjp (kernel taps from the padded cotangent,
+    input gradient as the flipped shifted form) is the gradient JAX derives for the plain
+    shifted form, including even kernels (asymmetric 'same' padding)."""
+    kx, kk, kb, kg = jax.random.split(jax.random.key(7), 4)
+    x = jax.random.normal(kx, (3, 6, 5, 4))
+    kernel = jax.random.normal(kk, (k, k, 1, 4))
+    bias = jax.random.normal(kb, (4,))
+    g = jax.random.normal(kg, (3, 6, 5, 4))
+    ref = jax.grad(lambda *a: jnp.sum(layers._depthwise_shift(*a) * g), (0, 1, 2))(x, kernel, bias)
+    got = jax.grad(lambda *a: jnp.sum(layers.depthwise_shift_vjp(*a) * g), (0, 1, 2))(x, kernel, bias)
+    np.testing.assert_allclose(np.asarray(layers.depthwise_shift_vjp(x, kernel, bias)),
+                               np.asarray(layers._depthwise_shift(x, kernel, bias)))
+    for a, b, name in zip(got, ref, ("x", "kernel", "bias")):
+        assert a.shape == b.shape and a.dtype == b.dtype
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-5, err_msg=name)
+
+
+@pytest.mark.parametrize("m", [1, 2])
+def test_dsc_gradients_agree_across_impls(m):
+    x = jax.random.normal(jax.random.key(3), (2, 8, 8, 4))
+    g = jax.random.normal(jax.random.key(6), (2, 8, 8, 5))
+    v = layers.DepthwiseSeparableConv(5, 3, m, "xla").init(jax.random.key(4), x)
+
+    def grads(impl):
+        mod = layers.DepthwiseSeparableConv(5, 3, m, impl)
+        return jax.grad(lambda v, x: jnp.sum(mod.apply(v, x) * g), (0, 1))(v, x)
+
+    ref = jax.tree.leaves(grads("xla"))
+    for impl in ("dense", "shift", "shift_vjp", "repeat"):
+        for a, b in zip(jax.tree.leaves(grads(impl)), ref):
+            np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-4, atol=1e-4,
+                                       err_msg=impl)
+
+
+def test_auto_rule_by_backend_and_multiplier():
+    # GPU/TPU: XLA's grouped convolution until measured there.
+    for backend in ("gpu", "tpu"):
+        assert layers.auto_dsc_impl(64, 2, 64, 32, 32, backend) == "xla"
+        assert layers.auto_dsc_impl(512, 1, 512, 2, 2, backend) == "xla"
+    # CPU, m = 1: the true depthwise form with the hand-written backward.
+    assert layers.auto_dsc_impl(64, 1, 64, 32, 32, "cpu") == "shift_vjp"
+    # CPU, m = 2: composed dense kernel on large maps with moderate channels, else shifted.
+    assert layers.auto_dsc_impl(64, 2, 64, 32, 32, "cpu") == "dense"
+    assert layers.auto_dsc_impl(512, 2, 512, 4, 4, "cpu") == "shift"
+
+
+def test_batchnorm_in_bfloat16_keeps_float32_statistics_and_parameters():
+    x = np.random.default_rng(2).normal(2.0, 3.0, size=(4, 5, 5, 6)).astype(np.float32)
+    bn32, bn16 = layers.BatchNorm(), layers.BatchNorm(dtype=jnp.bfloat16)
+    v = bn32.init(jax.random.key(0), jnp.asarray(x), train=False)
+    y32, new32 = bn32.apply(v, jnp.asarray(x), train=True, mutable=["batch_stats"])
+    y16, new16 = bn16.apply(v, jnp.asarray(x, jnp.bfloat16), train=True, mutable=["batch_stats"])
+    assert y16.dtype == jnp.bfloat16
+    assert all(a.dtype == jnp.float32 for a in jax.tree.leaves((new16, bn16.init(
+        jax.random.key(0), jnp.asarray(x, jnp.bfloat16), train=False))))
+    # Only the bf16 rounding of the input and output differ from float32.
+    np.testing.assert_allclose(np.asarray(y16, np.float32), np.asarray(y32), atol=0.03, rtol=0.02)
+    np.testing.assert_allclose(np.asarray(new16["batch_stats"]["var"]),
+                               np.asarray(new32["batch_stats"]["var"]), rtol=1e-2)
+
+
+@pytest.mark.parametrize("impl", ["dense", "shift", "shift_vjp", "repeat", "xla"])
+def test_dsc_in_bfloat16_is_close_to_float32(impl):
+    x = jax.random.normal(jax.random.key(3), (2, 8, 8, 16))
+    mod32 = layers.DepthwiseSeparableConv(8, 3, 2, impl)
+    mod16 = layers.DepthwiseSeparableConv(8, 3, 2, impl, dtype=jnp.bfloat16)
+    v = mod32.init(jax.random.key(4), x)
+    assert jax.tree.leaves(mod16.init(jax.random.key(4), x))[0].dtype == jnp.float32
+    y32, y16 = mod32.apply(v, x), mod16.apply(v, x)
+    assert y16.dtype == jnp.bfloat16
+    err = float(jnp.max(jnp.abs(y16.astype(jnp.float32) - y32)) / jnp.max(jnp.abs(y32)))
+    assert err < 2e-2, err

@@ -42,7 +42,7 @@ def launch(args, n_proc, env_extra=None, script=None):
                              text=True) for i in range(n_proc)]
 
 
-def wait(procs, timeout=300):
+def wait(procs, timeout=900):
     outs = []
     for p in procs:
         out, err = p.communicate(timeout=timeout)

@@ -200,3 +200,29 @@ def test_cli_run_list_writes_per_run_results_and_summary(tmp_path):
     assert row["auc_std"] == pytest.approx(np.std(aucs, ddof=1))
     assert "| 0 |" in (work / "summary.md").read_text()
     assert "mean over classes" in out.stdout
+
+
+def test_a_diverged_run_stops_alone(tmp_path):
+    """Run 0_seed1's weights go NaN in epoch 1: it stops (no checkpoint, 'diverged' in its
+    metrics.json), 0_seed0 finishes, and the command ends with one line naming the run."""
+    work = tmp_path / "w"
+    env = dict(os.environ, PYTHONPATH=ROOT, JAX_PLATFORMS="cpu", NAN_AT_STEP="0", NAN_GROUP="1")
+    args = ["--isize=16", "--ngf=16", "--ndf=16", "--nz=8", "--batch_size=16",
+            "--max_train_images=32", "--epochs=1", "--noprogress", "--notensorboard",
+            "--noplots", "--bn_recalibration_batches=1", "--seeds=0,1",
+            "--run_axis_impl=unroll", f"--workdir={work}", "--compilation_cache="]
+    out = subprocess.run([sys.executable, os.path.join(ROOT, "tests", "_killed_run.py"), *args],
+                         cwd=ROOT, capture_output=True, text=True, env=env, timeout=600)
+    assert out.returncode == 2, out.stderr[-3000:]
+    assert out.stderr.strip().splitlines()[-1] == (
+        "sagan_jax: error: 1 of 2 runs diverged and stopped (0_seed1); the others finished "
+        "(see summary.json)")
+    ok = json.load(open(work / "runs" / "0_seed0" / "metrics.json"))
+    bad = json.load(open(work / "runs" / "0_seed1" / "metrics.json"))
+    assert "auc" in ok and "diverged" not in ok
+    assert bad["diverged"]["what"].startswith("parameters or BatchNorm statistics are not finite")
+    assert bad["diverged"]["last_good_checkpoint_epoch"] is None and "auc" not in bad
+    assert not os.listdir(work / "runs" / "0_seed1" / "checkpoints")
+    summary = json.load(open(work / "summary.json"))
+    assert summary["per_class"][0]["diverged"] == ["0_seed1"]
+    assert summary["per_class"][0]["seeds"] == [0]

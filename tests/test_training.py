@@ -97,3 +97,7 @@ def test_two_device_step_equals_single_device_step():
     # compared because biases right before a BatchNorm have a mathematically zero gradient,
     # and Adam's first step turns their float-noise gradient into a +-lr update.
     assert res["adam"]["stats"] < 1e-4 and res["adam"]["metrics"] < 1e-4
+    # The run axis composed with the data axis: two runs together on 2 devices equal each
+    # run alone on one device (2 SGD steps; tests/test_runs.py covers one device).
+    assert max(res["run_axis"]["runs"]) < 1e-4, res["run_axis"]
+    assert res["run_axis"]["runs_differ"] > 1e-4

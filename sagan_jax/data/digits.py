@@ -10,7 +10,7 @@ from sagan_jax import seeds
 from sagan_jax.data.base import AnomalyData, Split
 
 
-def _to_rgb(images8: np.ndarray, isize: int) -> np.ndarray:
+def digits_to_rgb(images8: np.ndarray, isize: int) -> np.ndarray:
     """(N, 8, 8) values 0..16 -> uint8 (N, isize, isize, 3), bilinear upsampling."""
     u8 = np.round(images8 * (255.0 / 16.0)).astype(np.uint8)
     out = np.stack(
@@ -26,7 +26,7 @@ def load_digits_anomaly(abnormal_class: str, isize: int, test_fraction: float, s
     ds = load_digits()
     target = ds.target.astype(np.int32)
     abnormal = int(abnormal_class)
-    images = _to_rgb(ds.images, isize)
+    images = digits_to_rgb(ds.images, isize)
     rng = seeds.split_rng(seed)
     train_idx, test_idx = [], []
     for digit in range(10):

@@ -15,6 +15,8 @@ REGISTRY = {
     "skip_ganomaly": "sagan_jax.methods.skip_ganomaly",
     "ganomaly": "sagan_jax.methods.ganomaly",
     "egbad": "sagan_jax.methods.egbad",
+    "pca": "sagan_jax.methods.pca",
+    "knn": "sagan_jax.methods.knn",
 }
 
 

@@ -24,8 +24,10 @@ from sagan_jax.training.updates import grad_update, pmean
 def build(cfg, axis_name=None):
     from sagan_jax.models.egbad import EGBADDiscriminator, EGBADGenerator
 
-    return (EGBADGenerator(ngf=cfg.ngf, nz=cfg.nz, isize=cfg.isize, axis_name=axis_name),
-            EGBADDiscriminator(ndf=cfg.ndf, nz=cfg.nz, axis_name=axis_name))
+    dtype = None if cfg.compute_dtype == "float32" else jnp.dtype(cfg.compute_dtype)
+    return (EGBADGenerator(ngf=cfg.ngf, nz=cfg.nz, isize=cfg.isize, axis_name=axis_name,
+                           dtype=dtype),
+            EGBADDiscriminator(ndf=cfg.ndf, nz=cfg.nz, axis_name=axis_name, dtype=dtype))
 
 
 def egbad_step(state: TrainState, batch, rng, *, cfg, g_tx, d_tx, axis_name=None):

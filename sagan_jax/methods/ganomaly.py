@@ -22,8 +22,9 @@ from sagan_jax.training.updates import grad_update, pmean
 def build(cfg, axis_name=None):
     from sagan_jax.models.ganomaly import GANomalyDiscriminator, GANomalyGenerator
 
-    return (GANomalyGenerator(ngf=cfg.ngf, nz=cfg.nz, axis_name=axis_name),
-            GANomalyDiscriminator(ndf=cfg.ndf, axis_name=axis_name))
+    dtype = None if cfg.compute_dtype == "float32" else jnp.dtype(cfg.compute_dtype)
+    return (GANomalyGenerator(ngf=cfg.ngf, nz=cfg.nz, axis_name=axis_name, dtype=dtype),
+            GANomalyDiscriminator(ndf=cfg.ndf, axis_name=axis_name, dtype=dtype))
 
 
 def ganomaly_step(state: TrainState, batch, rng, *, cfg, g_tx, d_tx, axis_name=None):

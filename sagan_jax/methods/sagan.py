@@ -9,16 +9,25 @@ from sagan_jax.training.step import train_step
 FEATURE_SCORE = "lam * mean (x - G(x))^2 + (1 - lam) * mean (f(x) - f(G(x)))^2"
 
 
-def build(cfg, axis_name=None):
+def build(cfg, axis_name=None, dsc_impls=None):
+    """``dsc_impls``: per-layer DSC impls ((layer, impl), ...); default: the autotuned mapping
+    of sagan_jax.models.dsc_autotune.impls_for (cached choices; never times anything)."""
+    import jax.numpy as jnp
+
+    from sagan_jax.models import dsc_autotune
     from sagan_jax.models.discriminator import DCGANDiscriminator
     from sagan_jax.models.generator import SAGANGenerator
 
+    if dsc_impls is None:
+        dsc_impls = dsc_autotune.impls_for(cfg)
+    dtype = None if cfg.compute_dtype == "float32" else jnp.dtype(cfg.compute_dtype)
     g = SAGANGenerator(
         ngf=cfg.ngf, use_dsc=cfg.use_dsc, use_cbam=cfg.use_cbam,
         kernels_per_layer=cfg.kernels_per_layer, dsc_impl=cfg.dsc_impl,
         pool_after_cbam=cfg.pool_after_cbam, axis_name=axis_name,
+        dsc_impls=tuple(dsc_impls), dtype=dtype,
     )
-    return g, DCGANDiscriminator(ndf=cfg.ndf, nz=cfg.nz, axis_name=axis_name)
+    return g, DCGANDiscriminator(ndf=cfg.ndf, nz=cfg.nz, axis_name=axis_name, dtype=dtype)
 
 
 def feature_components(cfg, variables, x, train):

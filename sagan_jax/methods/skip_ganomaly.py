@@ -12,8 +12,11 @@ def build(cfg, axis_name=None):
     from sagan_jax.models.discriminator import DCGANDiscriminator
     from sagan_jax.models.skip_ganomaly import UNetGenerator
 
-    return (UNetGenerator(ngf=cfg.ngf, axis_name=axis_name),
-            DCGANDiscriminator(ndf=cfg.ndf, nz=cfg.nz, axis_name=axis_name))
+    import jax.numpy as jnp
+
+    dtype = None if cfg.compute_dtype == "float32" else jnp.dtype(cfg.compute_dtype)
+    return (UNetGenerator(ngf=cfg.ngf, axis_name=axis_name, dtype=dtype),
+            DCGANDiscriminator(ndf=cfg.ndf, nz=cfg.nz, axis_name=axis_name, dtype=dtype))
 
 
 def validate(cfg):

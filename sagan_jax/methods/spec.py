@@ -24,6 +24,13 @@ class ModelSpec:
     recalibrate_d: precise BN recomputes D's statistics from its real and G(x) passes (False:
         D keeps its training averages, e.g. EGBAD's joint D(x, z)).
     describe(cfg, counts) -> extra lines for ``--mode=summary``.
+    fit(cfg, train_images_u8) -> params: models without a training loop (PCA, kNN) are
+        fitted in one call on the uint8 normal training images and return a flat dict of
+        arrays; ``components`` then reads them as ``variables["g_params"]`` (the other three
+        collections are empty; see ``fitted_state``). None for the GANs. Such models have
+        no ``build``/``step``; --mode=train sends them to sagan_jax.training.fit.
+    checkpoint_flags: the flags whose values must match to reuse a saved checkpoint (None =
+        sagan_jax.checkpoints.MODEL_FLAGS, the GANs' network flags).
     """
     name: str
     description: str
@@ -36,6 +43,8 @@ class ModelSpec:
     validate: Callable = lambda cfg: None
     recalibrate_d: bool = True
     describe: Optional[Callable] = None
+    fit: Optional[Callable] = None
+    checkpoint_flags: Optional[tuple] = None
 
 
 def weighted_score(cfg, r, lat):
@@ -56,6 +65,17 @@ def variables_of(state) -> dict:
     """The four variable collections of a TrainState that scoring reads."""
     return {"g_params": state.g_params, "g_stats": state.g_stats,
             "d_params": state.d_params, "d_stats": state.d_stats}
+
+
+def fitted_state(params: dict, step: int = 0):
+    """A fitted model's parameters as a TrainState (so checkpoints, scoring, --mode=eval and
+    --mode=score treat it as a GAN's): ``g_params`` = the fitted arrays, nothing else."""
+    import jax.numpy as jnp
+
+    from sagan_jax.training.state import TrainState
+
+    return TrainState(step=jnp.asarray(step, jnp.int32), g_params=dict(params), g_stats={},
+                      d_params={}, d_stats={}, g_opt_state=(), d_opt_state=())
 
 
 def split_variables(variables: dict):

@@ -1,11 +1,12 @@
 """DCGAN discriminator ("BasicDiscriminator", SPEC section 3)."""
 from __future__ import annotations
 
-from typing import Optional
+from typing import Any, Optional
 
 import flax.linen as nn
+import jax.numpy as jnp
 
-from sagan_jax.models.layers import BatchNorm, Conv
+from sagan_jax.models.layers import BatchNorm, Conv, at_least_f32, cast
 
 
 class DCGANDiscriminator(nn.Module):
@@ -15,11 +16,15 @@ class DCGANDiscriminator(nn.Module):
     conv4x4/2 (3->ndf, no bias) -> LReLU(0.2); while the map is larger than 4x4:
     conv4x4/2 (c->2c, no bias) -> BN -> LReLU(0.2); conv4x4/1 valid (c->nz): features;
     classifier conv3x3 'same' (nz->1, no bias).
+
+    Mixed precision: computes in ``dtype`` (None: the input's; parameters and BatchNorm
+    statistics float32) and returns logit and features in at least float32.
     """
 
     ndf: int = 64
     nz: int = 100
     axis_name: Optional[str] = None
+    dtype: Any = None
 
     @nn.compact
     def __call__(self, x, train: bool = True, update_stats: bool = True):
@@ -27,14 +32,17 @@ class DCGANDiscriminator(nn.Module):
         if size % 16:
             raise ValueError(f"image size {size} must be a multiple of 16")
         pad = ((1, 1), (1, 1))
-        h = Conv(self.ndf, 4, 2, pad, use_bias=False, name="initial_conv")(x)
+        dt = self.dtype
+        x = cast(x, dt)
+        h = Conv(self.ndf, 4, 2, pad, use_bias=False, name="initial_conv", dtype=dt)(x)
         h = nn.leaky_relu(h, 0.2)
         size, c, i = size // 2, self.ndf, 0
         while size > 4:
-            h = Conv(2 * c, 4, 2, pad, use_bias=False, name=f"pyramid_conv{i}")(h)
-            h = BatchNorm(axis_name=self.axis_name, name=f"pyramid_bn{i}")(h, train, update_stats)
+            h = Conv(2 * c, 4, 2, pad, use_bias=False, name=f"pyramid_conv{i}", dtype=dt)(h)
+            h = BatchNorm(axis_name=self.axis_name, dtype=dt, name=f"pyramid_bn{i}")(
+                h, train, update_stats)
             h = nn.leaky_relu(h, 0.2)
             size, c, i = size // 2, 2 * c, i + 1
-        features = Conv(self.nz, 4, 1, "VALID", use_bias=False, name="final_conv")(h)
-        logit = Conv(1, 3, 1, "SAME", use_bias=False, name="classifier")(features)
-        return logit.reshape(x.shape[0]), features
+        features = Conv(self.nz, 4, 1, "VALID", use_bias=False, name="final_conv", dtype=dt)(h)
+        logit = Conv(1, 3, 1, "SAME", use_bias=False, name="classifier", dtype=dt)(features)
+        return at_least_f32(logit.reshape(x.shape[0])), at_least_f32(features)

@@ -1,7 +1,7 @@
 """The SAGAN generator: an attention U-Net (SPEC section 2)."""
 from __future__ import annotations
 
-from typing import Optional
+from typing import Any, Optional, Tuple
 
 import flax.linen as nn
 import jax.numpy as jnp
@@ -10,6 +10,8 @@ from sagan_jax.models.layers import (
     CBAM,
     Conv,
     DoubleConv,
+    at_least_f32,
+    cast,
     max_pool_2x2,
     pad_to,
     upsample_bilinear_align_corners,
@@ -28,7 +30,14 @@ class SAGANGenerator(nn.Module):
 
     ``pool_after_cbam=True`` is the paper's prose variant (Down pools CBAM(x) instead of x).
     ``use_cbam=False`` passes the maps straight to the skips. No output activation (authors'
-    code). ``dsc_impl`` only chooses how DSCs are computed, never their math or parameters.
+    code). ``dsc_impl`` only chooses how DSCs are computed, never their math or parameters;
+    ``dsc_impls`` overrides it per layer: ((layer, impl), ...) with layer names such as
+    'inc.conv1' or 'up4.conv2' (what sagan_jax.models.dsc_autotune.resolve_dsc_impls returns;
+    a static tuple, so the module stays hashable). Layers it does not name use ``dsc_impl``.
+
+    Mixed precision: activations and convolutions in ``dtype`` (None: the input's dtype;
+    parameters and BatchNorm statistics float32); the output is at least float32, so losses and
+    scores are computed in float32.
     """
 
     ngf: int = 64
@@ -39,15 +48,20 @@ class SAGANGenerator(nn.Module):
     dsc_impl: str = "dense"
     pool_after_cbam: bool = False
     axis_name: Optional[str] = None
+    dsc_impls: Tuple[Tuple[str, str], ...] = ()
+    dtype: Any = None
 
     def _double(self, features, mid=None, name=None):
+        per_layer = dict(self.dsc_impls)
+        impl = tuple(per_layer.get(f"{name}.conv{i}", self.dsc_impl) for i in (1, 2))
         return DoubleConv(
             features,
             mid,
             use_dsc=self.use_dsc,
             kernels_per_layer=self.kernels_per_layer,
-            dsc_impl=self.dsc_impl,
+            dsc_impl=impl if impl[0] != impl[1] else impl[0],
             axis_name=self.axis_name,
+            dtype=self.dtype,
             name=name,
         )
 
@@ -61,8 +75,10 @@ class SAGANGenerator(nn.Module):
         def attend(h, i):
             if not self.use_cbam:
                 return h
-            return CBAM(axis_name=self.axis_name, name=f"cbam{i + 1}")(h, train, update_stats)
+            return CBAM(axis_name=self.axis_name, dtype=self.dtype, name=f"cbam{i + 1}")(
+                h, train, update_stats)
 
+        x = cast(x, self.dtype)
         feats, atts = [], []
         h = self._double(widths[0], name="inc")(x, train, update_stats)
         for i in range(5):
@@ -78,4 +94,5 @@ class SAGANGenerator(nn.Module):
             u = pad_to(upsample_bilinear_align_corners(y), skip)
             h = jnp.concatenate([skip, u], axis=-1)
             y = self._double(out_w, h.shape[-1] // 2, name=f"up{i + 1}")(h, train, update_stats)
-        return Conv(self.out_channels, 1, name="outc")(y)
+        # The 1x1 output convolution (64 -> 3 channels) runs in float32 whatever the dtype.
+        return Conv(self.out_channels, 1, name="outc")(at_least_f32(y))

@@ -15,13 +15,13 @@ The discriminator is the SAGAN one (DCGANDiscriminator).
 from __future__ import annotations
 
 import math
-from typing import Optional
+from typing import Any, Optional
 
 import flax.linen as nn
 import jax.numpy as jnp
 
 from sagan_jax.models.ganomaly import ConvT
-from sagan_jax.models.layers import BatchNorm, Conv
+from sagan_jax.models.layers import BatchNorm, Conv, at_least_f32, cast
 
 
 def unet_channels(isize: int, ngf: int, in_channels: int = 3):
@@ -35,24 +35,29 @@ def unet_channels(isize: int, ngf: int, in_channels: int = 3):
 
 
 class UNetGenerator(nn.Module):
+    """Computes in ``dtype`` (None: the input's; float32 parameters and BatchNorm
+    statistics); output at least float32."""
+
     ngf: int = 64
     axis_name: Optional[str] = None
+    dtype: Any = None
 
     @nn.compact
     def __call__(self, x, train: bool = True, update_stats: bool = True):
         chans = unet_channels(x.shape[1], self.ngf, x.shape[-1])
         n = len(chans)
         pad = ((1, 1), (1, 1))
+        dt = self.dtype
 
         def bn(name, h):
-            return BatchNorm(axis_name=self.axis_name, name=name)(h, train, update_stats)
+            return BatchNorm(axis_name=self.axis_name, dtype=dt, name=name)(h, train, update_stats)
 
-        inputs, h = [], x
+        inputs, h = [], cast(x, dt)
         for k, (_, inner) in enumerate(chans):
             inputs.append(h)
             if k > 0:
                 h = nn.leaky_relu(h, 0.2)
-            h = Conv(inner, 4, 2, pad, use_bias=False, name=f"down{k}")(h)
+            h = Conv(inner, 4, 2, pad, use_bias=False, name=f"down{k}", dtype=dt)(h)
             if 0 < k < n - 1:
                 h = bn(f"down_bn{k}", h)
         # h: innermost down output; climb back up.
@@ -60,6 +65,7 @@ class UNetGenerator(nn.Module):
             outer = chans[k][0]
             h = nn.relu(h)
             if k == 0:
-                return jnp.tanh(ConvT(outer, 4, 2, 1, use_bias=True, name="up0")(h))
-            h = bn(f"up_bn{k}", ConvT(outer, 4, 2, 1, name=f"up{k}")(h))
+                up = ConvT(outer, 4, 2, 1, use_bias=True, name="up0", dtype=dt)(h)
+                return at_least_f32(jnp.tanh(up))
+            h = bn(f"up_bn{k}", ConvT(outer, 4, 2, 1, name=f"up{k}", dtype=dt)(h))
             h = jnp.concatenate([inputs[k], h], axis=-1)

@@ -105,13 +105,51 @@ def pixel_maps(cfg, split, recon=None, variables=None) -> np.ndarray:
     return maps(cfg, variables, to_float_np(split.images), cfg.anomaly_map, recon=recon)
 
 
-def metrics_from_scores(cfg, split, r, lat, recon=None, threshold=None, variables=None) -> dict:
+def auc_per_class(labels, scores, classes, class_names) -> dict:
+    """AUC of each abnormal class (e.g. each MVTec defect type) against all normal images,
+    when the abnormal test images come from two or more classes; else {}."""
+    if classes is None or class_names is None:
+        return {}
+    labels, classes = np.asarray(labels), np.asarray(classes)
+    abnormal = np.unique(classes[labels == 1])
+    if len(abnormal) < 2:
+        return {}
+    out = {}
+    for c in abnormal:
+        keep = (labels == 0) | (classes == c)
+        out[str(class_names[c])] = scoring.detection_metrics(labels[keep], scores[keep])["auc"]
+    return out
+
+
+def write_scores_csv(path: str, split, result: dict) -> str:
+    """The test set's per-image scores: index, source file, label, class, raw score (the
+    model's), its R and L terms."""
+    import csv
+
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["index", "path", "label", "class", "raw_score", "r", "lat"])
+        for i in range(len(split)):
+            w.writerow([i, split.paths[i] if split.paths is not None else "",
+                        int(split.labels[i]),
+                        "" if split.classes is None else int(split.classes[i]),
+                        f"{result['scores'][i]:.8g}", f"{result['r'][i]:.8g}",
+                        f"{result['lat'][i]:.8g}"])
+    return path
+
+
+def metrics_from_scores(cfg, split, r, lat, recon=None, threshold=None, variables=None,
+                        class_names=None) -> dict:
     """split_metrics plus, with defect masks, the pixel AUROC of the ``--anomaly_map`` maps
-    (residual: needs ``recon``; grad: needs ``variables``, variables_of(state)), and with a
-    calibrated ``threshold`` the F1 of its decisions (beside the best F1 over thresholds)."""
+    (residual: needs ``recon``; grad: needs ``variables``, variables_of(state)), with a
+    calibrated ``threshold`` the F1 of its decisions (beside the best F1 over thresholds), and
+    with several abnormal classes (defect types) the AUC of each."""
     if not (np.all(np.isfinite(r)) and np.all(np.isfinite(lat))):
         raise FloatingPointError("the test scores are not finite")
     result = split_metrics(cfg, split.labels, r, lat)
+    per_class = auc_per_class(split.labels, result["scores"], split.classes, class_names)
+    if per_class:
+        result["auc_per_class"] = per_class
     if recon is not None:
         result["recon"] = recon
     if split.masks is not None and (recon is not None or variables is not None):
@@ -150,6 +188,12 @@ def evaluate_checkpoint(cfg, data) -> dict:
                               "it cannot be scored")
     test = evaluate(cfg, state, data.test)
     result = {k: test[k] for k in ("auc", "ap", "f1", "auc_r", "auc_lat")}
+    per_class = auc_per_class(data.test.labels, test["scores"], data.test.classes,
+                              data.class_names)
+    if per_class:
+        result["auc_per_class"] = per_class
+    result["scores_csv"] = write_scores_csv(os.path.join(cfg.workdir, "eval_scores.csv"),
+                                            data.test, test)
     if "pixel_auc" in test:
         result["pixel_auc"] = test["pixel_auc"]
     calib = meta.get("calibration")

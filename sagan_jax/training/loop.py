@@ -32,7 +32,7 @@ from sagan_jax.training.bn_recalibration import recalibrate_batchnorm
 from sagan_jax.training.errors import NonFiniteLossError
 from sagan_jax.anomaly_maps import map_scales
 from sagan_jax.training.evaluate import (calibration_from_scores, calibration_images,
-                                         metrics_from_scores, score_images)
+                                         metrics_from_scores, score_images, write_scores_csv)
 from sagan_jax.training.metric_writer import MetricWriter, read_jsonl
 from sagan_jax.training.results import (peak_memory, summarise_history, summarise_runs,
                                         summary_markdown, write_json)
@@ -41,7 +41,8 @@ from sagan_jax.training.state import init_state, make_optimizers
 from sagan_jax.training.step import make_mesh
 
 log = logging.getLogger("sagan_jax")
-TEST_KEYS = ("auc", "ap", "f1", "auc_r", "auc_lat", "pixel_auc", "f1_at_threshold")
+TEST_KEYS = ("auc", "ap", "f1", "auc_r", "auc_lat", "pixel_auc", "f1_at_threshold",
+             "auc_per_class")
 make_chunk_program = prog.make_chunk_program  # module attribute, so tests can wrap it
 
 
@@ -193,6 +194,12 @@ class Trainer:
         if cfg.batch_size % n_dev:
             raise ConfigError(f"--batch_size={cfg.batch_size} is not divisible by the {n_dev} "
                               f"devices; use a multiple of {n_dev}")
+        if cfg.model == "sagan" and cfg.use_dsc:
+            # --dsc_impl=auto: time each DSC layer's exact forms once (cached on disk) before
+            # anything is built, so every network of this program uses the fastest.
+            from sagan_jax.models import dsc_autotune
+
+            dsc_autotune.resolve_dsc_impls(runs[0].cfg, cfg.batch_size // n_dev)
         self.trackers = []
         txs = []
         for run, data in zip(runs, datas):
@@ -326,7 +333,8 @@ class Trainer:
                     recon = test_scores[k][2] if keep_recon.get(k) else None
                     test = metrics_from_scores(t.cfg, t.data.test, r, lat, recon,
                                                threshold=calib["threshold"],
-                                               variables=variables)
+                                               variables=variables,
+                                               class_names=t.data.class_names)
                     t.last_test = test
                     record.update({f"test_{key}": test[key] for key in TEST_KEYS if key in test})
                     log.info("%sepoch %d/%d: test AUC %.4f AP %.4f F1 %.4f (F1 at the threshold "
@@ -419,6 +427,10 @@ class Trainer:
         result.update(peak_memory())
         result["history"] = t.history
         if is_writer():
+            test = getattr(t, "last_test", None)
+            if test is not None:  # the last scored epoch's per-image scores
+                result["scores_csv"] = write_scores_csv(
+                    os.path.join(t.cfg.workdir, "test_scores.csv"), t.data.test, test)
             if t.cfg.plots and t.diverged is None:
                 result["plots"] = self._plots(k)
             write_json(os.path.join(t.cfg.workdir, "metrics.json"), result)

@@ -1,0 +1,360 @@
+"""Per-layer autotuning of how depthwise-separable convolutions are computed (``--dsc_impl=auto``).
+
+Every ``DepthwiseSeparableConv`` impl computes the same function with the same parameters
+(sagan_jax.models.layers); which one is fastest depends on the layer's shape, the channel
+multiplier, the dtype and the backend (SPEC section 10). A fixed rule
+(:func:`sagan_jax.models.layers.auto_dsc_impl`) picks one from the shape; this module instead
+*measures* the candidates on the real shapes, once per machine:
+
+  - :func:`resolve_dsc_impls(cfg, batch)` lists the generator's DSC layers (their input shapes,
+    from an abstract trace), and for each layer shape not yet in the on-disk cache times the
+    candidates' forward + backward pass (gradients w.r.t. the parameters and, except for the
+    first layer, the input: what a training step computes) at ``batch`` (the per-device
+    training batch), picks the fastest, and stores the choice. It returns a per-layer mapping
+    ((layer, impl), ...), a static tuple that the generator takes as ``dsc_impls``.
+  - The choice is cached in a JSON file keyed by (backend, device kind, jax version, dtype,
+    batch, H x W, cin -> cout, kernels_per_layer), default ``~/.cache/sagan_jax/
+    dsc_autotune.json``, or the file (or folder) named by ``$SAGAN_JAX_AUTOTUNE_CACHE``.
+    A second build of the same shapes reads the file and times nothing.
+  - :func:`impls_for(cfg)` is what model building uses (sagan_jax.methods.sagan.build): the
+    mapping the last ``resolve_dsc_impls`` of this process returned for this architecture,
+    else the cached choices for the default per-device batch if the file has them all, else
+    () (the fixed rule). It never times anything, so building a model inside a trace, for a
+    summary or for scoring stays cheap; the training entry point calls ``resolve_dsc_impls``.
+
+Timing is made robust on a shared, noisy machine: all candidates are compiled ahead of time
+(compilation is not timed), each is run once as a warm-up, candidates slower than
+``PRUNE_FACTOR`` x the fastest warm-up are dropped, and the rest are timed in alternating
+rounds (the order rotates each round) and compared by their median. Timing runs outside any
+trace (``jax.ensure_compile_time_eval``), so ``resolve_dsc_impls`` may be called anywhere.
+
+Backends: on CPU the candidates are 'shift', 'shift_vjp' and 'dense'. XLA:CPU's grouped
+convolution is left out (each candidate costs a compilation, the dominant cost of tuning a
+shape): 'xla' with a channel multiplier takes 17-70 s for one gradient (SPEC section 10),
+'repeat' was 2.6-35x slower than the fastest impl on every generator layer at
+kernels_per_layer 2, and with kernels_per_layer 1 (where 'repeat' = 'xla') 2.6-20x slower on
+every layer (experiments/bench_dsc.py, ngf 64, batch 64). ``candidates=`` times any set.
+Other backends (GPU, TPU) are not autotuned yet: 'auto' means XLA's own grouped convolution
+('xla') there until measured (``AUTOTUNE_BACKENDS``; pass ``candidates=`` to measure).
+
+``--dsc_autotune=false`` or ``$SAGAN_JAX_DSC_AUTOTUNE=0`` uses the fixed rule instead.
+"""
+from __future__ import annotations
+
+import concurrent.futures
+import dataclasses
+import datetime
+import json
+import logging
+import math
+import os
+import statistics
+import tempfile
+import time
+from typing import Callable, Dict, Optional, Sequence, Tuple
+
+import jax
+import jax.numpy as jnp
+
+from sagan_jax.models.layers import DepthwiseSeparableConv, auto_dsc_impl
+
+log = logging.getLogger(__name__)
+
+CACHE_ENV = "SAGAN_JAX_AUTOTUNE_CACHE"
+ENABLE_ENV = "SAGAN_JAX_DSC_AUTOTUNE"
+DEFAULT_CACHE = os.path.join("~", ".cache", "sagan_jax", "dsc_autotune.json")
+CACHE_FILE_NAME = "dsc_autotune.json"
+# Bump when the candidate set or the timing method changes: old entries are then ignored.
+TUNE_VERSION = 1
+AUTOTUNE_BACKENDS = ("cpu",)
+PRUNE_FACTOR = 4.0     # drop candidates whose warm-up run is this many times the fastest's
+REPS = 3               # timed rounds per surviving candidate (median)
+MIN_SAMPLE_S = 0.01    # a sample of a fast candidate is the median of calls filling this long
+MAX_INNER = 20
+
+Mapping = Tuple[Tuple[str, str], ...]
+Timer = Callable[..., Dict[str, float]]
+
+
+@dataclasses.dataclass(frozen=True)
+class DSCLayer:
+    """One depthwise-separable convolution of a network: its name ('inc.conv1', 'up4.conv2')
+    and input/output shape (per example)."""
+    name: str
+    h: int
+    w: int
+    cin: int
+    cout: int
+    m: int
+    input_grad: bool = True  # False for a layer fed by the data (no input gradient in training)
+
+
+# ---- the layers of a model ------------------------------------------------------------------
+def dsc_layers(cfg) -> Tuple[DSCLayer, ...]:
+    """Every DepthwiseSeparableConv of ``cfg.model``'s generator, in call order, from an
+    abstract trace of its initialisation (no compilation, no FLOPs)."""
+    import flax.linen as nn
+
+    from sagan_jax import methods
+
+    if not getattr(cfg, "use_dsc", False):
+        return ()
+    g, _ = methods.get(cfg.model).build(cfg.replace(dsc_impl="dense"))
+    found = []
+
+    def interceptor(next_fun, args, kwargs, context):
+        mod = context.module
+        if isinstance(mod, DepthwiseSeparableConv) and context.method_name == "__call__":
+            _, h, w, cin = args[0].shape
+            found.append(DSCLayer(".".join(mod.path), h, w, cin, mod.features,
+                                  mod.kernels_per_layer, input_grad=bool(found)))
+        return next_fun(*args, **kwargs)
+
+    x = jax.ShapeDtypeStruct((1, cfg.isize, cfg.isize, 3), jnp.float32)
+    with nn.intercept_methods(interceptor):
+        jax.eval_shape(lambda x: g.init(jax.random.key(0), x, train=False), x)
+    return tuple(found)
+
+
+def per_device_batch(cfg) -> int:
+    """The training batch one device sees: --batch_size split over the local devices used."""
+    n = cfg.num_devices or jax.local_device_count()
+    return max(1, cfg.batch_size // max(1, n))
+
+
+def candidates_for(backend: str, m: int) -> Tuple[str, ...]:
+    """The impls timed for a layer with channel multiplier ``m`` on ``backend`` (the module
+    docstring says why some are left out on CPU)."""
+    if backend == "cpu":
+        return ("shift", "shift_vjp", "dense")
+    return ("xla", "repeat", "shift", "shift_vjp", "dense") if m > 1 else (
+        "xla", "shift", "shift_vjp", "dense")
+
+
+def compute_dtype_of(cfg) -> str:
+    return jnp.dtype(getattr(cfg, "compute_dtype", "float32")).name
+
+
+def autotune_enabled(cfg) -> bool:
+    env = os.environ.get(ENABLE_ENV, "").strip().lower()
+    if env in ("0", "false", "no", "off"):
+        return False
+    return bool(getattr(cfg, "dsc_autotune", True))
+
+
+# ---- the cache file ---------------------------------------------------------------------------
+def cache_path(path: Optional[str] = None) -> str:
+    """The JSON cache file: ``path``, else $SAGAN_JAX_AUTOTUNE_CACHE, else the default; a
+    folder means <folder>/dsc_autotune.json."""
+    p = os.path.expanduser(path or os.environ.get(CACHE_ENV) or DEFAULT_CACHE)
+    if os.path.isdir(p) or p.endswith(os.sep):
+        p = os.path.join(p, CACHE_FILE_NAME)
+    return p
+
+
+def layer_key(layer: DSCLayer, batch: int, dtype: str, backend: str,
+              device_kind: Optional[str] = None) -> str:
+    """The cache key of one layer shape: everything the timing depends on."""
+    if device_kind is None:
+        device_kind = jax.devices(backend)[0].device_kind
+    return (f"v{TUNE_VERSION}|{backend}|{device_kind}|jax{jax.__version__}|{dtype}|b{batch}|"
+            f"{layer.h}x{layer.w}|{layer.cin}->{layer.cout}|m{layer.m}|"
+            f"{'dx' if layer.input_grad else 'nodx'}")
+
+
+def load_cache(path: str) -> dict:
+    try:
+        with open(path) as f:
+            data = json.load(f)
+        entries = data.get("entries", {}) if isinstance(data, dict) else {}
+        return entries if isinstance(entries, dict) else {}
+    except (OSError, ValueError):
+        return {}
+
+
+def save_entries(path: str, new: dict) -> None:
+    """Merge ``new`` into the file (re-read first, so concurrent runs lose at most their own
+    entries) and replace it atomically."""
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    entries = load_cache(path)
+    entries.update(new)
+    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path) or ".", prefix=".dsc_autotune.")
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump({"version": TUNE_VERSION, "entries": entries}, f, indent=1, sort_keys=True)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+# ---- timing ---------------------------------------------------------------------------------
+def time_candidates(layer: DSCLayer, batch: int, dtype: str, candidates: Sequence[str],
+                    reps: int = REPS) -> Dict[str, float]:
+    """Seconds per forward + backward call of each candidate impl on ``layer`` at ``batch``:
+    compiled ahead of time, one warm-up call each, candidates slower than PRUNE_FACTOR x the
+    fastest warm-up dropped (their warm-up time is reported), the rest timed in ``reps``
+    alternating rounds (rotating order) and reported as medians. Runs eagerly even when
+    called while a function is being traced."""
+    with jax.ensure_compile_time_eval():
+        return _time_candidates(layer, batch, dtype, candidates, reps)
+
+
+def _time_candidates(layer, batch, dtype, candidates, reps):
+    dt = jnp.dtype(dtype)
+    kx, kp, kr = jax.random.split(jax.random.key(0), 3)
+    x = jax.random.normal(kx, (batch, layer.h, layer.w, layer.cin), jnp.float32).astype(dt)
+    r = jax.random.normal(kr, (batch, layer.h, layer.w, layer.cout), jnp.float32)
+    argnums = (0, 1) if layer.input_grad else 0
+
+    def build(impl):
+        mod = DepthwiseSeparableConv(layer.cout, 3, layer.m, impl, dtype=dt)
+        params = mod.init(kp, x)
+
+        def loss(p, x):
+            return jnp.sum(mod.apply(p, x).astype(jnp.float32) * r)
+
+        return jax.jit(jax.grad(loss, argnums=argnums)).lower(params, x), params
+
+    # Trace here, compile the candidates concurrently (XLA compiles outside the GIL).
+    t0 = time.perf_counter()
+    lowered = {impl: build(impl) for impl in candidates}
+    with concurrent.futures.ThreadPoolExecutor(max(1, min(len(candidates),
+                                                         os.cpu_count() or 1))) as pool:
+        futures = {impl: pool.submit(low.compile) for impl, (low, _) in lowered.items()}
+        compiled = {impl: (f.result(), lowered[impl][1]) for impl, f in futures.items()}
+    t_compiled = time.perf_counter()
+
+    def call(impl):
+        c, p = compiled[impl]
+        t0 = time.perf_counter()
+        jax.block_until_ready(c(p, x))
+        return time.perf_counter() - t0
+
+    # Warm-up: two calls each (the first allocates); the second decides the pruning.
+    warm = {}
+    for impl in candidates:
+        call(impl)
+        warm[impl] = call(impl)
+    best = min(warm.values())
+    alive = [i for i in candidates if warm[i] <= PRUNE_FACTOR * best]
+    # A sample is the median of `inner` calls (enough calls for ~MIN_SAMPLE_S), so one
+    # descheduled call does not decide it; rounds alternate the candidates, rotating the order.
+    inner = max(1, min(MAX_INNER, math.ceil(MIN_SAMPLE_S / max(best, 1e-9))))
+    samples = {i: [] for i in alive}
+    for rnd in range(reps):
+        k = rnd % len(alive)
+        for impl in alive[k:] + alive[:k]:
+            samples[impl].append(statistics.median(call(impl) for _ in range(inner)))
+    out = dict(warm)
+    out.update({i: statistics.median(s) for i, s in samples.items()})
+    log.debug("dsc autotune: %s: trace + compile %.1f s, timing %.1f s", layer.name,
+              t_compiled - t0, time.perf_counter() - t_compiled)
+    return out
+
+
+# ---- resolving a model's mapping ------------------------------------------------------------
+_MEMO: Dict[tuple, Mapping] = {}
+stats = {"timed_layers": 0}  # how many layer shapes this process has timed (tests read it)
+
+
+def _arch_key(cfg, backend: str) -> tuple:
+    return (cfg.model, cfg.isize, cfg.ngf, cfg.use_dsc, cfg.use_cbam, cfg.kernels_per_layer,
+            cfg.pool_after_cbam, cfg.dsc_impl, autotune_enabled(cfg), compute_dtype_of(cfg),
+            backend)
+
+
+def clear_memo() -> None:
+    """Forget this process's resolved mappings (the cache file is untouched)."""
+    _MEMO.clear()
+
+
+def rule_mapping(layers: Sequence[DSCLayer], backend: str) -> Mapping:
+    return tuple((l.name, auto_dsc_impl(l.cin, l.m, l.cout, l.h, l.w, backend)) for l in layers)
+
+
+def resolve_dsc_impls(cfg, batch: Optional[int] = None, *, timer: Optional[Timer] = None,
+                      path: Optional[str] = None, candidates: Optional[Sequence[str]] = None,
+                      reps: int = REPS) -> Mapping:
+    """((layer, impl), ...) for every DSC of ``cfg.model``'s generator; pass it to the
+    generator as ``dsc_impls`` (sagan_jax.methods.sagan.build does so via :func:`impls_for`).
+
+    --dsc_impl other than 'auto': that impl everywhere. 'auto' on a backend that is not
+    autotuned, or with --dsc_autotune=false / $SAGAN_JAX_DSC_AUTOTUNE=0: the fixed rule
+    (:func:`auto_dsc_impl`). Else the cached or freshly measured fastest impl per layer shape
+    at ``batch`` (default: the per-device training batch). ``timer(layer, batch, dtype,
+    candidates, reps=...) -> {impl: seconds}`` replaces the measurement (tests); ``path``
+    the cache file; ``candidates`` the impls timed. The result is remembered for this
+    process, so later builds of the same architecture use it."""
+    backend = jax.default_backend()
+    layers = dsc_layers(cfg)
+    if not layers:
+        mapping: Mapping = ()
+    elif cfg.dsc_impl != "auto":
+        mapping = tuple((l.name, cfg.dsc_impl) for l in layers)
+    elif not autotune_enabled(cfg) or (backend not in AUTOTUNE_BACKENDS and candidates is None):
+        mapping = rule_mapping(layers, backend)
+    else:
+        with jax.ensure_compile_time_eval():
+            mapping = _autotune(layers, batch or per_device_batch(cfg), compute_dtype_of(cfg),
+                                backend, timer or time_candidates, cache_path(path),
+                                candidates, reps)
+    _MEMO[_arch_key(cfg, backend)] = mapping
+    return mapping
+
+
+def _autotune(layers, batch, dtype, backend, timer, path, candidates, reps) -> Mapping:
+    entries = load_cache(path)
+    device_kind = jax.devices(backend)[0].device_kind
+    chosen: Dict[str, str] = {}
+    t_start, n_timed = time.perf_counter(), 0
+    for layer in layers:
+        key = layer_key(layer, batch, dtype, backend, device_kind)
+        cands = tuple(candidates or candidates_for(backend, layer.m))
+        entry = entries.get(key)
+        if key not in chosen and not (entry and entry.get("impl") in cands):
+            times = timer(layer, batch, dtype, cands, reps=reps)
+            impl = min(times, key=times.get)
+            entry = {"impl": impl, "ms": {i: round(1e3 * t, 3) for i, t in times.items()},
+                     "when": datetime.datetime.now(datetime.timezone.utc).isoformat(
+                         timespec="seconds")}
+            entries[key] = entry
+            save_entries(path, {key: entry})
+            n_timed += 1
+            stats["timed_layers"] += 1
+            log.info("dsc autotune: %s (%dx%d, %d->%d, m=%d, batch %d, %s): %s  %s",
+                     layer.name, layer.h, layer.w, layer.cin, layer.cout, layer.m, batch, dtype,
+                     impl, " ".join(f"{i}={ms:.1f}ms" for i, ms in entry["ms"].items()))
+        chosen[key] = entry["impl"]
+    if n_timed:
+        log.info("dsc autotune: timed %d layer shape(s) in %.1f s; choices cached in %s",
+                 n_timed, time.perf_counter() - t_start, path)
+    return tuple((l.name, chosen[layer_key(l, batch, dtype, backend, device_kind)])
+                 for l in layers)
+
+
+def impls_for(cfg) -> Mapping:
+    """The per-layer mapping model building uses, without timing anything: this process's
+    last :func:`resolve_dsc_impls` for the architecture, else the cached choices for the
+    default per-device batch when the cache holds every layer, else () (the layers then apply
+    ``cfg.dsc_impl`` themselves, 'auto' = the fixed rule)."""
+    if cfg.dsc_impl != "auto" or not cfg.use_dsc:
+        return ()
+    backend = jax.default_backend()
+    key = _arch_key(cfg, backend)
+    if key in _MEMO:
+        return _MEMO[key]
+    mapping: Mapping = ()
+    if autotune_enabled(cfg) and backend in AUTOTUNE_BACKENDS:
+        path = cache_path()
+        if os.path.exists(path):
+            entries = load_cache(path)
+            layers = dsc_layers(cfg)
+            batch, dtype = per_device_batch(cfg), compute_dtype_of(cfg)
+            kind = jax.devices(backend)[0].device_kind
+            got = [entries.get(layer_key(l, batch, dtype, backend, kind)) for l in layers]
+            if layers and all(e and "impl" in e for e in got):
+                mapping = tuple((l.name, e["impl"]) for l, e in zip(layers, got))
+    _MEMO[key] = mapping
+    return mapping

@@ -1,0 +1,128 @@
+"""--mode=train for models fitted without a training loop (ModelSpec.fit: PCA, kNN).
+
+Each run (one of --seeds x --abnormal_classes, sagan_jax.training.runs) is fitted on its normal
+training images in one call, then treated exactly as a GAN run after its last epoch: the test
+set is scored with the model's components (R, L) and final score, the decision threshold is
+calibrated on normal images (evaluate.calibrate: calibration_images, calibration_from_scores and
+the anomaly maps' colour scale), and the
+run writes WORKDIR/metrics.json with a GAN run's keys (auc, ap, f1, auc_r_alone, ...; history
+with one record, epoch 0; best_epoch_on_test_set labelled as test-selected), metrics.jsonl,
+pictures, and an orbax checkpoint (the fitted arrays, the calibration and the arrays' shapes in
+its metadata) that --mode=eval and --mode=score restore. Rerunning a finished run with the same
+flags reads its metrics.json back; other flags in the same workdir are refused.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+
+import jax
+
+from sagan_jax import checkpoints, methods, plots, scoring
+from sagan_jax.data.pipeline import to_float_np
+from sagan_jax.methods.spec import fitted_state, variables_of
+from sagan_jax.training.evaluate import calibrate, metrics_from_scores, score_images
+from sagan_jax.training.metric_writer import MetricWriter
+from sagan_jax.training.results import peak_memory, summarise_history, write_json
+
+log = logging.getLogger("sagan_jax")
+TEST_KEYS = ("auc", "ap", "f1", "auc_r", "auc_lat", "pixel_auc", "f1_at_threshold")
+
+
+def is_fitted(cfg) -> bool:
+    """Whether ``cfg.model`` is fitted in one call (no training loop)."""
+    return methods.get(cfg.model).fit is not None
+
+
+def fit_runs(runs, load) -> list:
+    """Fit and evaluate each run on its data (``load(run.cfg)``), one after the other."""
+    return [fit_and_evaluate(run, load(run.cfg)) for run in runs]
+
+
+def fit_and_evaluate(run, data) -> dict:
+    """Fit one run, score its test set, calibrate, checkpoint; its result (metrics.json)."""
+    cfg, label = run.cfg, run.name or "run"
+    prefix = f"{run.name}: " if run.name else ""
+    spec = methods.get(cfg.model)
+    t0 = time.time()
+    os.makedirs(cfg.workdir, exist_ok=True)
+    mngr = checkpoints.manager(cfg.workdir, cfg.keep_checkpoints)
+    finished = _finished(mngr, cfg, label)
+    if finished is not None:
+        return finished
+
+    params = spec.fit(cfg, data.train.images)
+    state = jax.device_put(fitted_state(params))
+    fit_s = time.time() - t0
+
+    need_recon = cfg.plots or data.test.masks is not None
+    out = score_images(cfg, state, data.test.images, keep_recon=need_recon)
+    calib = calibrate(cfg, state, data)  # as the GANs: normal images, threshold, map scale
+    test = metrics_from_scores(cfg, data.test, out[0], out[1],
+                               out[2] if need_recon else None, threshold=calib["threshold"],
+                               variables=variables_of(state))
+    record = {"epoch": 0, "step": 0, "fit_s": round(fit_s, 2),
+              **{f"test_{k}": test[k] for k in TEST_KEYS if k in test}}
+    if data.val is not None:
+        record["val_score_mean"] = calib["mean"]
+    log.info("%s%s fitted in %.1f s: test AUC %.4f AP %.4f F1 %.4f (F1 at the threshold %.4f)",
+             prefix, cfg.model, fit_s, test["auc"], test["ap"], test["f1"],
+             test["f1_at_threshold"])
+    history = [record]
+    wall = time.time() - t0
+    if mngr.latest_step() is not None:  # a fit that stopped before its metrics.json: redo it
+        for step in mngr.all_steps():
+            mngr.delete(step)
+    checkpoints.save(mngr, state, 0, cfg, {
+        "history": history, "calibration": calib, "best_val": None,
+        "wall_time_s": round(wall, 2), "fitted_shapes": checkpoints.fitted_shapes(params)})
+    mngr.close()
+
+    result = {"run": run.name or None, "epochs": 1, "fitted": True,
+              "wall_time_s": round(time.time() - t0, 2), "fit_s": round(fit_s, 2),
+              "time_to_first_step_s": None, "runs_in_program": 1, "run_axis_impl": None,
+              "devices": [str(d) for d in jax.local_devices()[:1]],
+              "processes": jax.process_count(),
+              "data": {"name": data.name, "counts": data.counts()}, "flags": cfg.to_dict()}
+    result.update(summarise_history(history))
+    result.update(peak_memory())
+    result["history"] = history
+    if jax.process_index() == 0:
+        writer = MetricWriter(cfg.workdir, tensorboard=cfg.tensorboard)
+        writer.truncate(first_step=0, first_epoch=0)
+        writer.write("epoch", 0, record)
+        writer.close()
+        if cfg.plots:
+            result["plots"] = plots.write_all(
+                cfg.workdir, data.test.labels, scoring.minmax(test["scores"]), test["auc"],
+                to_float_np(data.test.images), test["recon"], [])
+        write_json(os.path.join(cfg.workdir, "metrics.json"), result)
+    return result
+
+
+def _finished(mngr, cfg, label):
+    """The stored result of a finished fit with the same flags, else None (a checkpoint of
+    another experiment is refused: checkpoints.check_same_experiment)."""
+    step = mngr.latest_step()
+    if step is None:
+        return None
+    import orbax.checkpoint as ocp
+
+    meta = mngr.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
+    checkpoints.check_same_experiment(meta["config"], cfg, str(mngr.directory), 0)
+    path = os.path.join(cfg.workdir, "metrics.json")
+    if not os.path.exists(path):
+        return None
+    log.info("%s: already fitted: %s", label, path)
+    with open(path) as f:
+        return json.load(f)
+
+
+def fit_summary_text(cfg) -> str:
+    """--mode=summary for a fitted model: no trained parameters, what the fit keeps."""
+    spec = methods.get(cfg.model)
+    lines = [f"{cfg.model} at isize {cfg.isize}: {spec.description}",
+             "  trained parameters          0 (no training loop; fitted in one call)"]
+    return "\n".join(lines + list(spec.describe(cfg, None)))
