@@ -86,7 +86,7 @@ def test_schedule_applies_per_epoch():
 def test_two_device_step_equals_single_device_step():
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
     out = subprocess.run([sys.executable, os.path.join(os.path.dirname(__file__), "_two_devices.py")],
-                         capture_output=True, text=True, env=env, timeout=600)
+                         capture_output=True, text=True, env=env, timeout=1500)
     assert out.returncode == 0, out.stderr[-2000:]
     res = json.loads(out.stdout.strip().splitlines()[-1])
     assert res["sgd"]["sharded"] == 2
