@@ -37,7 +37,8 @@ def test_quickstart_flagfile_matches_the_cli():
     path = common.flagfile("quickstart.cfg")
     cfg = common.config_from_flagfiles(path)
     assert (cfg.dataset, cfg.abnormal_class, cfg.ngf, cfg.epochs, cfg.batch_size) == (
-        "digits", "0", 32, 3, 64)
+        "digits", "0", 16, 3, 64)
+    assert (cfg.isize, cfg.kernels_per_layer, cfg.seeds) == (16, 1, "")
     assert cfg.workdir == "workdirs/quickstart"
     assert cfg == cli_config([f"--flagfile={path}"])
 
