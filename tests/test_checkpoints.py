@@ -8,8 +8,8 @@ import sys
 
 import jax
 import numpy as np
-import orbax.checkpoint as ocp
 import pytest
+from _checkpoint_arrays import final_arrays
 from PIL import Image
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -23,15 +23,6 @@ def run(args, script=None, env_extra=None):
     cmd = [sys.executable, script] if script else [sys.executable, "-m", "sagan_jax.main"]
     return subprocess.run(cmd + args, cwd=ROOT, capture_output=True, text=True, env=env,
                           timeout=600)
-
-
-def final_arrays(workdir):
-    """Every array of the newest checkpoint, as NumPy, keyed by path."""
-    mngr = ocp.CheckpointManager(os.path.join(workdir, "checkpoints"))
-    step = mngr.latest_step()
-    state = mngr.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore()))["state"]
-    flat, _ = jax.tree_util.tree_flatten_with_path(state)
-    return step, {jax.tree_util.keystr(k): np.asarray(v) for k, v in flat}
 
 
 @pytest.fixture(scope="module")

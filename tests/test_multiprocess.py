@@ -10,8 +10,8 @@ import sys
 
 import jax
 import numpy as np
-import orbax.checkpoint as ocp
 import pytest
+from _checkpoint_arrays import final_arrays
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # lr 1e-5: Adam's +-lr updates of the pre-BN biases (float noise, see test_training) stay far
@@ -49,14 +49,6 @@ def wait(procs, timeout=900):
         out, err = p.communicate(timeout=timeout)
         outs.append((p.returncode, out, err))
     return outs
-
-
-def final_arrays(workdir):
-    mngr = ocp.CheckpointManager(os.path.join(workdir, "checkpoints"))
-    step = mngr.latest_step()
-    state = mngr.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore()))["state"]
-    flat, _ = jax.tree_util.tree_flatten_with_path(state)
-    return step, {jax.tree_util.keystr(k): np.asarray(v) for k, v in flat}
 
 
 # Failed in the session that wrote it, on a machine at load average 7-15 (the failure was not
