@@ -1,4 +1,4 @@
-# Two entry points on a fresh machine (Python 3.10+ with venv):
+# Two entry points on a fresh machine (Python 3.11+ with venv):
 #   make demo   installs everything into .venv, trains SAGAN (3 seeds) on the embedded digits and
 #               prints its AUC beside the PCA and kNN baselines' on the same splits
 #   make test   installs everything into .venv and runs the test suite

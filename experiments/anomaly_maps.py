@@ -4,10 +4,12 @@ Trains (or reuses) SAGAN with the quickstart flags (embedded digits, digit 0 abn
 seed, then pastes synthetic defects into NORMAL test digits, each with its exact mask (the
 pixels the paste changed):
 
-  bright square   an 8x8 white square at a random position
-  dark square     an 8x8 black square centred on a random stroke pixel (the background is black)
-  noise square    an 8x8 square of uniform random colours at a random position
-  digit-0 patch   a 12x12 patch of an abnormal test digit (a 0), same place in both images
+  bright square   a white square (side isize/4: 8x8 at 32x32, 4x4 at 16x16) at a random position
+  dark square     a black square of that side centred on a random stroke pixel (the background
+                  is black)
+  noise square    a square of that side of uniform random colours at a random position
+  digit-0 patch   a patch (side 3 isize/8: 12x12 at 32x32, 6x6 at 16x16) of an abnormal test
+                  digit (a 0), same place in both images
 
 and reports, per defect kind, the pixel AUROC of the ``--anomaly_map=residual`` maps
 (|x - G(x)|) and of the ``--anomaly_map=grad`` maps (|d score / d x|, sagan_jax.anomaly_maps)
@@ -34,13 +36,16 @@ KINDS = ("bright square", "dark square", "noise square", "digit-0 patch")
 HEADING = "## Anomaly maps: residual vs gradient, synthetic defects with exact masks"
 
 
-def make_defects(images, abnormal, kind, rng, square=8, patch=12):
+def make_defects(images, abnormal, kind, rng, square=None, patch=None):
     """(defect images, masks) of ``kind`` pasted into copies of ``images`` (uint8 NHWC);
-    mask = the pixels the paste changed."""
+    mask = the pixels the paste changed. Sizes default to isize/4 (squares) and 3 isize/8
+    (patches), so a defect covers the same share of the image at every isize."""
     import numpy as np
 
     out = images.copy()
     n, h, w, c = images.shape
+    square = square or max(1, h // 4)
+    patch = patch or max(1, 3 * h // 8)
     for i in range(n):
         if kind == "digit-0 patch":
             src = abnormal[rng.integers(len(abnormal))]

@@ -231,3 +231,28 @@ def test_script_help_starts(script):
                        capture_output=True, text=True, timeout=60)
     assert p.returncode == 0, p.stderr
     assert "usage" in p.stdout.lower(), p.stdout
+
+
+@pytest.mark.parametrize("isize", [16, 32])
+def test_anomaly_map_defects_and_their_exact_masks(isize):
+    """experiments/anomaly_maps.py: each defect changes exactly the pixels its mask marks,
+    within one square (isize/4) or patch (3 isize/8), and the dark square sits on a stroke."""
+    import numpy as np
+
+    from experiments.anomaly_maps import KINDS, make_defects
+
+    rng = np.random.default_rng(0)
+    images = np.zeros((6, isize, isize, 3), np.uint8)
+    images[:, isize // 2 - 1:isize // 2 + 1, 2:-2] = 200  # a horizontal stroke
+    abnormal = rng.integers(1, 256, (4, isize, isize, 3), dtype=np.uint8)  # no zero pixel
+    for kind in KINDS:
+        out, masks = make_defects(images, abnormal, kind, np.random.default_rng(1))
+        assert out.shape == images.shape and masks.shape == images.shape[:3]
+        np.testing.assert_array_equal(masks, (out != images).any(-1))
+        side = 3 * isize // 8 if kind == "digit-0 patch" else isize // 4
+        for m in masks:
+            ys, xs = np.nonzero(m)
+            assert len(ys) > 0 and np.ptp(ys) < side and np.ptp(xs) < side, kind
+        if kind == "dark square":
+            assert (out[masks.astype(bool)] == 0).all()
+            assert (images[masks.astype(bool)].max(-1) == 200).any()

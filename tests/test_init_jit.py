@@ -55,3 +55,21 @@ def test_batched_normals_equal_jax_random_normal(shapes):
     got = jax.jit(lambda ks: layers._batched_normal(list(ks), shapes, np.float32))(keys)
     for k, s, g in zip(keys, shapes, got):
         np.testing.assert_array_equal(np.asarray(g), np.asarray(jax.random.normal(k, s)))
+
+
+def test_batched_normals_are_checked_on_another_jax_version(monkeypatch):
+    """On a jax other than 0.10 the copied formula is checked against jax.random.normal once:
+    it passes here (same formula), and a formula that drifted turns the batched path off."""
+    from sagan_jax.models import layers
+
+    monkeypatch.setattr(jax, "__version_info__", (0, 11, 2))
+    layers._formula_matches.cache_clear()
+    try:
+        assert layers.batched_normals_supported()
+        layers._formula_matches.cache_clear()
+        real = layers._batched_normal
+        monkeypatch.setattr(layers, "_batched_normal",
+                            lambda k, s, d: [x * 1.0000001 + 1e-7 for x in real(k, s, d)])
+        assert not layers.batched_normals_supported()
+    finally:
+        layers._formula_matches.cache_clear()

@@ -175,18 +175,33 @@ def test_bad_run_flags_exit_2(args, message):
     assert len(out.stderr.strip().splitlines()) == 1 and message in out.stderr, out.stderr
 
 
-def test_cli_run_list_writes_per_run_results_and_summary(tmp_path):
-    work = tmp_path / "w"
-    env = dict(os.environ, PYTHONPATH=ROOT, JAX_PLATFORMS="cpu")
-    args = ["--isize=16", "--ngf=16", "--ndf=16", "--nz=8", "--batch_size=16",
+RUN_LIST = ["--isize=16", "--ngf=16", "--ndf=16", "--nz=8", "--batch_size=16",
             "--max_train_images=48", "--epochs=2", "--eval_every=2", "--noprogress",
-            "--notensorboard", "--noplots", "--bn_recalibration_batches=1",
-            "--seeds=0,1", "--abnormal_classes=0,1", f"--workdir={work}", "--compilation_cache="]
-    out = subprocess.run([sys.executable, "-m", "sagan_jax.main", *args], cwd=ROOT,
-                         capture_output=True, text=True, env=env, timeout=600)
+            "--notensorboard", "--noplots", "--bn_recalibration_batches=1", "--steps_per_chunk=2",
+            "--seeds=0,1", "--abnormal_classes=0,1", "--compilation_cache="]
+RUN_NAMES = ["0_seed0", "0_seed1", "1_seed0", "1_seed1"]
+
+
+def _cli(args, script=None, env_extra=None):
+    env = dict(os.environ, PYTHONPATH=ROOT, JAX_PLATFORMS="cpu", **(env_extra or {}))
+    cmd = [sys.executable, script] if script else [sys.executable, "-m", "sagan_jax.main"]
+    return subprocess.run(cmd + args, cwd=ROOT, capture_output=True, text=True, env=env,
+                          timeout=600)
+
+
+@pytest.fixture(scope="module")
+def run_list(tmp_path_factory):
+    """Four runs (2 seeds x 2 abnormal classes, 3 steps per epoch, 2 epochs) as one program."""
+    work = tmp_path_factory.mktemp("run_list") / "w"
+    out = _cli(RUN_LIST + [f"--workdir={work}"])
     assert out.returncode == 0, out.stderr[-3000:]
+    return work, out
+
+
+def test_cli_run_list_writes_per_run_results_and_summary(run_list):
+    work, out = run_list
     summary = json.load(open(work / "summary.json"))
-    assert summary["runs"] == ["0_seed0", "0_seed1", "1_seed0", "1_seed1"]
+    assert summary["runs"] == RUN_NAMES
     assert [r["abnormal_class"] for r in summary["per_class"]] == ["0", "1"]
     for name in summary["runs"]:
         m = json.load(open(work / "runs" / name / "metrics.json"))
@@ -200,6 +215,35 @@ def test_cli_run_list_writes_per_run_results_and_summary(tmp_path):
     assert row["auc_std"] == pytest.approx(np.std(aucs, ddof=1))
     assert "| 0 |" in (work / "summary.md").read_text()
     assert "mean over classes" in out.stdout
+
+
+def test_run_list_killed_mid_epoch_resumes_every_run_exactly(run_list, tmp_path):
+    """SIGKILL in epoch 2 (after step 5 of 6; chunks of 2 steps), then the same command: every
+    run resumes from its epoch-1 checkpoint and ends bit-equal to the uninterrupted program,
+    with each run's metrics.jsonl holding every step once."""
+    from _checkpoint_arrays import final_arrays
+
+    ref, _ = run_list
+    work = tmp_path / "w"
+    killed = _cli(RUN_LIST + [f"--workdir={work}"], os.path.join(ROOT, "tests", "_killed_run.py"),
+                  {"KILL_AT_STEP": "4"})
+    assert killed.returncode == -9, killed.stderr[-3000:]
+    for name in RUN_NAMES:
+        assert final_arrays(str(work / "runs" / name))[0] == 3  # epoch 1's checkpoint
+    resumed = _cli(RUN_LIST + [f"--workdir={work}"])
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "resumed from" in resumed.stderr
+    for name in RUN_NAMES:
+        step_a, a = final_arrays(str(ref / "runs" / name))
+        step_b, b = final_arrays(str(work / "runs" / name))
+        assert step_a == step_b == 6
+        for k in a:
+            np.testing.assert_array_equal(a[k], b[k], err_msg=f"{name} {k}")
+        steps = [json.loads(l)["step"] for l in open(work / "runs" / name / "metrics.jsonl")
+                 if '"kind": "step"' in l]
+        assert steps == list(range(6)), name
+        assert (json.load(open(work / "runs" / name / "metrics.json"))["auc"]
+                == json.load(open(ref / "runs" / name / "metrics.json"))["auc"])
 
 
 def test_a_diverged_run_stops_alone(tmp_path):
