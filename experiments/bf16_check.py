@@ -70,6 +70,8 @@ def main(argv=None):
     ap.add_argument("--kernels_per_layer", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--json", default="", help="also write the figures to this JSON file")
+    ap.add_argument("--docs", action="store_true",
+                    help="also write the table to docs/results.md (section bf16_check)")
     args = ap.parse_args(argv)
 
     import jax
@@ -134,15 +136,19 @@ def main(argv=None):
     a = out["bfloat16"]
     rows.append(("bf16 run: dtypes of params, opt state, BN stats", ", ".join(a["float_dtypes"])))
     load = monitor.report()
-    print(f"bfloat16 against float32, SAGAN ngf = ndf = {args.ngf}, {args.isize}x{args.isize}, "
-          f"batch {args.batch} of the embedded digits, kernels_per_layer {args.kernels_per_layer}, "
-          f"seed {args.seed}; one step from the same float32 initial state "
-          f"({time.perf_counter() - t0:.0f} s).\n")
-    print("| quantity | value |\n|---|---|")
-    for k, v in rows:
-        print(f"| {k} | {v} |")
-    print("\n" + common.machine_header(load))
-    print("Command: `" + common.command_line("experiments.bf16_check", argv) + "`")
+    body = "\n".join([
+        f"bfloat16 against float32, SAGAN ngf = ndf = {args.ngf}, {args.isize}x{args.isize}, "
+        f"batch {args.batch} of the embedded digits, kernels_per_layer {args.kernels_per_layer}, "
+        f"seed {args.seed}; one step from the same float32 initial state "
+        f"({time.perf_counter() - t0:.0f} s).", "",
+        "| quantity | value |", "|---|---|",
+        *[f"| {k} | {v} |" for k, v in rows], "",
+        common.machine_header(load), "",
+        "Command: `" + common.command_line("experiments.bf16_check", argv) + "`"])
+    print(body)
+    if args.docs:
+        common.replace_section(common.RESULTS_MD, "bf16_check", body,
+                               heading="## Mixed precision: bfloat16 against float32, one step")
     if args.json:
         with open(args.json, "w") as f:
             json.dump(dict(args=vars(args), rows=rows), f, indent=1)

@@ -15,8 +15,44 @@ os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "-1")
 # ... but not in pytest's own process. There, after a few hundred compilations (the torch
 # tests' chunk program, about test 308 of 316), XLA:CPU segfaulted while serializing an
 # executable for the cache (jax 0.10.2, compilation_cache.put_executable_and_time; seen in CI
-# and reproduced here; the same test alone passes). In-process tests keep jax's in-memory
-# caches; the subprocess tests, which inherit the variables above, share the persistent one.
+# and reproduced here; the same test alone passes); see also _free_compiled_programs below.
+# In-process tests keep jax's in-memory caches; the subprocess tests, which inherit the
+# variables above, share the persistent one.
 import jax  # noqa: E402
 
 jax.config.update("jax_enable_compilation_cache", False)
+
+import gc  # noqa: E402
+
+_TIMES = os.environ.get("SAGAN_JAX_TEST_TIMES")  # a file: "seconds<TAB>test id" per test
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _free_compiled_programs():
+    """Drop each module's compiled programs when it ends. XLA:CPU maps a few memory regions per
+    executable; one pytest process compiling thousands of them over the suite ran into the
+    kernel's mapping limit (vm.max_map_count, 65530 here) and aborted inside XLA (a segfault
+    while serializing for the cache, later an abort while compiling, both ~test 310)."""
+    yield
+    before = _maps()
+    jax.clear_caches()
+    gc.collect()
+    if _TIMES:
+        with open(_TIMES, "a") as f:
+            f.write(f"maps\t{before} -> {_maps()}\n")
+
+
+def _maps() -> int:
+    try:
+        with open("/proc/self/maps") as f:
+            return sum(1 for _ in f)
+    except OSError:  # not Linux
+        return -1
+
+
+def pytest_runtest_logreport(report):
+    if _TIMES and report.when in ("setup", "call") and report.duration >= 0.05:
+        with open(_TIMES, "a") as f:
+            f.write(f"{report.duration:.1f}\t{report.nodeid} ({report.when})\n")
