@@ -23,6 +23,23 @@ TINY = ["--isize=16", "--ngf=16", "--ndf=16", "--nz=8", "--max_train_images=64",
 STEPS_PER_EPOCH = 64 // 16
 
 
+def noise_folder(root):
+    """An image folder of uniform-noise 16x16 images (class b abnormal). Not the digits: their
+    flat backgrounds give exact max-pool ties that two compilations break differently, which
+    turns float noise into different gradients (see tests/test_runs.noise_data)."""
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for split, n_a, n_b in (("train", 64, 8), ("test", 8, 8)):
+        for c, n in (("a", n_a), ("b", n_b)):
+            d = root / split / c
+            d.mkdir(parents=True)
+            for i in range(n):
+                Image.fromarray(rng.integers(0, 256, (16, 16, 3), dtype=np.uint8)).save(
+                    d / f"{i}.png")
+    return ["--dataset=image_folder", f"--data_root={root}", "--abnormal_class=b"]
+
+
 def free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -51,20 +68,17 @@ def wait(procs, timeout=900):
     return outs
 
 
-# Failed in the session that wrote it, on a machine at load average 7-15 (the failure was not
-# read before the session ended); by hand, 2 processes gave the same AUC as one process with 2
-# devices. Kept running (not skipped) so the next session sees whether it passes when quiet.
-@pytest.mark.xfail(reason="not yet seen to pass; see the session note of 2026-11-29", strict=False)
 def test_two_processes_equal_one_and_resume_after_kill(tmp_path):
     one, two = str(tmp_path / "one"), str(tmp_path / "two")
+    tiny = TINY + noise_folder(tmp_path / "data")
     # the 2-process run is killed two steps into its second epoch (both processes)
-    killed = launch(TINY + [f"--workdir={two}"], 2, script=os.path.join(ROOT, "tests", "_killed_run.py"),
+    killed = launch(tiny + [f"--workdir={two}"], 2, script=os.path.join(ROOT, "tests", "_killed_run.py"),
                     env_extra={"KILL_AT_STEP": str(STEPS_PER_EPOCH + 2)})
-    single = launch(TINY + [f"--workdir={one}"], 1)
+    single = launch(tiny + [f"--workdir={one}"], 1)
     for code, _, err in wait(killed):
         assert code == -signal.SIGKILL, err[-3000:]
     assert final_arrays(two)[0] == STEPS_PER_EPOCH  # epoch 1's checkpoint survived
-    resumed = wait(launch(TINY + [f"--workdir={two}"], 2))
+    resumed = wait(launch(tiny + [f"--workdir={two}"], 2))
     for code, _, err in resumed:
         assert code == 0, err[-3000:]
     assert "resumed from" in resumed[0][2] and "process 0 of 2" in resumed[0][2]
@@ -78,12 +92,28 @@ def test_two_processes_equal_one_and_resume_after_kill(tmp_path):
     m2 = json.load(open(os.path.join(two, "metrics.json")))
     assert m2["processes"] == 2 and len(m2["devices"]) == 2 and m1["processes"] == 1
     assert abs(m1["auc"] - m2["auc"]) < 1e-3
-    steps = [json.loads(l)["step"] for l in open(os.path.join(two, "metrics.jsonl"))
-             if '"kind": "step"' in l]
-    assert steps == list(range(2 * STEPS_PER_EPOCH))  # one writer, no duplicate after resume
+    def step_records(workdir):
+        return [json.loads(l) for l in open(os.path.join(workdir, "metrics.jsonl"))
+                if '"kind": "step"' in l]
+
+    r1, r2 = step_records(one), step_records(two)
+    # one writer, no duplicate after resume
+    assert [r["step"] for r in r2] == list(range(2 * STEPS_PER_EPOCH))
+    # Step by step the same training: every step's losses (on the same global batch), and the
+    # first two steps' gradient norms. Later gradient norms drift apart by design-free float
+    # noise: ReLU zeros tie in CBAM's channel max and max-pools, two compilations route those
+    # ties' gradients differently, and Adam turns near-zero gradient noise into +-lr updates
+    # (2% in the gradient norm after 8 steps, the losses still within 3e-4).
+    for x, y in zip(r1, r2):
+        for k in ("l_con", "l_adv", "l_lat", "l_d"):
+            assert y[k] == pytest.approx(x[k], rel=1e-3), (x["step"], k, x[k], y[k])
+    for x, y in zip(r1[:2], r2[:2]):
+        for k in ("l_con", "l_adv", "l_lat", "l_d", "g_grad_norm", "d_grad_norm"):
+            assert y[k] == pytest.approx(x[k], rel=1e-5), (x["step"], k, x[k], y[k])
     s1, a = final_arrays(one)
     s2, b = final_arrays(two)
     assert s1 == s2 == 2 * STEPS_PER_EPOCH
-    worst = max(float(np.max(np.abs(a[k].astype(np.float64) - b[k]))) for k in a
-                if a[k].dtype.kind == "f")
-    assert worst < 1e-4, worst
+    # parameters and BatchNorm statistics after 8 Adam steps of lr 1e-5: within 2 lr per step
+    worst = {k: float(np.max(np.abs(a[k].astype(np.float64) - b[k]))) for k in a
+             if a[k].dtype.kind == "f" and "opt_state" not in k}
+    assert max(worst.values()) < 2e-4, sorted(worst.items(), key=lambda kv: -kv[1])[:5]
