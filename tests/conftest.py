@@ -1,3 +1,4 @@
+import gc
 import os
 import tempfile
 
@@ -12,21 +13,12 @@ os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", tempfile.mkdtemp(prefix="saga
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "-1")
 
-# ... but not in pytest's own process. There, after a few hundred compilations (the torch
-# tests' chunk program, about test 308 of 316), XLA:CPU segfaulted while serializing an
-# executable for the cache (jax 0.10.2, compilation_cache.put_executable_and_time; seen in CI
-# and reproduced here; the same test alone passes); see also _free_compiled_programs below.
-# In-process tests keep jax's in-memory caches; the subprocess tests, which inherit the
-# variables above, share the persistent one.
+# pytest's own process uses it too; _free_compiled_programs below keeps that process under the
+# kernel's limit on memory mappings (without it, XLA:CPU segfaulted or aborted about test 310).
 import jax  # noqa: E402
-
-jax.config.update("jax_enable_compilation_cache", False)
-
-import gc  # noqa: E402
+import pytest  # noqa: E402
 
 _TIMES = os.environ.get("SAGAN_JAX_TEST_TIMES")  # a file: "seconds<TAB>test id" per test
-
-import pytest  # noqa: E402
 
 
 @pytest.fixture(autouse=True, scope="module")
