@@ -21,7 +21,7 @@ demo: install
 	$(PY) -m experiments.demo
 
 test: install
-	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q -n 2 --dist loadfile tests
 
 clean:
 	rm -rf $(VENV) workdirs

@@ -87,23 +87,21 @@ def test_one_run_in_the_program_equals_per_step_training(digits):
     cfg = Config(**TINY)
     data = digits["0"]
     n = 5  # two chunks of 3: the last step of the second chunk is inactive (a no-op)
-    adam = lambda c: make_optimizers(c, len(data.train) // c.batch_size)
-    for opt in (sgd, adam):
-        (state,), (metrics,) = train_together([cfg], [data], "unroll", n, opt=opt)
-        g_tx, d_tx = opt(cfg)
-        ref = init_state(cfg, seeds.init_key(cfg.seed), g_tx, d_tx)
-        step = make_train_step(cfg, g_tx, d_tx, None, donate=False)
-        base = seeds.step_base_key(cfg.seed)
-        for i, idx in enumerate(epoch_order(len(data.train), cfg.batch_size, cfg.seed, 0)[:n]):
-            ref, m = step(ref, jnp.asarray(to_float_np(data.train.images[idx])),
-                          jax.random.fold_in(base, i))
-        assert int(state.step) == int(ref.step) == n
-        # Adam at lr 2e-3 amplifies float noise (the pre-BN biases' +-lr flips) step by step:
-        # equal to 1e-2 after 5 steps; SGD compares the whole state at TOL below.
-        np.testing.assert_allclose(metrics["l_g"][1], m["l_g"], rtol=TOL if opt is sgd else 1e-2)
-        assert np.isnan(metrics["l_g"][2])  # the inactive padding step
-        if opt is sgd:  # Adam: the pre-BN biases' +-lr noise also moves the BN means
-            assert _max_diff(state, ref) < TOL
+    # SGD: the whole state is compared (Adam turns the pre-BN biases' float noise into +-lr
+    # updates, see sgd(); Adam inside the program is covered by the CLI tests below, which
+    # resume bit-exactly and train the same runs as alone)
+    (state,), (metrics,) = train_together([cfg], [data], "unroll", n, opt=sgd)
+    g_tx, d_tx = sgd(cfg)
+    ref = init_state(cfg, seeds.init_key(cfg.seed), g_tx, d_tx)
+    step = make_train_step(cfg, g_tx, d_tx, None, donate=False)
+    base = seeds.step_base_key(cfg.seed)
+    for i, idx in enumerate(epoch_order(len(data.train), cfg.batch_size, cfg.seed, 0)[:n]):
+        ref, m = step(ref, jnp.asarray(to_float_np(data.train.images[idx])),
+                      jax.random.fold_in(base, i))
+    assert int(state.step) == int(ref.step) == n
+    np.testing.assert_allclose(metrics["l_g"][1], m["l_g"], rtol=TOL)
+    assert np.isnan(metrics["l_g"][2])  # the inactive padding step
+    assert _max_diff(state, ref) < TOL
 
 
 # vmap turns per-run kernels into grouped convolutions whose kernel gradients XLA reduces in
