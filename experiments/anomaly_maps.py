@@ -155,12 +155,13 @@ def main():
             jax.config.update("jax_compilation_cache_dir",
                               os.path.expanduser(cfg.compilation_cache))
         t0 = time.time()
-        if common.done_metrics(cfg.workdir, cfg.epochs) is None:
-            from sagan_jax.training.loop import train
+        with common.package_errors(MODULE):
+            if common.done_metrics(cfg.workdir, cfg.epochs) is None:
+                from sagan_jax.training.loop import train
 
-            train(cfg)
-        train_s[seed] = round(time.time() - t0, 1)
-        per_seed[seed] = measure(cfg, args.n_images, args.defect_seed)
+                train(cfg)
+            train_s[seed] = round(time.time() - t0, 1)
+            per_seed[seed] = measure(cfg, args.n_images, args.defect_seed)
         print(f"seed {seed}: " + json.dumps(per_seed[seed]), flush=True)
     os.makedirs(args.workdir, exist_ok=True)
     with open(os.path.join(args.workdir, "anomaly_maps.json"), "w") as f:

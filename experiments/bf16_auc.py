@@ -52,7 +52,9 @@ def main(argv=None):
     aucs, walls = {}, {}
     for dtype in DTYPES:
         t0 = time.time()
-        result = train(cfg.replace(compute_dtype=dtype, workdir=os.path.join(args.out, dtype)))
+        with common.package_errors(MODULE):
+            result = train(cfg.replace(compute_dtype=dtype,
+                                       workdir=os.path.join(args.out, dtype)))
         walls[dtype] = time.time() - t0
         aucs[dtype] = aucs_of(result)
     seeds = [s.strip() for s in args.seeds.split(",") if s.strip()]

@@ -21,6 +21,7 @@ Nothing here imports JAX, TensorFlow or PyTorch, so a script's ``--help`` is qui
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import datetime
 import importlib.metadata
@@ -125,6 +126,21 @@ def fail(message: str, prog: Optional[str] = None) -> typing.NoReturn:
     prog = prog or os.path.basename(sys.argv[0]).removesuffix(".py")
     print(f"{prog}: error: {message}", file=sys.stderr)
     sys.exit(2)
+
+
+@contextlib.contextmanager
+def package_errors(prog: Optional[str] = None):
+    """Inside: an error a user's input causes in the package (a workdir trained with other
+    flags, bad data, ...; sagan_jax.main.USER_ERRORS) ends the script with one line and exit
+    status 2, as the CLI does; anything else propagates."""
+    try:
+        yield
+    except Exception as e:
+        from sagan_jax.main import USER_ERRORS
+
+        if isinstance(e, USER_ERRORS):
+            fail(str(e), prog)
+        raise
 
 
 # --- finished runs -----------------------------------------------------------------------------

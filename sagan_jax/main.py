@@ -22,6 +22,9 @@ from sagan_jax.training.errors import NonFiniteLossError
 
 
 
+# Errors a user's input can cause: one line on stderr, exit status 2 (also experiments/common.py).
+USER_ERRORS = (ConfigError, DataError, CheckpointError, NonFiniteLossError)
+
 def _define_flags():
     for f in dataclasses.fields(Config):
         default, help_ = f.default, f.metadata["help"]
@@ -189,7 +192,7 @@ def main(argv):
         cfg = config_from_flags()
         warn_unused_flags(cfg)
         run(cfg)
-    except (ConfigError, DataError, CheckpointError, NonFiniteLossError) as e:
+    except USER_ERRORS as e:
         fail(str(e))
     except OSError as e:  # a full disk, a read-only folder, a vanished file: one line
         if e.errno is None:

@@ -256,3 +256,19 @@ def test_anomaly_map_defects_and_their_exact_masks(isize):
         if kind == "dark square":
             assert (out[masks.astype(bool)] == 0).all()
             assert (images[masks.astype(bool)].max(-1) == 200).any()
+
+
+def test_package_errors_end_a_script_with_one_line(capsys):
+    """A workdir trained with other flags (CheckpointError) ends an experiment script as it
+    ends the CLI: one line, exit 2; other exceptions propagate unchanged."""
+    from sagan_jax.checkpoints import CheckpointError
+
+    with pytest.raises(SystemExit) as e:
+        with common.package_errors("experiments.x"):
+            raise CheckpointError("workdir w holds a model trained with other flags: ngf=32 (now 16)")
+    assert e.value.code == 2
+    assert capsys.readouterr().err == (
+        "experiments.x: error: workdir w holds a model trained with other flags: ngf=32 (now 16)\n")
+    with pytest.raises(KeyError):
+        with common.package_errors("experiments.x"):
+            raise KeyError("not the user's input")
