@@ -62,7 +62,13 @@ def jax_worker(cfg):
     from sagan_jax.methods.spec import variables_of
     from sagan_jax.training.state import init_state, make_optimizers
     from sagan_jax.training.step import make_train_step
+    from sagan_jax.models import dsc_autotune
 
+    # What the training entry point does first (sagan_jax.training.loop): per-layer DSC choices,
+    # timed on this machine unless cached (not counted in setup; reported apart).
+    t0 = time.perf_counter()
+    impls = dsc_autotune.resolve_dsc_impls(cfg, cfg.batch_size)
+    autotune_s = time.perf_counter() - t0
     t0 = time.perf_counter()
     g_tx, d_tx = make_optimizers(cfg, steps_per_epoch=1000)
     state = init_state(cfg, jax.random.key(cfg.seed), g_tx, d_tx)
@@ -87,7 +93,8 @@ def jax_worker(cfg):
             out = score(v, x)
         jax.block_until_ready(out)
 
-    info = {"jax": jax.__version__, "backend": jax.default_backend(), "setup_s": setup}
+    info = {"jax": jax.__version__, "backend": jax.default_backend(), "setup_s": setup,
+            "autotune_s": autotune_s, "dsc_impls": [list(p) for p in impls]}
     return info, train, evaluate
 
 
@@ -199,7 +206,8 @@ def table(results, args, load) -> str:
         common.machine_header(load, packages=("jax", "jaxlib", "flax", "optax", "torch", "numpy"))
         + f" PyTorch threads: {', '.join(map(str, sorted(threads)))}.",
         "",
-        f"SAGAN, 32x32, batch {args.batch}, ngf = ndf = {args.ngf}, Adam; medians of "
+        f"SAGAN, 32x32, batch {args.batch}, ngf = ndf = "
+        f"{args.sizes or args.ngf} (NGF:kernels_per_layer where several), Adam; medians of "
         f"{args.repeats} alternating blocks ({args.steps} training steps / {args.eval_batches} "
         "scoring batches each) after one warm-up step. Ratio = JAX / PyTorch.",
         "",
@@ -215,6 +223,16 @@ def table(results, args, load) -> str:
                 f"| {name} | {lab} | {v['train_ips']:.1f} | {rt:.2f} | {v['eval_ips']:.1f} | "
                 f"{re_:.2f} | {v['setup_s']:.1f} | {v['first_step_s']:.1f} | "
                 f"{v['first_eval_s']:.1f} | {v['peak_mb']:.0f} |")
+    for name, res in results.items():
+        for lab, v in res.items():
+            if v["info"].get("dsc_impls"):
+                counts = {}
+                for _, impl in v["info"]["dsc_impls"]:
+                    counts[impl] = counts.get(impl, 0) + 1
+                lines.append(
+                    f"\n{name}, {lab}: per-layer DSC impls "
+                    + ", ".join(f"{k} x{n}" for k, n in sorted(counts.items()))
+                    + f" (autotune {v['info']['autotune_s']:.1f} s, not in setup).")
     lines += [
         "",
         "setup: model build + initialisation (JAX: includes compiling the initialiser). "
@@ -226,6 +244,22 @@ def table(results, args, load) -> str:
     return "\n".join(lines)
 
 
+def parse_sizes(text: str):
+    """'64:2,64:1,32:2' -> [(64, 2), (64, 1), (32, 2)]; a bad pair is a one-line error."""
+    out = []
+    for item in text.split(","):
+        try:
+            ngf, k = (int(v) for v in item.split(":"))
+            if ngf < 1 or k < 1:
+                raise ValueError
+        except ValueError:
+            print(f"bench_train: bad --sizes entry {item!r}: write NGF:KERNELS_PER_LAYER pairs of "
+                  "positive integers, e.g. --sizes 64:2,64:1,32:2", file=sys.stderr)
+            sys.exit(2)
+        out.append((ngf, k))
+    return out
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--configs", default="dsc,plain", help="dsc and/or plain (SAGAN without DSCs)")
@@ -233,6 +267,9 @@ def main():
     ap.add_argument("--batch", type=int, default=64)
     ap.add_argument("--ngf", type=int, default=64)
     ap.add_argument("--kernels_per_layer", type=int, default=2, help="DSC multiplier (authors' code: 1)")
+    ap.add_argument("--sizes", default="",
+                    help="comma-separated NGF:KERNELS_PER_LAYER pairs measured in one invocation "
+                         "(one table), e.g. 64:2,64:1,32:2; overrides --ngf/--kernels_per_layer")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--steps", type=int, default=2)
     ap.add_argument("--eval_batches", type=int, default=2)
@@ -249,19 +286,25 @@ def main():
 
     from sagan_jax.config import Config
 
+    sizes = parse_sizes(args.sizes) if args.sizes else [(args.ngf, args.kernels_per_layer)]
     common.wait_for_quiet(args.wait_quiet)
     monitor = common.LoadMonitor()
-    base = Config(batch_size=args.batch, eval_batch_size=args.batch, ngf=args.ngf, ndf=args.ngf,
-                  isize=32, progress=False, kernels_per_layer=args.kernels_per_layer)
-    impls = [i for i in args.jax_dsc_impls.split(",") if i] or [base.dsc_impl]
+    impls = [i for i in args.jax_dsc_impls.split(",") if i] or [Config().dsc_impl]
     results = {}
     t0 = time.time()
-    for c in args.configs.split(","):
-        use_dsc = c == "dsc"
-        name = f"SAGAN (DSC, m={args.kernels_per_layer})" if use_dsc else "SAGAN without DSCs"
-        cfg = base.replace(use_dsc=use_dsc)
-        print(f"{name}: starting workers", flush=True)
-        results[name] = bench_config(name, cfg.to_dict(), impls, args)
+    for ngf, k in sizes:
+        base = Config(batch_size=args.batch, eval_batch_size=args.batch, ngf=ngf, ndf=ngf,
+                      isize=32, progress=False, kernels_per_layer=k)
+        for c in args.configs.split(","):
+            use_dsc = c == "dsc"
+            name = f"SAGAN (DSC, m={k})" if use_dsc else "SAGAN without DSCs"
+            if len(sizes) > 1 or ngf != 64:
+                name += f", ngf {ngf}"
+            if not use_dsc and name in results:
+                continue  # without DSCs kernels_per_layer changes nothing
+            cfg = base.replace(use_dsc=use_dsc)
+            print(f"{name}: starting workers", flush=True)
+            results[name] = bench_config(name, cfg.to_dict(), impls, args)
     load = monitor.report()  # after the workers exited: their CPU time is this run's
     text = table(results, args, load)
     print(text)
