@@ -111,7 +111,7 @@ if [ "$MODE" = smoke ]; then
   FW_ARGS=(--ngf 16 --isize 16 --batch 8 --steps 1 --eval_batches 1 --repeats 1 --kpls 2
            --dsc_impl shift)
   RUNS_ARGS=(--ks 1,2 --separate_ks 1 --no-scan --impl auto --ngf 16 --isize 16 --batch_size 16
-             --steps 4 --epochs 1 --chunk 4 --recal_batches 1 --no-warmup --set dsc_impl=shift)
+             --steps 4 --epochs 1 --chunk 1 --recal_batches 1 --no-warmup --set dsc_impl=shift)
   PAPER_ARGS=(--epochs=1 --max_train_images=32 --batch_size=16 --eval_batch_size=16 --ngf=16
               --ndf=16 --nz=16 --isize=16 --bn_recalibration_batches=1 --dsc_impl=shift)
   PLAN=(tests:120 frameworks:420 run_axis:800 paper:1300)   # planned end, s from the start

@@ -83,6 +83,8 @@ class Config:
     score_lambda: float = flag(0.2, 'A = lambda R + (1 - lambda) L (paper 0.2, code 0.9)')
     eval_batch_stats: bool = flag(False, 'score with test-batch BatchNorm statistics, as the PyTorch originals')
     bn_recalibration_batches: int = flag(20, "before each evaluation, recompute BatchNorm running statistics with the current weights over this many training batches (0 = use the training run's moving averages)")
+    eval_originals: bool = flag(False, "also score the test set after each evaluated epoch as the PyTorch originals do (BatchNorm in training mode, the test set in its stored order, batches of --batch_size, A with --originals_score_lambda), recorded per epoch as test_auc_originals beside the order-independent test_auc; order-dependent, so never the result (experiments/table2.py --three_way)")
+    originals_score_lambda: float = flag(0.9, "lambda of A = lambda R + (1 - lambda) L under --eval_originals (the authors' and Skip-GANomaly's code: 0.9)")
     eval_every: int = flag(1, 'score the test set after every N-th epoch and always after the last one (0 = only after the last; fewer test passes, no per-epoch test curve)')
     anomaly_map: str = flag("residual", "pixel anomaly map of score mode and pixel AUROC: residual (|x - G(x)| averaged over channels) | grad (|d score / d x| averaged over channels, jax.grad under jax.vmap)")
     # Many runs as one program (docs/extending.md).
@@ -90,7 +92,7 @@ class Config:
     abnormal_classes: str = flag("", "comma-separated abnormal classes trained together, or 'all' ('' = --abnormal_class alone); combined with --seeds")
     run_axis_impl: str = flag("auto", "how runs trained together are mapped: auto (unroll on CPU, vmap elsewhere) | vmap | unroll (same math)")
     max_runs_per_program: int = flag(0, "split a long run list into groups of at most this many runs per program (0 = all in one)")
-    steps_per_chunk: int = flag(10, "training steps per jitted lax.scan chunk; the host syncs (logs, progress, NaN check) between chunks")
+    steps_per_chunk: int = flag(0, "training steps per jitted chunk (lax.scan; unrolled on CPU, where XLA runs a step inside a loop 20x slower); the host syncs (logs, progress, NaN check) between chunks; 0 = auto: 1 on CPU, 10 elsewhere")
     # Numerics.
     compute_dtype: str = flag("float32", "dtype of activations and convolutions: float32 | bfloat16 (parameters, optimiser state and BatchNorm statistics stay float32)")
     dsc_autotune: bool = flag(True, "dsc_impl=auto: time each depthwise-separable layer's exact implementations once per (backend, shape, kernels_per_layer, dtype) and cache the choice on disk (false: a fixed rule)")
@@ -161,8 +163,8 @@ def validate(cfg: Config) -> None:
     if cfg.max_runs_per_program < 0:
         raise ConfigError(f"--max_runs_per_program={cfg.max_runs_per_program} must be >= 0 "
                           "(0 = every run in one program)")
-    if cfg.steps_per_chunk < 1:
-        raise ConfigError(f"--steps_per_chunk={cfg.steps_per_chunk} must be >= 1")
+    if cfg.steps_per_chunk < 0:
+        raise ConfigError(f"--steps_per_chunk={cfg.steps_per_chunk} must be >= 0 (0 = auto)")
     if cfg.num_processes < 0 or not -1 <= cfg.process_id < max(cfg.num_processes, 1) + (
             cfg.process_id == -1):
         raise ConfigError(f"--process_id={cfg.process_id} must lie in [0, --num_processes="
@@ -207,6 +209,9 @@ def validate(cfg: Config) -> None:
             raise ConfigError(f"--{name}={getattr(cfg, name)} must be >= 0")
     if not 0.0 <= cfg.score_lambda <= 1.0:
         raise ConfigError(f"--score_lambda={cfg.score_lambda} must lie in [0, 1]")
+    if not 0.0 <= cfg.originals_score_lambda <= 1.0:
+        raise ConfigError(
+            f"--originals_score_lambda={cfg.originals_score_lambda} must lie in [0, 1]")
     if not 0.0 <= cfg.val_fraction < 1.0:
         raise ConfigError(f"--val_fraction={cfg.val_fraction} must lie in [0, 1)")
     if not 0.0 < cfg.digits_test_fraction < 1.0:
@@ -247,6 +252,8 @@ _USE = (
     ("output", lambda c: c.mode != "score", lambda c: f"in --mode={c.mode}"),
     ("score_lambda", lambda c: c.model == "ganomaly",
      lambda c: "by --model=ganomaly (its score is the latent distance)"),
+    ("originals_score_lambda", lambda c: not c.eval_originals,
+     lambda c: "without --eval_originals"),
 )
 for _name in ("use_dsc", "use_cbam", "kernels_per_layer", "dsc_impl", "pool_after_cbam",
               "dsc_autotune"):

@@ -51,7 +51,7 @@ def test_run_writes_metrics_logs_plots_and_checkpoints(trained):
 
 
 def test_sigkill_then_resume_equals_uninterrupted_run(tmp_path):
-    chunk = ["--steps_per_chunk=2"]  # 3 chunks per epoch: the kill lands inside epoch 2
+    chunk = []  # one step per chunk (the CPU default): the kill lands inside epoch 2
     ref = str(tmp_path / "ref")
     assert run(TINY + chunk + [f"--workdir={ref}"]).returncode == 0
     work = str(tmp_path / "killed")
@@ -157,10 +157,11 @@ def test_non_finite_weights_are_never_saved_or_scored(trained, tmp_path, eval_ev
     work = str(tmp_path / "nanw")
     shutil.copytree(trained, work)
     before, arrays = final_arrays(work)
+    # epoch 4 is steps 12-15 of this process's 4 calls: NaN once its fourth step has run
     out = run(TINY + [f"--workdir={work}", "--val_fraction=0.25", "--epochs=4",
                       f"--eval_every={eval_every}"],
               script=os.path.join(ROOT, "tests", "_killed_run.py"),
-              env_extra={"NAN_AT_STEP": "0"})
+              env_extra={"NAN_AT_STEP": "3"})
     assert out.returncode == 2, out.stderr[-2000:]
     line = out.stderr.strip().splitlines()[-1]
     assert line.startswith("sagan_jax: error: training stopped at step 16: parameters or "

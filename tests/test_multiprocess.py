@@ -18,7 +18,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # below the tolerance, so the whole state can be compared.
 TINY = ["--isize=16", "--ngf=16", "--ndf=16", "--nz=8", "--max_train_images=64",
         "--batch_size=16", "--epochs=2", "--noprogress", "--notensorboard", "--noplots",
-        "--bn_recalibration_batches=2", "--steps_per_chunk=2", "--lr=1e-5", "--dsc_impl=shift",
+        "--bn_recalibration_batches=2", "--lr=1e-5", "--dsc_impl=shift",
         "--compilation_cache="]
 STEPS_PER_EPOCH = 64 // 16
 

@@ -32,7 +32,8 @@ from sagan_jax.training.bn_recalibration import recalibrate_batchnorm
 from sagan_jax.training.errors import NonFiniteLossError
 from sagan_jax.anomaly_maps import map_scales
 from sagan_jax.training.evaluate import (calibration_from_scores, calibration_images,
-                                         metrics_from_scores, score_images, write_scores_csv)
+                                         metrics_from_scores, originals_auc, score_images,
+                                         write_scores_csv)
 from sagan_jax.training.metric_writer import MetricWriter, read_jsonl
 from sagan_jax.training.results import (peak_memory, summarise_history, summarise_runs,
                                         summary_markdown, write_json)
@@ -228,7 +229,7 @@ class Trainer:
 
     # -- training -------------------------------------------------------------------------
     def train_epoch(self, epoch: int):
-        cfg, n = self.cfg, self.cfg.steps_per_chunk
+        cfg, n = self.cfg, prog.steps_per_chunk(self.cfg)
         active_runs = [t.trains_in(epoch) for t in self.trackers]
         orders = [epoch_order(len(t.data.train), cfg.batch_size, t.cfg.seed, epoch) if a
                   else None for t, a in zip(self.trackers, active_runs)]
@@ -337,6 +338,14 @@ class Trainer:
                                                class_names=t.data.class_names)
                     t.last_test = test
                     record.update({f"test_{key}": test[key] for key in TEST_KEYS if key in test})
+                    if t.cfg.eval_originals:  # issue 13's evaluation (a): never the result
+                        record["test_auc_originals"] = originals_auc(t.cfg, states[k],
+                                                                     t.data.test)
+                        log.info("%sepoch %d/%d: test AUC under the originals' evaluation "
+                                 "(training-mode BatchNorm, stored order, lambda %g): %.4f",
+                                 f"{t.run.name}: " if t.run.name else "", epoch + 1,
+                                 cfg.epochs, t.cfg.originals_score_lambda,
+                                 record["test_auc_originals"])
                     log.info("%sepoch %d/%d: test AUC %.4f AP %.4f F1 %.4f (F1 at the threshold "
                              "%.4f; AUC of R alone %.4f, of L alone %.4f%s; %.1f img/s)",
                              f"{t.run.name}: " if t.run.name else "", epoch + 1, cfg.epochs,

@@ -23,8 +23,14 @@ gradients and BatchNorm statistics over the axis.
 Epochs: each run draws its own permutation per epoch and has its own steps per epoch
 (``len(train) // batch_size``). A chunk covers the longest run; a run whose epoch is over, whose
 training diverged or which resumed past this epoch is *inactive* for those steps:
-``lax.cond`` leaves its state untouched (under vmap the condition selects instead). So a run
-trained together is exactly the run trained alone.
+``lax.cond`` leaves its state untouched (under vmap, and on CPU, the step is computed and the
+old state selected instead). So a run trained together is exactly the run trained alone.
+
+Control flow on XLA:CPU: the step inside ``lax.scan`` or ``lax.cond`` runs about 20x slower
+than the same step alone (measured: 8.1 s against 0.34 s per step at ngf 32, batch 32; see
+:func:`loops_run_fast`). On CPU the chunk's steps are therefore written out one after
+another (a Python loop at trace time: no while loop), inactive steps are selects, and ``--steps_per_chunk=0`` (auto) means 1 step per
+jitted call; accelerators keep the rolled scan of 10 steps.
 """
 from __future__ import annotations
 
@@ -130,8 +136,26 @@ def _pad_first(a, n):
     return jnp.pad(a, pad) if isinstance(a, jax.Array) else np.pad(a, pad)
 
 
+def loops_run_fast() -> bool:
+    """Whether this backend runs the training step inside ``lax.scan`` / ``lax.cond`` as fast
+    as alone. XLA:CPU does not: the SAGAN step (ngf 32, batch 32, jax 0.10.2, 2 cores) took
+    0.34 s alone and 8.1 s inside either (docs/benchmarks.md, "Control flow on XLA:CPU"). So
+    on CPU a chunk's steps are unrolled (no loop) and an inactive step is a select."""
+    return jax.default_backend() != "cpu"
+
+
+def steps_per_chunk(cfg) -> int:
+    """--steps_per_chunk, or with 0 (auto) 1 on CPU (each extra unrolled step is compiled
+    again) and 10 elsewhere (one lax.scan of 10 steps per host sync)."""
+    if cfg.steps_per_chunk:
+        return cfg.steps_per_chunk
+    return 10 if loops_run_fast() else 1
+
+
 def _one_step(cfg, g_tx, d_tx, axis_name, state, images, idx, active, key_data):
-    """One training step of one run, or no change when ``active`` is false."""
+    """One training step of one run, or no change when ``active`` is false (``lax.cond``; on
+    CPU, where a step inside a conditional runs 20x slower, the step is computed and the old
+    state selected: see loops_run_fast)."""
     step = methods.get(cfg.model).step
     key = jax.random.wrap_key_data(key_data)
 
@@ -147,7 +171,12 @@ def _one_step(cfg, g_tx, d_tx, axis_name, state, images, idx, active, key_data):
                                if jnp.issubdtype(m.dtype, jnp.floating)
                                else jnp.zeros(m.shape, m.dtype), metric_shapes)
 
-    return jax.lax.cond(active, run, skip, state)
+    if loops_run_fast():
+        return jax.lax.cond(active, run, skip, state)
+    new, metrics = run(state)
+    _, nothing = skip(state)
+    pick = lambda a, b: jnp.where(active, a, b)  # noqa: E731
+    return jax.tree.map(pick, new, state), jax.tree.map(pick, metrics, nothing)
 
 
 def make_chunk_program(layout: RunLayout, mesh=None, donate: bool = True):
@@ -175,7 +204,14 @@ def make_chunk_program(layout: RunLayout, mesh=None, donate: bool = True):
         # vmap groups carry idx as (batch, runs, steps) for the data-axis split; move runs first
         idx = tuple(jnp.moveaxis(ix, 1, 0) if g.vmap else ix
                     for g, ix in zip(layout.groups, idx))
-        states, metrics = jax.lax.scan(body, states, jnp.arange(n_steps))
+        if loops_run_fast():
+            states, metrics = jax.lax.scan(body, states, jnp.arange(n_steps))
+        else:  # XLA:CPU runs the step inside a loop 20x slower: the steps written out in turn
+            per_step = []
+            for t in range(n_steps):
+                states, m = body(states, t)
+                per_step.append(m)
+            metrics = jax.tree.map(lambda *xs: jnp.stack(xs), *per_step)
         # metrics: per group, leaves (steps, ...) or (steps, runs) -> runs first for vmap
         metrics = tuple(jax.tree.map(lambda a: jnp.moveaxis(a, 0, -1), m) for m in metrics)
         return states, metrics

@@ -1,0 +1,129 @@
+"""The SAGAN training step alone, inside ``lax.cond``, inside ``lax.scan``, and in the chunk
+program the training loop runs (sagan_jax/training/program.py), on this backend.
+
+XLA:CPU runs the step inside a conditional or a while loop about 20x slower than alone
+(measured with this script: docs/benchmarks.md, "Control flow on XLA:CPU"); that is why the
+chunk program writes its steps out one after another on CPU and selects instead of branching
+(``program.loops_run_fast``). Each variant is jitted once, run once (compilation, reported),
+then timed over ``--repeats`` calls; the per-step time is the median call divided by the steps
+per call.
+
+    python -m experiments.bench_control_flow                 # ngf 32, batch 32
+    python -m experiments.bench_control_flow --ngf 64 --batch 64 --no-write
+"""
+from __future__ import annotations
+
+import argparse
+import functools
+import statistics
+import sys
+import time
+
+from experiments import common
+
+MODULE = "experiments.bench_control_flow"
+
+
+def measure(args) -> list:
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+
+    from sagan_jax import methods, seeds
+    from sagan_jax.config import Config
+    from sagan_jax.models import dsc_autotune
+    from sagan_jax.training import program as prog
+    from sagan_jax.training.state import init_state, make_optimizers
+
+    cfg = Config(ngf=args.ngf, ndf=args.ngf, isize=32, batch_size=args.batch, progress=False)
+    dsc_autotune.resolve_dsc_impls(cfg, args.batch)
+    g_tx, d_tx = make_optimizers(cfg, steps_per_epoch=1000)
+    step = functools.partial(methods.get(cfg.model).step, cfg=cfg, g_tx=g_tx, d_tx=d_tx)
+    x = jnp.asarray(np.random.default_rng(0).uniform(
+        -1, 1, (args.batch, 32, 32, 3)).astype(np.float32))
+    key = jax.random.key(1)
+
+    def alone(s):
+        return step(s, x, key)
+
+    def in_cond(s):
+        shapes = jax.eval_shape(alone, s)[1]
+        nothing = lambda s: (s, jax.tree.map(lambda m: jnp.zeros(m.shape, m.dtype), shapes))  # noqa: E731
+        return jax.lax.cond(s.step >= 0, alone, nothing, s)
+
+    def in_scan(s):
+        return jax.lax.scan(lambda c, t: alone(c), s, jnp.arange(args.scan_steps))
+
+    variants = [("step alone (jit)", jax.jit(alone), 1),
+                ("step inside lax.cond", jax.jit(in_cond), 1),
+                (f"{args.scan_steps} steps inside lax.scan", jax.jit(in_scan), args.scan_steps)]
+    # the training loop's own chunk program (one run, data on the device), as it is built here
+    images = np.random.default_rng(0).integers(0, 256, (args.batch * 4, 32, 32, 3), np.uint8)
+    layout = prog.RunLayout([cfg], [(g_tx, d_tx)], [4], "unroll")
+    program = prog.make_chunk_program(layout, None, donate=False)
+    keys = [np.asarray(jax.random.key_data(seeds.step_base_key(0)))]
+    idx, act, kd = prog.pack_chunk_inputs(
+        layout, [np.arange(args.batch, dtype=np.int32)[:, None]], [np.ones(1, bool)], keys)
+    ims = layout.pack([jnp.asarray(images)])
+    chunk = lambda packed: program(packed, ims, idx, act, kd)  # noqa: E731
+    rows = []
+    for name, f, n in variants + [("the loop's chunk program, 1 step "
+                                   f"({'lax.scan + lax.cond' if prog.loops_run_fast() else 'unrolled, select'})",
+                                   chunk, 1)]:
+        s = init_state(cfg, jax.random.key(0), g_tx, d_tx)
+        if f is chunk:
+            s = layout.pack([s])
+        t = time.perf_counter()
+        s, m = f(s)
+        jax.block_until_ready(m)
+        first = time.perf_counter() - t
+        times = []
+        for _ in range(args.repeats):
+            t = time.perf_counter()
+            s, m = f(s)
+            jax.block_until_ready(m)
+            times.append((time.perf_counter() - t) / n)
+        rows.append((name, first, statistics.median(times)))
+        print(f"  {name}: first call {first:.1f} s, {rows[-1][2] * 1000:.0f} ms per step",
+              flush=True)
+    return rows
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--ngf", type=int, default=32)
+    ap.add_argument("--batch", type=int, default=32)
+    ap.add_argument("--scan_steps", type=int, default=2)
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--no-write", dest="write", action="store_false")
+    ap.add_argument("--doc", default=common.BENCHMARKS_MD)
+    common.add_load_arguments(ap)
+    args = ap.parse_args(argv)
+    common.wait_for_quiet(args.wait_quiet)
+    monitor = common.LoadMonitor()
+    rows = measure(args)
+    load = monitor.report()
+    base = rows[0][2]
+    lines = [
+        common.machine_header(load, packages=("jax", "jaxlib", "flax")),
+        "",
+        f"SAGAN training step, 32x32, batch {args.batch}, ngf = ndf = {args.ngf}, dsc_impl auto "
+        f"(autotuned); median of {args.repeats} calls after the first.",
+        "",
+        "| variant | first call s (compile + run) | ms per step | vs alone |",
+        "|---|---:|---:|---:|",
+    ] + [f"| {name} | {first:.1f} | {1000 * per:.0f} | {per / base:.2f}x |"
+         for name, first, per in rows] + [
+        "",
+        f"Command: `{common.command_line(MODULE)}`.",
+    ]
+    text = "\n".join(lines)
+    print(text)
+    if args.write and not common.write_benchmark_section(args.doc, "bench_control_flow", text,
+                                                         load, args.allow_loaded):
+        sys.exit(3)
+
+
+if __name__ == "__main__":
+    main()
