@@ -7,7 +7,9 @@ For each K in --ks, on the same machine in one invocation, alternating:
   - K processes: K ``python -m sagan_jax.main --seed=i`` processes started together
     (concurrent; ``--separate=sequential`` runs them one after another instead).
 Then, at the first K, the same one-program run with ``--steps_per_chunk=1`` (one jitted call
-per step, no lax.scan) against ``--steps_per_chunk=--chunk`` (lax.scan over the chunk).
+per step, no lax.scan) against ``--steps_per_chunk=--chunk`` (lax.scan over the chunk on
+accelerators; on CPU the chunk's steps are unrolled, since XLA:CPU runs a step inside a loop
+20x slower: experiments/bench_control_flow.py).
 
 Every process trains a fixed budget: ``--steps`` steps per epoch (``--max_train_images =
 steps x batch``), one warm-up epoch (compilation) and ``--epochs`` timed epochs, test set
@@ -52,6 +54,7 @@ from experiments import common
 
 MODULE = "experiments.bench_runs"
 CHILD = "--_child_timing"
+TORCH_CHILD = "--_torch_child"
 
 
 # --- child: sagan_jax.main with its scoring calls timed ---------------------------------------
@@ -84,6 +87,29 @@ def child_main(timing_path: str, main_argv: list) -> None:
     finally:
         with open(timing_path, "w") as f:
             json.dump({"score_calls": calls}, f)
+
+
+def torch_child_main(out_path: str, threads: int, seeds: list, main_argv: list) -> None:
+    """Train the PyTorch reference (sagan_jax.torch_ref.train) for each of ``seeds`` one after
+    another in this process with ``threads`` intra-op threads, on the data and budget that
+    ``python -m sagan_jax.main MAIN_ARGV`` would train; write per-run figures to OUT_PATH."""
+    from sagan_jax.data import load_data
+    from sagan_jax.torch_ref.train import train_and_evaluate
+
+    cfg = common.config_from_flagfiles(args=main_argv)
+    runs = []
+    for s in seeds:
+        c = cfg.replace(seed=s)
+        t0 = time.monotonic()
+        m = train_and_evaluate(c, load_data(c), threads=threads)
+        runs.append({"seed": s, "wall_s": round(time.monotonic() - t0, 2), "auc": m["auc"],
+                     "train_img_per_s": _med([r["train_img_per_s"] for r in m["history"]
+                                              if r["epoch"] >= 1]),
+                     "time_to_first_step_s": m["time_to_first_step_s"]})
+    with open(out_path, "w") as f:
+        json.dump({"runs": runs, "threads": threads, "peak_host_memory_mb": round(
+            __import__("resource").getrusage(__import__("resource").RUSAGE_SELF).ru_maxrss
+            / 1024.0, 1)}, f)
 
 
 # --- parent ----------------------------------------------------------------------------------
@@ -234,6 +260,51 @@ def measure_separate(args, k: int, flags, env, root, tag) -> dict:
     return out
 
 
+def measure_torch(args, k: int, arrangement: str, flags, env, root) -> dict:
+    """The same K runs trained by the PyTorch reference: P processes started together with T
+    threads each (arrangement 'PxT'), the seeds dealt round-robin; job wall time from the
+    first start to the last exit (imports, data, training, scoring)."""
+    n_proc, threads = (int(v) for v in arrangement.split("x"))
+    work = os.path.join(root, f"torch_{arrangement}_k{k}")
+    shutil.rmtree(work, ignore_errors=True)
+    groups = [list(range(k))[i::n_proc] for i in range(n_proc)]
+    groups = [g for g in groups if g]
+    t0 = time.monotonic()
+    handles = []
+    torch_flags = [f for f in flags if not f.startswith("--run_axis_impl")]
+    for i, g in enumerate(groups):
+        d = os.path.join(work, f"proc{i}")
+        os.makedirs(d, exist_ok=True)
+        out = os.path.join(d, "torch_runs.json")
+        logf = open(os.path.join(d, "process.log"), "w")
+        cmd = [sys.executable, "-m", MODULE, TORCH_CHILD, out, str(threads),
+               ",".join(map(str, g)), *torch_flags, f"--workdir={d}"]
+        penv = dict(env, OMP_NUM_THREADS=str(threads))
+        p = subprocess.Popen(cmd, cwd=common.ROOT, env=penv, stdout=logf,
+                             stderr=subprocess.STDOUT)
+        handles.append({"p": p, "log": logf, "workdir": d, "out": out, "t0": t0,
+                        "label": f"PyTorch process {i + 1} of {len(groups)}"})
+    wait(handles, args.proc_timeout_s)
+    job = time.monotonic() - t0
+    runs, peak = [], 0.0
+    for h in handles:
+        with open(h["out"]) as f:
+            d = json.load(f)
+        runs += d["runs"]
+        peak = max(peak, d["peak_host_memory_mb"])
+    per_run = _med([r["train_img_per_s"] for r in runs])
+    return {
+        "train_img_per_s_per_run": per_run,
+        # runs of one process go one after another; the processes run at the same time
+        "train_img_per_s_all_runs": per_run * len(groups),
+        "score_img_per_s_per_run": None, "score_img_per_s_all_runs": None,
+        "time_to_first_step_s": _med([r["time_to_first_step_s"] for r in runs]),
+        "job_wall_s": round(job, 2), "peak_host_memory_mb": peak,
+        "peak_device_memory_mb": None, "processes": len(groups), "threads": threads,
+        "aucs": [r["auc"] for r in runs],
+    }
+
+
 def plan(args) -> list:
     """(what, K) in order. --order=pairs: per K the one-program and the K-process runs
     (alternating which goes first), the scan comparison right after the first K.
@@ -243,11 +314,14 @@ def plan(args) -> list:
         items = [("together", k) for k in args.ks for _ in range(args.repeats)]
         items += [("separate", k) for k in args.ks if k in args.separate_ks
                   for _ in range(args.repeats)]
+        items += [(f"torch_{a}", k) for k in args.ks for a in args.torch
+                  for _ in range(args.repeats)]
         return items + ([("no_scan", args.ks[0])] * args.repeats if args.scan else [])
     items = []
     for i, k in enumerate(args.ks):
         for rep in range(args.repeats):
             pair = [("together", k)] + ([("separate", k)] if k in args.separate_ks else [])
+            pair += [(f"torch_{a}", k) for a in args.torch]
             items += pair if (i + rep) % 2 == 0 else pair[::-1]
             if i == 0 and args.scan:
                 items.append(("no_scan", k))
@@ -300,7 +374,9 @@ def markdown(args, results: dict, load, skipped: list) -> str:
     ]
     for k in args.ks:
         one, sep = results.get(f"together_k{k}"), results.get(f"separate_k{k}")
-        for label, r in (("one program", one), (sep_label, sep)):
+        rows = [("one program", one), (sep_label, sep)]
+        rows += [(_torch_label(a), results.get(f"torch_{a}_k{k}")) for a in args.torch]
+        for label, r in rows:
             if r is None:
                 continue
             if "error" in r:
@@ -318,6 +394,38 @@ def markdown(args, results: dict, load, skipped: list) -> str:
                 f"{_f(r['time_to_first_step_s'])} | {_f(r['job_wall_s'])} | "
                 f"{_f(r['peak_host_memory_mb'], '{:.0f}')} | "
                 f"{_f(r['peak_device_memory_mb'], '{:.0f}')} |")
+    if args.torch:
+        lines += [
+            "",
+            "Total wall time for the same K runs (issue 15, item 4): the JAX run axis against "
+            "PyTorch's best arrangement on the same cores. Ratio = PyTorch's best job wall / "
+            "JAX one program's (above 1: JAX finishes first).",
+            "",
+            "| K | JAX one program s | JAX K processes s | "
+            + " | ".join(f"{_torch_label(a)} s" for a in args.torch)
+            + " | PyTorch best s | ratio |",
+            "|---:|---:|---:|" + "---:|" * len(args.torch) + "---:|---:|",
+        ]
+        for k in args.ks:
+            one, sep = results.get(f"together_k{k}"), results.get(f"separate_k{k}")
+            walls = [results.get(f"torch_{a}_k{k}") for a in args.torch]
+            walls = [w.get("job_wall_s") if w and "error" not in w else None for w in walls]
+            ok = [w for w in walls if w is not None]
+            best = min(ok) if ok else None
+            jw = one.get("job_wall_s") if one and "error" not in one else None
+            sw = sep.get("job_wall_s") if sep and "error" not in sep else None
+            lines.append(f"| {k} | {_f(jw)} | {_f(sw)} | " + " | ".join(_f(w) for w in walls)
+                         + f" | {_f(best)} | "
+                         + _f(best / jw if best and jw else None, "{:.2f}") + " |")
+        lines += [
+            "",
+            "Both train the same budget on the same data (sagan_jax.torch_ref.train: the same "
+            "batch order and hyperparameters) and score the test set once at the end. The JAX "
+            "loop also recomputes BatchNorm statistics and scores up to 1,000 calibration images "
+            "after every epoch (thresholds, checkpoints); the PyTorch loop does neither, and "
+            "writes no checkpoints. JAX's wall includes XLA compilation (cache filled by the "
+            "warm-up process).",
+        ]
     k0 = args.ks[0]
     scan, no_scan = results.get(f"together_k{k0}"), results.get(f"no_scan_k{k0}")
     if args.scan and scan and no_scan and "error" not in scan and "error" not in no_scan:
@@ -350,6 +458,12 @@ def markdown(args, results: dict, load, skipped: list) -> str:
     return "\n".join(lines)
 
 
+def _torch_label(arrangement: str) -> str:
+    p, t = arrangement.split("x")
+    return (f"PyTorch, {p} process{'es' if p != '1' else ''} x {t} thread"
+            f"{'s' if t != '1' else ''}")
+
+
 def _dataset(args) -> str:
     for item in args.set:
         if item.lstrip("-").startswith("dataset="):
@@ -375,7 +489,9 @@ def parse_args(argv=None):
                     help="training steps per epoch and run (--max_train_images = steps x batch; "
                          "the digits hold about 1,300 normal training images)")
     ap.add_argument("--epochs", type=int, default=2, help="timed epochs after the warm-up epoch")
-    ap.add_argument("--chunk", type=int, default=10, help="--steps_per_chunk (lax.scan length)")
+    ap.add_argument("--chunk", type=int, default=0,
+                    help="--steps_per_chunk (0 = auto: 1 on CPU, a lax.scan of 10 elsewhere; on "
+                         "CPU N > 1 unrolls N steps per call)")
     ap.add_argument("--no-scan", dest="scan", action="store_false",
                     help="skip the --steps_per_chunk=1 comparison")
     ap.add_argument("--recal_batches", type=int, default=2, help="--bn_recalibration_batches")
@@ -383,6 +499,10 @@ def parse_args(argv=None):
     ap.add_argument("--order", choices=("pairs", "curve"), default="pairs",
                     help="pairs: per K, one program and K processes alternately; curve: every "
                          "K's one program first (see --budget_s)")
+    ap.add_argument("--torch", default="",
+                    help="also train the same K runs with the PyTorch reference in these "
+                         "arrangements, PROCESSESxTHREADS, comma-separated, e.g. 1x2,2x1 "
+                         "(issue 15, item 4: the run axis against PyTorch's best arrangement)")
     ap.add_argument("--no-warmup", dest="warmup", action="store_false",
                     help="skip the warm-up process that fills the compilation cache")
     ap.add_argument("--set", action="append", default=[], metavar="FLAG=VALUE",
@@ -401,6 +521,11 @@ def parse_args(argv=None):
     args = ap.parse_args(argv)
     if args.separate_ks is None:
         args.separate_ks = list(args.ks)
+    args.torch = [a for a in args.torch.split(",") if a]
+    for a in args.torch:
+        parts = a.split("x")
+        if len(parts) != 2 or not all(p.isdigit() and int(p) > 0 for p in parts):
+            ap.error(f"--torch: {a!r} is not PROCESSESxTHREADS (e.g. 1x2,2x1)")
     if not args.ks or min(args.ks) < 1:
         ap.error("--ks must list positive numbers of runs")
     args.workdir = os.path.abspath(args.workdir)
@@ -412,6 +537,9 @@ def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == [CHILD]:
         return child_main(argv[1], argv[2:])
+    if argv[:1] == [TORCH_CHILD]:
+        return torch_child_main(argv[1], int(argv[2]), [int(v) for v in argv[3].split(",")],
+                                argv[4:])
     args = parse_args(argv)
     try:  # the runs' flags, checked once before any process starts
         cfg = common.config_from_flagfiles(args=base_flags(args) + ["--workdir=" + args.workdir])
@@ -451,6 +579,8 @@ def main(argv=None):
         try:
             if what == "separate":
                 r = measure_separate(args, k, flags, env, args.workdir, "separate")
+            elif what.startswith("torch_"):
+                r = measure_torch(args, k, what[len("torch_"):], flags, env, args.workdir)
             else:
                 r = measure_together(args, k, flags, env, args.workdir, what,
                                      chunk=1 if what == "no_scan" else None)

@@ -29,6 +29,18 @@ Budgets (SPEC section 10: the paper's budget takes hours per run on the 2-core C
   paper    the model's own settings, all training images, 15 epochs
   reduced  experiments/cifar10_quick.cfg's reduction: 4,000 training images, 3 epochs, ngf 32
   tiny     1,000 training images, 1 epoch, ngf 16, ndf 32 (a smoke test, not a result)
+  digits   the quickstart's training flags for the embedded digits: all training images,
+           3 epochs, ngf 16, kernels_per_layer 1 (the quickstart's isize is 16; Skip-GANomaly's
+           U-Net needs 32, so the digits' table runs every model at --isize=32)
+
+--three_way (issue 13) scores each epoch's checkpoint three ways and writes that table: (a) as
+the PyTorch originals (--eval_originals), (b) honestly (precise BN, last epoch), (c) at the
+epoch chosen on --val_fraction of held-out normal training images. The digits' table:
+
+  python -m experiments.table2 --dataset=digits --isize=32 --budget=digits --three_way \
+      --models=pca,knn,sagan,skip_ganomaly --classes=0,1,2,3,4,5,6,7,8,9 --seeds=0,1,2 \
+      --out=workdirs/table2_digits
+  python -m experiments.table2 ... --models=ganomaly --seeds=0     # GANomaly: one seed
 """
 from __future__ import annotations
 
@@ -58,16 +70,23 @@ PAPER = {
     "sagan": dict(zip(PAPER_CLASSES, (0.996, 0.957, 0.951, 0.998, 0.975, 0.891, 0.990, 0.980)),
                   average=0.967),
 }
+PAPER.update(pca={}, knn={})  # the non-GAN baselines (issue 13): not in the paper
 NAMES = {"egbad": "EGBAD", "ganomaly": "GANomaly", "skip_ganomaly": "Skip-GANomaly",
-         "sagan": "SAGAN (proposed)"}
-MODEL_ORDER = ("egbad", "ganomaly", "skip_ganomaly", "sagan")
+         "sagan": "SAGAN (proposed)", "pca": "PCA (baseline)", "knn": "kNN (baseline)"}
+MODEL_ORDER = ("pca", "knn", "egbad", "ganomaly", "skip_ganomaly", "sagan")
+FITTED = ("pca", "knn")  # no training loop, no BatchNorm, no epochs
 BUDGETS = {
     "paper": {"epochs": 15, "max_train_images": 0},
     "reduced": {"epochs": 3, "max_train_images": 4000, "ngf": 32},
     "tiny": {"epochs": 1, "max_train_images": 1000, "ngf": 16, "ndf": 32},
+    # the quickstart's training flags (experiments/quickstart.cfg) for the embedded digits
+    "digits": {"epochs": 3, "max_train_images": 0, "ngf": 16, "kernels_per_layer": 1,
+                   "dsc_autotune": False},
 }
 CSV_FIELDS = ("model", "abnormal_class", "seed", "epochs", "auc_last_epoch",
-              "auc_best_epoch_test_selected", "best_epoch", "ap_last_epoch", "f1_last_epoch",
+              "auc_best_epoch_test_selected", "best_epoch", "auc_originals_evaluation",
+              "originals_best_epoch", "auc_val_selected", "val_selected_epoch",
+              "ap_last_epoch", "f1_last_epoch",
               "wall_time_s", "budget", "dataset", "protocol", "workdir", "runs_in_program")
 # The Config fields that decide a run's data (sagan_jax.data.load_data): runs that agree on
 # them (the same class and seed under different models) share one loaded dataset.
@@ -97,6 +116,9 @@ def _config(args, model: str, **overrides) -> Config:
     """experiments/model_<model>.cfg, then the budget, the data flags and the run's place,
     then --set (raises common.FlagError)."""
     o = dict(BUDGETS[args.budget])
+    if args.three_way:  # issue 13: (a) the originals' evaluation, (b) honest, (c) val-selected
+        o.update(eval_originals=True, val_fraction=args.val_fraction, eval_every=1,
+                 originals_score_lambda=args.originals_lambda)
     o.update(dataset=args.dataset, protocol=args.protocol, isize=args.isize, progress=False,
              data_root=args.data_root or None, data_dir=args.data_dir or None, **overrides)
     return common.config_from_flagfiles(common.flagfile(f"model_{model}.cfg"),
@@ -149,7 +171,13 @@ class DataCache:
 
 def row_of(cfg: Config, metrics: dict, budget: str) -> dict:
     best = metrics["best_epoch_on_test_set"]
+    orig = metrics.get("originals_evaluation") or {}
+    val = metrics.get("val_selected_epoch") or {}
     return {
+        "auc_originals_evaluation": (round(orig["auc"], 4) if orig else ""),
+        "originals_best_epoch": orig.get("epoch", ""),
+        "auc_val_selected": (round(val["auc"], 4) if val else ""),
+        "val_selected_epoch": val.get("epoch", ""),
         "model": cfg.model, "abnormal_class": cfg.abnormal_class, "seed": cfg.seed,
         "epochs": metrics["last_epoch"], "auc_last_epoch": round(metrics["auc"], 4),
         "auc_best_epoch_test_selected": round(best["auc"], 4), "best_epoch": best["epoch"],
@@ -306,9 +334,10 @@ def markdown_table(rows: list, classes, models) -> str:
         p_avg = f"{statistics.mean(known):.3f}" if known else "–"
         if known and len(known) == len(PAPER_CLASSES):
             p_avg = f"{paper['average']:.3f}"
-        lines.append(f"| {NAMES[model]}, paper | "
-                     + " | ".join("–" if v is None else f"{v:.3f}" for v in p_vals)
-                     + f" | {p_avg} |")
+        if known:
+            lines.append(f"| {NAMES[model]}, paper | "
+                         + " | ".join("–" if v is None else f"{v:.3f}" for v in p_vals)
+                         + f" | {p_avg} |")
         for key, label in (("auc_last_epoch", "ours, last epoch"),
                            ("auc_best_epoch_test_selected", "ours, best epoch (test-selected)")):
             cells, means = [], []
@@ -320,6 +349,55 @@ def markdown_table(rows: list, classes, models) -> str:
             avg = f"{statistics.mean(means):.3f}" if len(means) == len(classes) else (
                 f"{statistics.mean(means):.3f} ({len(means)} of {len(classes)})" if means else "–")
             lines.append(f"| {NAMES[model]}, {label} | " + " | ".join(cells) + f" | {avg} |")
+    return "\n".join(lines)
+
+
+THREE_WAY = (
+    ("auc_originals_evaluation", "(a) originals' evaluation"),
+    ("auc_last_epoch", "(b) honest: precise BN, last epoch"),
+    ("auc_val_selected", "(c) epoch chosen on validation normals"),
+)
+
+
+def three_way_table(rows: list, classes, models) -> str:
+    """Issue 13's table: per model, each run's checkpoints scored (a) as the PyTorch
+    originals score (training-mode BatchNorm, test set in stored order, batches of the
+    training batch size, their score weight, best epoch on the test set), (b) honestly
+    (precise BatchNorm, last epoch: the result), (c) at the epoch with the lowest mean score
+    on held-out validation normals. Mean ± std over seeds; then what (a) adds over (b)."""
+    classes = list(classes)
+    lines = ["| Model | evaluation | " + " | ".join(classes) + " | Average | seeds |",
+             "|---|---|" + "---|" * (len(classes) + 2)]
+    gaps = []
+    for model in [m for m in MODEL_ORDER if m in models]:
+        mine = [r for r in rows if r["model"] == model]
+        if not mine:
+            continue
+        seeds = sorted({r["seed"] for r in mine})
+        for key, label in THREE_WAY:
+            if model in FITTED and key != "auc_last_epoch":
+                continue
+            cells, means = [], []
+            for c in classes:
+                vals = [r[key] for r in mine if r["abnormal_class"] == c and r[key] != ""]
+                cells.append(_fmt(vals))
+                if vals:
+                    means.append(statistics.mean(vals))
+            avg = (f"{statistics.mean(means):.3f}" if len(means) == len(classes) else
+                   f"{statistics.mean(means):.3f} ({len(means)} of {len(classes)})" if means
+                   else "–")
+            name = label if model not in FITTED else "(a) = (b) = (c): no BatchNorm, no epochs"
+            lines.append(f"| {NAMES[model]} | {name} | " + " | ".join(cells) + f" | {avg} | "
+                         f"{','.join(map(str, seeds))} |")
+        pairs = [(r["auc_originals_evaluation"], r["auc_last_epoch"]) for r in mine
+                 if r["auc_originals_evaluation"] != "" and model not in FITTED]
+        if pairs:
+            d = [100 * (a - b) for a, b in pairs]
+            gaps.append(f"{NAMES[model]}: (a) - (b) = {statistics.mean(d):+.1f} AUC points on "
+                        f"average over {len(d)} runs (from {min(d):+.1f} to {max(d):+.1f})")
+    if gaps:
+        lines += ["", "What the originals' evaluation adds over the honest one: " + "; ".join(gaps)
+                  + "."]
     return "\n".join(lines)
 
 
@@ -352,6 +430,21 @@ def write_outputs(args, rows: list, load=None) -> None:
         markdown_table(rows, args.classes, args.models),
         "",
     ]
+    if args.three_way:
+        text += [
+            "## Three evaluations of the same checkpoints (issue 13)",
+            "",
+            f"(a) the PyTorch originals' evaluation: BatchNorm in training mode, the test set in "
+            f"its stored order in batches of the training batch size, score weight lambda "
+            f"{args.originals_lambda} on R, and the best epoch on the test set (order- and "
+            f"test-set-dependent: not a result); (b) the honest one: BatchNorm statistics "
+            f"recomputed for the final weights, per-image scores, the last epoch (the result); "
+            f"(c) the epoch whose mean score on a held-out {args.val_fraction:g} of the normal "
+            f"training images is lowest (chosen without the test set). Mean ± std over seeds.",
+            "",
+            three_way_table(rows, args.classes, args.models),
+            "",
+        ]
     studies = collect_studies(args)
     if studies:
         text += [
@@ -388,6 +481,14 @@ def parse_args(argv=None):
                    help="MODEL:CLASS,CLASS,... e.g. sagan:bird,cat,frog - after those runs, "
                         "re-score the test set with (a) running averages, (b) test-batch "
                         "statistics in the originals' order, (c) batch statistics shuffled")
+    p.add_argument("--three_way", action="store_true",
+                   help="issue 13: score every epoch also as the originals do (--eval_originals) "
+                        "and hold out --val_fraction of the normal training images to choose an "
+                        "epoch; writes the three-way table")
+    p.add_argument("--val_fraction", type=float, default=0.1,
+                   help="with --three_way: normal training images held out for (c)")
+    p.add_argument("--originals_lambda", type=float, default=0.9,
+                   help="with --three_way: the originals' score weight on R (their code: 0.9)")
     p.add_argument("--report_only", action="store_true",
                    help="only collect finished runs and write the table and CSV")
     args = p.parse_args(argv)

@@ -272,3 +272,48 @@ def test_package_errors_end_a_script_with_one_line(capsys):
     with pytest.raises(KeyError):
         with common.package_errors("experiments.x"):
             raise KeyError("not the user's input")
+
+
+# --- Table 2's three evaluations (issue 13) -----------------------------------------------------
+def test_history_gives_the_three_evaluations():
+    from sagan_jax.training.results import summarise_history
+
+    history = [  # epoch 2 has the lowest validation score, epoch 1 the best originals' AUC
+        {"epoch": 0, "test_auc": 0.6, "test_ap": 0.5, "test_f1": 0.4, "test_auc_r": 0.5,
+         "test_auc_lat": 0.5, "val_score_mean": 0.30, "test_auc_originals": 0.7},
+        {"epoch": 1, "test_auc": 0.7, "test_ap": 0.5, "test_f1": 0.4, "test_auc_r": 0.5,
+         "test_auc_lat": 0.5, "val_score_mean": 0.10, "test_auc_originals": 0.9},
+        {"epoch": 2, "test_auc": 0.55, "test_ap": 0.5, "test_f1": 0.4, "test_auc_r": 0.5,
+         "test_auc_lat": 0.5, "val_score_mean": 0.20, "test_auc_originals": 0.8},
+    ]
+    out = summarise_history(history)
+    assert out["auc"] == 0.55 and out["last_epoch"] == 3  # (b): the last epoch, the result
+    assert out["best_epoch_on_test_set"]["epoch"] == 2
+    assert out["val_selected_epoch"]["epoch"] == 2 and out["val_selected_epoch"]["auc"] == 0.7
+    assert out["originals_evaluation"]["epoch"] == 2 and out["originals_evaluation"]["auc"] == 0.9
+    for r in history:
+        del r["val_score_mean"], r["test_auc_originals"]
+    out = summarise_history(history)
+    assert "val_selected_epoch" not in out and "originals_evaluation" not in out
+
+
+def test_three_way_table():
+    from experiments import table2
+
+    def row(model, cls, seed, a, b, c):
+        return {"model": model, "abnormal_class": cls, "seed": seed,
+                "auc_originals_evaluation": a, "auc_last_epoch": b, "auc_val_selected": c}
+
+    rows = [row("sagan", "0", 0, 0.9, 0.6, 0.7), row("sagan", "0", 1, 0.8, 0.6, 0.5),
+            row("sagan", "1", 0, 0.7, 0.4, 0.4), row("pca", "0", 0, 0.8, 0.8, 0.8)]
+    text = table2.three_way_table(rows, ["0", "1"], ["sagan", "pca"])
+    lines = text.splitlines()
+    assert lines[2] == "| PCA (baseline) | (a) = (b) = (c): no BatchNorm, no epochs | 0.800 | – | 0.800 (1 of 2) | 0 |"
+    assert lines[3] == ("| SAGAN (proposed) | (a) originals' evaluation | 0.850 ± 0.071 | 0.700 | "
+                        "0.775 | 0,1 |")
+    assert lines[4] == ("| SAGAN (proposed) | (b) honest: precise BN, last epoch | 0.600 ± 0.000 | "
+                        "0.400 | 0.500 | 0,1 |")
+    assert lines[5].startswith("| SAGAN (proposed) | (c) epoch chosen on validation normals | "
+                               "0.600 ± 0.141 | 0.400 | 0.500 |")
+    assert lines[-1].endswith("SAGAN (proposed): (a) - (b) = +26.7 AUC points on average over 3 "
+                              "runs (from +20.0 to +30.0).")

@@ -60,6 +60,22 @@ def split_metrics(cfg, labels, r, lat) -> dict:
     return result
 
 
+def originals_auc(cfg, state, split) -> float:
+    """AUC of ``split`` scored as the PyTorch originals score (``--eval_originals``; issue 13's
+    evaluation (a)): BatchNorm in training mode (each batch normalised with its own
+    statistics), the images in their stored order (the GANomaly protocol's: normal test
+    images, then abnormal ones), batches of the training batch size, and the originals' score
+    weight ``--originals_score_lambda``. Each image's score depends on its batch, so this is a
+    comparison with the published numbers, never a result."""
+    # seed and workdir do not change scoring: runs of a run list share one compiled program
+    c = cfg.replace(eval_batch_stats=True, eval_batch_size=cfg.batch_size,
+                    score_lambda=cfg.originals_score_lambda, seed=0, seeds="", workdir="")
+    r, lat = score_images(c, state, split.images)
+    if not (np.all(np.isfinite(r)) and np.all(np.isfinite(lat))):
+        raise FloatingPointError("the test scores under the originals' evaluation are not finite")
+    return float(split_metrics(c, split.labels, r, lat)["auc"])
+
+
 def calibration_images(data, n_max: int = 1000):
     """NORMAL images for the decision threshold: the validation split when there is one, else
     the first ``n_max`` training normals (labelled as such)."""

@@ -67,6 +67,8 @@ def fit_and_evaluate(run, data) -> dict:
               **{f"test_{k}": test[k] for k in TEST_KEYS if k in test}}
     if data.val is not None:
         record["val_score_mean"] = calib["mean"]
+    if cfg.eval_originals:  # no BatchNorm, no epochs, no score weight: the same number
+        record["test_auc_originals"] = test["auc"]
     log.info("%s%s fitted in %.1f s: test AUC %.4f AP %.4f F1 %.4f (F1 at the threshold %.4f)",
              prefix, cfg.model, fit_s, test["auc"], test["ap"], test["f1"],
              test["f1_at_threshold"])

@@ -10,6 +10,11 @@ import resource
 import numpy as np
 
 TEST_SELECTED = "selected on the test set (the paper's protocol); not the result"
+VAL_SELECTED = ("the scored epoch with the lowest mean score on the validation normals "
+                "(--val_fraction); chosen without the test set")
+ORIGINALS = ("the PyTorch originals' evaluation (--eval_originals): training-mode BatchNorm, "
+             "test set in stored order, batches of --batch_size, --originals_score_lambda, best "
+             "epoch on the test set; order-dependent, not the result")
 
 
 def summarise_history(history: list) -> dict:
@@ -29,6 +34,16 @@ def summarise_history(history: list) -> dict:
     for key in ("f1_at_threshold", "pixel_auc", "auc_per_class"):
         if f"test_{key}" in final:
             out[key] = final[f"test_{key}"]
+    with_val = [r for r in scored if r.get("val_score_mean") is not None]
+    if with_val:  # chosen without the test set: lowest mean score on validation normals
+        chosen = min(with_val, key=lambda r: r["val_score_mean"])
+        out["val_selected_epoch"] = {"epoch": chosen["epoch"] + 1, "auc": chosen["test_auc"],
+                                     "note": VAL_SELECTED}
+    originals = [r for r in scored if r.get("test_auc_originals") is not None]
+    if originals:
+        top = max(originals, key=lambda r: r["test_auc_originals"])
+        out["originals_evaluation"] = {"epoch": top["epoch"] + 1,
+                                       "auc": top["test_auc_originals"], "note": ORIGINALS}
     return out
 
 
