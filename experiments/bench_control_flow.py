@@ -1,7 +1,7 @@
 """The SAGAN training step alone, inside ``lax.cond``, inside ``lax.scan``, and in the chunk
 program the training loop runs (sagan_jax/training/program.py), on this backend.
 
-XLA:CPU runs the step inside a conditional or a while loop about 20x slower than alone
+XLA:CPU runs the step inside a conditional or a while loop about 25x slower than alone
 (measured with this script: docs/benchmarks.md, "Control flow on XLA:CPU"); that is why the
 chunk program writes its steps out one after another on CPU and selects instead of branching
 (``program.loops_run_fast``). Each variant is jitted once, run once (compilation, reported),

@@ -9,7 +9,7 @@ For each K in --ks, on the same machine in one invocation, alternating:
 Then, at the first K, the same one-program run with ``--steps_per_chunk=1`` (one jitted call
 per step, no lax.scan) against ``--steps_per_chunk=--chunk`` (lax.scan over the chunk on
 accelerators; on CPU the chunk's steps are unrolled, since XLA:CPU runs a step inside a loop
-20x slower: experiments/bench_control_flow.py).
+25x slower: experiments/bench_control_flow.py).
 
 Every process trains a fixed budget: ``--steps`` steps per epoch (``--max_train_images =
 steps x batch``), one warm-up epoch (compilation) and ``--epochs`` timed epochs, test set

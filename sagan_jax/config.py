@@ -92,7 +92,7 @@ class Config:
     abnormal_classes: str = flag("", "comma-separated abnormal classes trained together, or 'all' ('' = --abnormal_class alone); combined with --seeds")
     run_axis_impl: str = flag("auto", "how runs trained together are mapped: auto (unroll on CPU, vmap elsewhere) | vmap | unroll (same math)")
     max_runs_per_program: int = flag(0, "split a long run list into groups of at most this many runs per program (0 = all in one)")
-    steps_per_chunk: int = flag(0, "training steps per jitted chunk (lax.scan; unrolled on CPU, where XLA runs a step inside a loop 20x slower); the host syncs (logs, progress, NaN check) between chunks; 0 = auto: 1 on CPU, 10 elsewhere")
+    steps_per_chunk: int = flag(0, "training steps per jitted chunk (lax.scan; unrolled on CPU, where XLA runs a step inside a loop 25x slower); the host syncs (logs, progress, NaN check) between chunks; 0 = auto: 1 on CPU, 10 elsewhere")
     # Numerics.
     compute_dtype: str = flag("float32", "dtype of activations and convolutions: float32 | bfloat16 (parameters, optimiser state and BatchNorm statistics stay float32)")
     dsc_autotune: bool = flag(True, "dsc_impl=auto: time each depthwise-separable layer's exact implementations once per (backend, shape, kernels_per_layer, dtype) and cache the choice on disk (false: a fixed rule)")

@@ -26,7 +26,7 @@ training diverged or which resumed past this epoch is *inactive* for those steps
 ``lax.cond`` leaves its state untouched (under vmap, and on CPU, the step is computed and the
 old state selected instead). So a run trained together is exactly the run trained alone.
 
-Control flow on XLA:CPU: the step inside ``lax.scan`` or ``lax.cond`` runs about 20x slower
+Control flow on XLA:CPU: the step inside ``lax.scan`` or ``lax.cond`` runs about 25x slower
 than the same step alone (measured: 8.1 s against 0.34 s per step at ngf 32, batch 32; see
 :func:`loops_run_fast`). On CPU the chunk's steps are therefore written out one after
 another (a Python loop at trace time: no while loop), inactive steps are selects, and ``--steps_per_chunk=0`` (auto) means 1 step per
@@ -154,7 +154,7 @@ def steps_per_chunk(cfg) -> int:
 
 def _one_step(cfg, g_tx, d_tx, axis_name, state, images, idx, active, key_data):
     """One training step of one run, or no change when ``active`` is false (``lax.cond``; on
-    CPU, where a step inside a conditional runs 20x slower, the step is computed and the old
+    CPU, where a step inside a conditional runs 25x slower, the step is computed and the old
     state selected: see loops_run_fast)."""
     step = methods.get(cfg.model).step
     key = jax.random.wrap_key_data(key_data)
@@ -206,7 +206,7 @@ def make_chunk_program(layout: RunLayout, mesh=None, donate: bool = True):
                     for g, ix in zip(layout.groups, idx))
         if loops_run_fast():
             states, metrics = jax.lax.scan(body, states, jnp.arange(n_steps))
-        else:  # XLA:CPU runs the step inside a loop 20x slower: the steps written out in turn
+        else:  # XLA:CPU runs the step inside a loop 25x slower: the steps written out in turn
             per_step = []
             for t in range(n_steps):
                 states, m = body(states, t)
