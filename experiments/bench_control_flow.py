@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import functools
 import statistics
-import sys
 import time
 
 from experiments import common
@@ -118,11 +117,7 @@ def main(argv=None):
         "",
         f"Command: `{common.command_line(MODULE)}`.",
     ]
-    text = "\n".join(lines)
-    print(text)
-    if args.write and not common.write_benchmark_section(args.doc, "bench_control_flow", text,
-                                                         load, args.allow_loaded):
-        sys.exit(3)
+    common.publish(args, "bench_control_flow", "\n".join(lines), load)
 
 
 if __name__ == "__main__":

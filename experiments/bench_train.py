@@ -307,14 +307,8 @@ def main():
             results[name] = bench_config(name, cfg.to_dict(), impls, args)
     load = monitor.report()  # after the workers exited: their CPU time is this run's
     text = table(results, args, load)
-    print(text)
     print(f"(total {time.time() - t0:.0f} s)")
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump({"results": results, "load": load.to_dict()}, f, indent=1, default=str)
-    if args.write and not common.write_benchmark_section(args.doc, "bench_train", text, load,
-                                                         args.allow_loaded):
-        sys.exit(3)
+    common.publish(args, "bench_train", text, load, {"results": results})
 
 
 if __name__ == "__main__":

@@ -383,6 +383,19 @@ def add_load_arguments(parser: argparse.ArgumentParser, writes_docs: bool = True
                              "average to fall to half the cores (0 = start at once)")
 
 
+def publish(args, name: str, text: str, load: LoadReport, raw=None) -> None:
+    """A benchmark's ending: print ``text``; with ``args.json`` write ``raw`` and the load
+    there; with ``args.write`` put ``text`` in section NAME of ``args.doc`` through the load
+    guard (write_benchmark_section), exiting with status 3 when it refuses."""
+    print(text)
+    if raw is not None and getattr(args, "json", ""):
+        with open(args.json, "w") as f:
+            json.dump({**raw, "load": load.to_dict()}, f, indent=1, default=str)
+    if args.write and not write_benchmark_section(args.doc, name, text, load,
+                                                  args.allow_loaded):
+        sys.exit(3)
+
+
 def write_benchmark_section(path: str, name: str, body: str, load: LoadReport,
                             allow_loaded: bool = False) -> Optional[str]:
     """The benchmarks' guard. On a quiet machine, write ``body`` (which should include

@@ -34,7 +34,6 @@ import json
 import os
 import re
 import statistics
-import sys
 import tempfile
 import time
 
@@ -300,13 +299,7 @@ def main(argv=None):
     text = "\n\n".join(table(args, k, jx, th, load if i == 0 else None)
                        for i, (k, jx, th) in enumerate(raw))
     text += f"\n\nCommand: `{common.command_line(MODULE)}`."
-    print(text)
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump({"profiles": raw, "load": load.to_dict()}, f, indent=1, default=str)
-    if args.write and not common.write_benchmark_section(args.doc, "profile_step", text, load,
-                                                         args.allow_loaded):
-        sys.exit(3)
+    common.publish(args, "profile_step", text, load, {"profiles": raw})
 
 
 if __name__ == "__main__":
