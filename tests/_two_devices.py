@@ -49,30 +49,34 @@ def run_axis():
     order = [np.random.default_rng(s).permutation(32)[:16].reshape(2, 8) for s in (0, 1)]
 
     def train(idx_runs, mesh, steps=2):
+        """Per-run states after each of ``steps`` steps (one step per chunk call)."""
         layout = prog.RunLayout([cfgs[i] for i in idx_runs], [(tx, tx)] * len(idx_runs),
                                 [2] * len(idx_runs), "unroll")
         program = prog.make_chunk_program(layout, mesh, donate=False)
         states = layout.pack([init_state(cfgs[i], seeds.init_key(i), tx, tx) for i in idx_runs])
         ims = layout.pack([jnp.asarray(images)] * len(idx_runs))
         keys = [np.asarray(jax.random.key_data(seeds.step_base_key(i))) for i in idx_runs]
-        idx, act, kd = prog.pack_chunk_inputs(layout, [order[i][:steps].T.astype(np.int32)
-                                                       for i in idx_runs],
-                                              [np.ones(steps, bool)] * len(idx_runs), keys)
         if mesh is not None:
             states, ims = prog.replicate(states, mesh), prog.replicate(ims, mesh)
-            idx = prog.shard_indices(idx, mesh)
-            act, kd = prog.replicate(act, mesh), prog.replicate(kd, mesh)
-        states, _ = program(states, ims, idx, act, kd)
-        return layout.unpack(states)
+        out = []
+        for t in range(steps):
+            idx, act, kd = prog.pack_chunk_inputs(
+                layout, [order[i][t:t + 1].T.astype(np.int32) for i in idx_runs],
+                [np.ones(1, bool)] * len(idx_runs), keys)
+            if mesh is not None:
+                idx = prog.shard_indices(idx, mesh)
+                act, kd = prog.replicate(act, mesh), prog.replicate(kd, mesh)
+            states, _ = program(states, ims, idx, act, kd)
+            out.append(layout.unpack(states))
+        return out
 
     diff = lambda a, b: max(float(jnp.max(jnp.abs(u - v))) for u, v in
                             zip(jax.tree.leaves(a), jax.tree.leaves(b)))
-    out = {}
-    for steps, key in ((1, "runs_step1"), (2, "runs")):
-        together = train([0, 1], make_mesh(2), steps)
-        alone = [train([i], None, steps)[0] for i in (0, 1)]
-        out[key] = [diff(together[i], alone[i]) for i in (0, 1)]
-    out["runs_differ"] = diff(together[0].g_params, together[1].g_params)
+    together = train([0, 1], make_mesh(2))
+    alone = [[states[0] for states in train([i], None)] for i in (0, 1)]
+    out = {key: [diff(together[t][i], alone[i][t]) for i in (0, 1)]
+           for t, key in ((0, "runs_step1"), (1, "runs"))}
+    out["runs_differ"] = diff(together[1][0].g_params, together[1][1].g_params)
     return out
 
 

@@ -43,9 +43,10 @@ def sgd(cfg):
     return optax.sgd(lr), optax.sgd(lr)
 
 
-def train_together(cfgs, datas, impl, n_steps, chunk=3, opt=sgd):
-    """``n_steps`` steps of epoch 0 of every run, in one program; returns the final states
-    and the last chunk's metrics."""
+def train_together(cfgs, datas, impl, n_steps, chunk=1, opt=sgd):
+    """``n_steps`` steps of epoch 0 of every run, in one program of ``chunk`` steps per call
+    (1, the CPU default: on CPU each step of a chunk is compiled again); returns the final
+    states and the last chunk's metrics."""
     txs = [opt(c) for c in cfgs]
     spe = [len(d.train) // c.batch_size for c, d in zip(cfgs, datas)]
     layout = prog.RunLayout(cfgs, txs, spe, impl)
@@ -94,7 +95,7 @@ def test_one_run_in_the_program_equals_per_step_training(digits):
     # SGD: the whole state is compared (Adam turns the pre-BN biases' float noise into +-lr
     # updates, see sgd(); Adam inside the program is covered by the CLI tests below, which
     # resume bit-exactly and train the same runs as alone)
-    (state,), (metrics,) = train_together([cfg], [data], "unroll", n, opt=sgd)
+    (state,), (metrics,) = train_together([cfg], [data], "unroll", n, chunk=3, opt=sgd)
     g_tx, d_tx = sgd(cfg)
     ref = init_state(cfg, seeds.init_key(cfg.seed), g_tx, d_tx)
     step = make_train_step(cfg, g_tx, d_tx, None, donate=False)
