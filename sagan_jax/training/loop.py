@@ -72,8 +72,12 @@ def train(cfg, load=None) -> dict:
         results = []
         if fit.is_fitted(cfg):  # PCA, kNN: fitted in one call each (training/fit.py)
             results = fit.fit_runs(runs, load)
-        for group in ([] if fit.is_fitted(cfg) else
-                      program_groups(runs, cfg.max_runs_per_program)):
+        groups = [] if fit.is_fitted(cfg) else program_groups(runs, cfg.max_runs_per_program)
+        for i, group in enumerate(groups):
+            if i:  # free the last group's compiled programs: each maps memory, and a long run
+                # list in one process otherwise exhausts vm.max_map_count (LLVM "Cannot
+                # allocate memory" after ~20 groups of differently shaped data)
+                jax.clear_caches()
             results += Trainer(cfg, group, [load(r.cfg) for r in group]).run()
     if len(runs) == 1:
         return results[0]
