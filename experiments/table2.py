@@ -147,8 +147,9 @@ def finished_run(args, model: str, cls: str, seed: int):
     """(run Config, metrics) of a run that finished all its epochs, in the run-axis layout
     or the earlier one (the Config's workdir is where it was found); (Config, None) if none."""
     cfg = run_config(args, model, cls, seed)
+    epochs = 1 if model in FITTED else cfg.epochs  # a fitted model's one "epoch" is its fit
     for workdir in (cfg.workdir, legacy_workdir(args.out, model, cls, seed)):
-        metrics = common.done_metrics(workdir, cfg.epochs)
+        metrics = common.done_metrics(workdir, epochs)
         if metrics is not None:
             return cfg.replace(workdir=workdir), metrics
     return cfg, None
