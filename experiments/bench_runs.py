@@ -44,6 +44,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import shutil
 import statistics
 import subprocess
@@ -107,9 +108,9 @@ def torch_child_main(out_path: str, threads: int, seeds: list, main_argv: list) 
                                               if r["epoch"] >= 1]),
                      "time_to_first_step_s": m["time_to_first_step_s"]})
     with open(out_path, "w") as f:
-        json.dump({"runs": runs, "threads": threads, "peak_host_memory_mb": round(
-            __import__("resource").getrusage(__import__("resource").RUSAGE_SELF).ru_maxrss
-            / 1024.0, 1)}, f)
+        peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # KiB on Linux
+        json.dump({"runs": runs, "threads": threads, "peak_host_memory_mb": round(peak_mb, 1)},
+                  f)
 
 
 # --- parent ----------------------------------------------------------------------------------

@@ -137,10 +137,7 @@ def jax_profile(cfg, steps: int) -> dict:
         net, layer, bwd = layer_of(op_name, modules)
         rec = per_layer[(net, layer)]
         rec["bwd_ms" if bwd else "fwd_ms"] += ms
-        kind = opcode if opcode != "fusion" else "fusion"
-        if opcode == "custom-call":
-            kind = "custom-call"
-        rec["ops"][kind] += ms
+        rec["ops"][opcode] += ms
     out = {f"{net}/{layer}": {"fwd_ms": r["fwd_ms"], "bwd_ms": r["bwd_ms"],
                               "ops": dict(r["ops"].most_common(3))}
            for (net, layer), r in per_layer.items()}

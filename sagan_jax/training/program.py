@@ -29,8 +29,9 @@ old state selected instead). So a run trained together is exactly the run traine
 Control flow on XLA:CPU: the step inside ``lax.scan`` or ``lax.cond`` runs about 25x slower
 than the same step alone (measured: 8.1 s against 0.34 s per step at ngf 32, batch 32; see
 :func:`loops_run_fast`). On CPU the chunk's steps are therefore written out one after
-another (a Python loop at trace time: no while loop), inactive steps are selects, and ``--steps_per_chunk=0`` (auto) means 1 step per
-jitted call; accelerators keep the rolled scan of 10 steps.
+another (a Python loop at trace time: no while loop), inactive steps are selects, and
+``--steps_per_chunk=0`` (auto) means 1 step per jitted call; accelerators keep the rolled scan
+of 10 steps.
 """
 from __future__ import annotations
 
