@@ -34,12 +34,13 @@ def measure(args) -> list:
     from sagan_jax.training import program as prog
     from sagan_jax.training.state import init_state, make_optimizers
 
-    cfg = Config(ngf=args.ngf, ndf=args.ngf, isize=32, batch_size=args.batch, progress=False)
+    cfg = Config(ngf=args.ngf, ndf=args.ngf, isize=args.isize, batch_size=args.batch,
+                 progress=False, dsc_impl=args.dsc_impl)
     dsc_autotune.resolve_dsc_impls(cfg, args.batch)
     g_tx, d_tx = make_optimizers(cfg, steps_per_epoch=1000)
     step = functools.partial(methods.get(cfg.model).step, cfg=cfg, g_tx=g_tx, d_tx=d_tx)
     x = jnp.asarray(np.random.default_rng(0).uniform(
-        -1, 1, (args.batch, 32, 32, 3)).astype(np.float32))
+        -1, 1, (args.batch, args.isize, args.isize, 3)).astype(np.float32))
     key = jax.random.key(1)
 
     def alone(s):
@@ -53,11 +54,13 @@ def measure(args) -> list:
     def in_scan(s):
         return jax.lax.scan(lambda c, t: alone(c), s, jnp.arange(args.scan_steps))
 
-    variants = [("step alone (jit)", jax.jit(alone), 1),
-                ("step inside lax.cond", jax.jit(in_cond), 1),
-                (f"{args.scan_steps} steps inside lax.scan", jax.jit(in_scan), args.scan_steps)]
+    variants = [("alone", "step alone (jit)", jax.jit(alone), 1),
+                ("cond", "step inside lax.cond", jax.jit(in_cond), 1),
+                ("scan", f"{args.scan_steps} steps inside lax.scan", jax.jit(in_scan),
+                 args.scan_steps)]
     # the training loop's own chunk program (one run, data on the device), as it is built here
-    images = np.random.default_rng(0).integers(0, 256, (args.batch * 4, 32, 32, 3), np.uint8)
+    images = np.random.default_rng(0).integers(0, 256, (args.batch * 4, args.isize, args.isize, 3),
+                                                         np.uint8)
     layout = prog.RunLayout([cfg], [(g_tx, d_tx)], [4], "unroll")
     program = prog.make_chunk_program(layout, None, donate=False)
     keys = [np.asarray(jax.random.key_data(seeds.step_base_key(0)))]
@@ -66,9 +69,12 @@ def measure(args) -> list:
     ims = layout.pack([jnp.asarray(images)])
     chunk = lambda packed: program(packed, ims, idx, act, kd)  # noqa: E731
     rows = []
-    for name, f, n in variants + [("the loop's chunk program, 1 step "
-                                   f"({'lax.scan + lax.cond' if prog.loops_run_fast() else 'unrolled, select'})",
-                                   chunk, 1)]:
+    variants.append(("chunk", "the loop's chunk program, 1 step "
+                     f"({'lax.scan + lax.cond' if prog.loops_run_fast() else 'unrolled, select'})",
+                     chunk, 1))
+    for key_, name, f, n in variants:
+        if key_ not in args.variants:
+            continue
         s = init_state(cfg, jax.random.key(0), g_tx, d_tx)
         if f is chunk:
             s = layout.pack([s])
@@ -93,12 +99,22 @@ def main(argv=None):
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--ngf", type=int, default=32)
     ap.add_argument("--batch", type=int, default=32)
+    ap.add_argument("--isize", type=int, default=32, help="image size (a multiple of 16)")
+    ap.add_argument("--dsc_impl", default="auto", help="DSC impl (auto: autotuned per layer)")
+    ap.add_argument("--variants", default="alone,cond,scan,chunk",
+                    type=lambda v: [x for x in v.split(",") if x],
+                    help="which of alone,cond,scan,chunk to run (alone first: the ratios' base)")
+    ap.add_argument("--md", default="", help="also write the table to this file")
     ap.add_argument("--scan_steps", type=int, default=2)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--no-write", dest="write", action="store_false")
     ap.add_argument("--doc", default=common.BENCHMARKS_MD)
     common.add_load_arguments(ap)
     args = ap.parse_args(argv)
+    unknown = sorted(set(args.variants) - {"alone", "cond", "scan", "chunk"})
+    if unknown or not args.variants or args.variants[0] != "alone":
+        ap.error(f"--variants={','.join(args.variants)}: a comma list of alone,cond,scan,chunk "
+                 "starting with alone (the base of the ratios)")
     common.wait_for_quiet(args.wait_quiet)
     monitor = common.LoadMonitor()
     rows = measure(args)
@@ -107,8 +123,9 @@ def main(argv=None):
     lines = [
         common.machine_header(load, packages=("jax", "jaxlib", "flax")),
         "",
-        f"SAGAN training step, 32x32, batch {args.batch}, ngf = ndf = {args.ngf}, dsc_impl auto "
-        f"(autotuned); median of {args.repeats} calls after the first.",
+        f"SAGAN training step, {args.isize}x{args.isize}, batch {args.batch}, ngf = ndf = "
+        f"{args.ngf}, dsc_impl {args.dsc_impl}{' (autotuned)' if args.dsc_impl == 'auto' else ''}"
+        f"; JAX on {jax_backend()}; median of {args.repeats} calls after the first.",
         "",
         "| variant | first call s (compile + run) | ms per step | vs alone |",
         "|---|---:|---:|---:|",
@@ -117,7 +134,16 @@ def main(argv=None):
         "",
         f"Command: `{common.command_line(MODULE)}`.",
     ]
+    if args.md:
+        with open(args.md, "w") as f:
+            f.write("\n".join(lines) + "\n")
     common.publish(args, "bench_control_flow", "\n".join(lines), load)
+
+
+def jax_backend() -> str:
+    import jax
+
+    return jax.default_backend()
 
 
 if __name__ == "__main__":

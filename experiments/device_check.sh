@@ -13,7 +13,10 @@
 #                 moved to the GPU here, since bench_train runs PyTorch on the CPU only)
 #   3 run_axis    python -m experiments.bench_runs, K = 1, 2, 4, 8, 10 runs in one program
 #                 (vmap) against K processes, and the step with and without lax.scan
-#   4 paper       one paper-protocol class: CIFAR-10 (the shared JPEG copy, image_folder),
+#   4 control_flow  python -m experiments.bench_control_flow: the training step alone, inside
+#                 lax.cond, inside lax.scan and in the loop's chunk program (XLA:CPU runs the
+#                 step 25x slower inside control flow; does the GPU?)
+#   5 paper       one paper-protocol class: CIFAR-10 (the shared JPEG copy, image_folder),
 #                 bird abnormal, 45,000 normal training images, 15 epochs: wall time and AUC
 # Everything goes to $OUT/device_check.log; results to $OUT/device_check.json and .md, with
 # tests.xml, frameworks.jsonl, bench_runs.json and paper_metrics.json beside them (7 files:
@@ -114,7 +117,8 @@ if [ "$MODE" = smoke ]; then
              --steps 4 --epochs 1 --chunk 1 --recal_batches 1 --no-warmup --set dsc_impl=shift)
   PAPER_ARGS=(--epochs=1 --max_train_images=32 --batch_size=16 --eval_batch_size=16 --ngf=16
               --ndf=16 --nz=16 --isize=16 --bn_recalibration_batches=1 --dsc_impl=shift)
-  PLAN=(tests:120 frameworks:420 run_axis:800 paper:1300)   # planned end, s from the start
+  CF_ARGS=(--ngf 16 --isize 16 --batch 4 --repeats 1 --variants alone --dsc_impl shift)
+  PLAN=(tests:120 frameworks:420 run_axis:800 control_flow:900 paper:1300)   # planned end, s from the start
 else
   # the run axis (vmap on the GPU), the step, the layers (DSC implementations, BatchNorm);
   # not the tests that start CPU subprocesses. -v: per-test lines in the log, read back if the
@@ -127,7 +131,8 @@ else
   RUNS_ARGS=(--ks 1,2,4,8,10 --impl vmap --ngf 64 --isize 32 --batch_size 64 --steps 20
              --epochs 3 --chunk 20 --recal_batches 2 --no-warmup --order curve)
   PAPER_ARGS=()
-  PLAN=(tests:65 frameworks:150 run_axis:300 paper:465)
+  CF_ARGS=(--ngf 64 --batch 64 --repeats 3 --scan_steps 2)
+  PLAN=(tests:65 frameworks:150 run_axis:285 control_flow:335 paper:465)
 fi
 
 # Planned end of a stage scaled to the budget; the timeout a stage gets runs to its planned end
@@ -373,7 +378,11 @@ run_stage run_axis "$PY" -m experiments.bench_runs "${RUNS_ARGS[@]}" --workdir "
   --json "$OUTDIR/bench_runs.json" --md "$WORK/bench_runs.md" --no-write --wait_quiet 0 \
   --budget_s $(( t * 3 / 4 )) --proc_timeout_s "$t"
 
-# --- stage 4: one paper-protocol class -----------------------------------------------------------
+# --- stage 4: the step inside control flow -------------------------------------------------------
+run_stage control_flow "$PY" -m experiments.bench_control_flow "${CF_ARGS[@]}" --no-write \
+  --wait_quiet 0 --md "$WORK/control_flow.md"
+
+# --- stage 5: one paper-protocol class -----------------------------------------------------------
 if [ -d "$DATA/train" ]; then
   run_stage paper "$PY" -m sagan_jax.main --flagfile=experiments/cifar10_paper.cfg \
     --dataset=image_folder --data_root="$DATA" --abnormal_class=bird --workdir="$WORK/paper" \
@@ -475,6 +484,9 @@ if fw:
 md = os.path.join(work, "bench_runs.md")
 if os.path.exists(md):
     L += ["", "## Run axis (experiments.bench_runs)", "", open(md).read()]
+md = os.path.join(work, "control_flow.md")
+if os.path.exists(md):
+    L += ["", "## The step inside control flow (experiments.bench_control_flow)", "", open(md).read()]
 if "paper" in rep:
     L += ["", "## Paper protocol, one class (bird), CIFAR-10 JPEG copy", "", json.dumps(rep["paper"])]
 with open(os.path.join(out, "device_check.md"), "w") as f:

@@ -242,7 +242,9 @@ def run_all(args, monitor: common.LoadMonitor) -> list:
     trained together in one program (one per set of classes that lack the same seeds)."""
     from sagan_jax.training.loop import train
 
-    rows, cache = [], DataCache()
+    import jax
+
+    rows, cache, trained = [], DataCache(), 0
     for model in args.models:
         pending, legacy = {}, []
         for cls in args.classes:
@@ -267,6 +269,10 @@ def run_all(args, monitor: common.LoadMonitor) -> list:
         programs += [(classes, list(seeds), program_config(args, model, classes, list(seeds)))
                      for seeds, classes in by_seeds.items()]
         for classes, seeds, cfg in programs:
+            if trained:  # free the previous program's compiled code (see loop.train: a long
+                # list of programs in one process otherwise exhausts vm.max_map_count)
+                jax.clear_caches()
+            trained += 1
             log.info("run %s: abnormal %s, seeds %s in one program -> %s", model,
                      ",".join(classes), ",".join(map(str, seeds)), cfg.workdir)
             t = time.time()

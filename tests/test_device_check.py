@@ -56,7 +56,7 @@ def test_smoke_runs_every_stage(tmp_path):
     rep = json.loads((out / "device_check.json").read_text())
     status = {s["stage"]: s["status"] for s in rep["stages"]}
     assert status == {"info": "ok", "tests": "ok", "frameworks": "ok", "run_axis": "ok",
-                      "paper": "ok"}, status
+                      "control_flow": "ok", "paper": "ok"}, status
     assert rep["tests"]["tests"] >= 1 and not rep["tests"]["failed"]
     fws = {r["fw"] for r in rep["frameworks"] if "error" not in r}
     have_torch = importlib.util.find_spec("torch") is not None
@@ -68,6 +68,8 @@ def test_smoke_runs_every_stage(tmp_path):
     assert runs["together_k2"]["runs_in_program"] == 2
     assert runs["together_k2"]["train_img_per_s_all_runs"] > 0
     assert 0.0 <= rep["paper"]["auc"] <= 1.0 and rep["paper"]["last_epoch"] == 1
-    assert "run_axis" in (out / "device_check.md").read_text()
+    md = (out / "device_check.md").read_text()
+    assert "run_axis" in md
+    assert "| step alone (jit) |" in md  # smoke: the step alone (one compilation)
     # what the device tool brings back: at most 8 files, all in $OUT
     assert len(list(out.iterdir())) <= 8
