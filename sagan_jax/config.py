@@ -143,6 +143,37 @@ def classes_of(dataset: str):
     return {"digits": DIGIT_CLASSES, "cifar10": CIFAR10_CLASSES}.get(dataset)
 
 
+# Fields that tell the runs of a run list apart without changing any compiled program.
+RUN_SPECIFIC = ("seed", "abnormal_class", "abnormal_classes", "seeds", "workdir")
+
+
+def run_neutral_key(cfg: Config) -> tuple:
+    """The fields of ``cfg`` that a compiled program may depend on: all but RUN_SPECIFIC."""
+    d = cfg.to_dict()
+    for k in RUN_SPECIFIC:
+        d.pop(k, None)
+    return tuple(sorted(d.items()))
+
+
+class RunNeutral:
+    """``cfg`` as a static argument of ``jax.jit``: equal (one compiled program) for configs
+    that differ only in RUN_SPECIFIC fields, so the runs of a run list, and repeated runs in
+    one process, share their compiled programs. The traced function reads ``.cfg``, the config
+    of the first call with that key; only RUN_SPECIFIC fields can differ from the caller's."""
+
+    __slots__ = ("cfg", "_key")
+
+    def __init__(self, cfg: Config):
+        self.cfg = cfg
+        self._key = run_neutral_key(cfg)
+
+    def __hash__(self):
+        return hash(self._key)
+
+    def __eq__(self, other):
+        return isinstance(other, RunNeutral) and self._key == other._key
+
+
 def validate(cfg: Config) -> None:
     _choice("mode", cfg.mode, MODES)
     from sagan_jax import methods

@@ -81,3 +81,28 @@ def test_anomaly_maps_and_pixel_auroc():
     # The positive pixel scores 0: it ties with 30 of the 31 clean pixels, loses to one.
     assert scoring.pixel_auroc(masks2, maps) == pytest.approx(0.5 * 30 / 31)
     assert np.isnan(scoring.pixel_auroc(np.zeros_like(masks), maps))
+
+
+def test_runs_differing_only_in_run_fields_share_the_scoring_program(tmp_path):
+    """Seed, abnormal class and workdir never reach a compiled program (config.RUN_SPECIFIC):
+    scoring with configs that differ only in them compiles once and gives the same scores;
+    a config that changes the model compiles again."""
+    from sagan_jax.config import RunNeutral
+    from sagan_jax.training.evaluate import _score_batch
+
+    cfg = Config(ngf=16, ndf=16, nz=8, isize=16, eval_batch_size=4, batch_size=4)
+    g_tx, d_tx = make_optimizers(cfg, 1)
+    state = init_state(cfg, jax.random.key(0), g_tx, d_tx)
+    images = np.random.default_rng(0).integers(0, 256, (8, 16, 16, 3), dtype=np.uint8)
+    r0, lat0 = score_images(cfg, state, images)
+    size = _score_batch._cache_size()
+    other = cfg.replace(seed=7, abnormal_class="3", workdir=str(tmp_path), seeds="1,2")
+    assert RunNeutral(other) == RunNeutral(cfg) and hash(RunNeutral(other)) == hash(RunNeutral(cfg))
+    r1, lat1 = score_images(other, state, images)
+    assert _score_batch._cache_size() == size
+    np.testing.assert_array_equal(r1, r0)
+    np.testing.assert_array_equal(lat1, lat0)
+    changed = cfg.replace(eval_batch_stats=True)
+    assert RunNeutral(changed) != RunNeutral(cfg)
+    score_images(changed, state, images)
+    assert _score_batch._cache_size() == size + 1

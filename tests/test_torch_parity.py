@@ -32,6 +32,7 @@ from sagan_jax.torch_ref.convert import (  # noqa: E402
     load_flax_into_torch,
     state_dict_to_flax,
 )
+from sagan_jax.config import RunNeutral  # noqa: E402
 from sagan_jax.training.evaluate import _score_batch  # noqa: E402
 from sagan_jax.training.state import TrainState  # noqa: E402
 from sagan_jax.training.step import train_step  # noqa: E402
@@ -200,7 +201,7 @@ def test_scores_eval_mode(pair):
     tg, td = pair["tg"], pair["td"]
     variables = {"g_params": pair["gv"]["params"], "g_stats": pair["gv"]["batch_stats"],
                  "d_params": pair["dv"]["params"], "d_stats": pair["dv"]["batch_stats"]}
-    r, lat, recon = _score_batch(variables, jnp.asarray(x), cfg)
+    r, lat, recon = _score_batch(variables, jnp.asarray(x), RunNeutral(cfg))
     g, d = pair["g"], pair["d"]
     logit, feat = jax.jit(functools.partial(d.apply, train=False))(
         pair["dv"], x)

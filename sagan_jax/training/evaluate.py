@@ -13,14 +13,18 @@ import jax.numpy as jnp
 import numpy as np
 
 from sagan_jax import scoring
+from sagan_jax.config import RunNeutral
 from sagan_jax.data.pipeline import eval_batches, to_float_np
 from sagan_jax import methods
 from sagan_jax.methods.spec import variables_of
 
 
-@functools.partial(jax.jit, static_argnames=("cfg",))
-def _score_batch(variables, x, cfg):
+@functools.partial(jax.jit, static_argnames=("static",))
+def _score_batch(variables, x, static):
     # Per-model components (R, L) and reconstruction: the model's spec (sagan_jax.methods).
+    # ``static``: the run's Config as a RunNeutral, so runs that differ only in seed, class
+    # or workdir share one compiled program.
+    cfg = static.cfg
     return methods.get(cfg.model).components(cfg, variables, x, cfg.eval_batch_stats)
 
 
@@ -34,7 +38,7 @@ def score_images(cfg, state, images_u8: np.ndarray, keep_recon: bool = False):
         n = len(x)
         if n < bs and not cfg.eval_batch_stats:
             x = np.concatenate([x, np.zeros((bs - n,) + x.shape[1:], x.dtype)])
-        r, lat, recon = _score_batch(variables, jnp.asarray(x), cfg)
+        r, lat, recon = _score_batch(variables, jnp.asarray(x), RunNeutral(cfg))
         rs.append(np.asarray(r)[:n])
         ls.append(np.asarray(lat)[:n])
         if keep_recon:
@@ -67,9 +71,8 @@ def originals_auc(cfg, state, split) -> float:
     images, then abnormal ones), batches of the training batch size, and the originals' score
     weight ``--originals_score_lambda``. Each image's score depends on its batch, so this is a
     comparison with the published numbers, never a result."""
-    # seed and workdir do not change scoring: runs of a run list share one compiled program
     c = cfg.replace(eval_batch_stats=True, eval_batch_size=cfg.batch_size,
-                    score_lambda=cfg.originals_score_lambda, seed=0, seeds="", workdir="")
+                    score_lambda=cfg.originals_score_lambda)
     r, lat = score_images(c, state, split.images)
     if not (np.all(np.isfinite(r)) and np.all(np.isfinite(lat))):
         raise FloatingPointError("the test scores under the originals' evaluation are not finite")

@@ -46,9 +46,9 @@ from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from sagan_jax import methods
+from sagan_jax.config import RunNeutral, run_neutral_key
 from sagan_jax.training.step import DATA_AXIS
 
-RUN_SPECIFIC = ("seed", "abnormal_class", "abnormal_classes", "seeds", "workdir")
 
 
 def to_float(images_u8):
@@ -84,7 +84,7 @@ class RunLayout:
         if self.impl == "vmap":
             keyed = {}
             for i, c in enumerate(self.cfgs):
-                key = (_static_key(c), steps_per_epoch[i])
+                key = (run_neutral_key(c), steps_per_epoch[i])
                 keyed.setdefault(key, []).append(i)
             for ids in keyed.values():
                 groups.append(Group(tuple(ids), self.cfgs[ids[0]], *self.txs[ids[0]], True))
@@ -121,13 +121,6 @@ class RunLayout:
             else:
                 out[g.ids[0]] = p
         return out
-
-
-def _static_key(cfg):
-    d = cfg.to_dict()
-    for k in RUN_SPECIFIC:
-        d.pop(k, None)
-    return tuple(sorted(d.items()))
 
 
 def _pad_first(a, n):
@@ -261,7 +254,7 @@ def _score_runs_batch(variables, images, starts, cfgs, batch_size, keep_recon):
     """(R, L[, recon]) of one batch of every run: run k scores images[k][starts[k]:+bs],
     gathered on the device from its padded uint8 array."""
     out = []
-    for k, cfg in enumerate(cfgs):
+    for k, cfg in enumerate(c.cfg for c in cfgs):
         im = images[k]
         x = jax.lax.dynamic_slice_in_dim(im, starts[k], batch_size, axis=0)
         r, lat, recon = methods.get(cfg.model).components(cfg, variables[k], to_float(x),
@@ -281,7 +274,7 @@ def score_runs(cfgs: Sequence, variables: Sequence, images: Sequence, counts: Se
                batch_size: int, keep_recon: bool = False):
     """Per-image (R, L[, recon]) of each run's images (device arrays from device_images, with
     ``counts`` real images each), all runs in one program per batch, in image order."""
-    cfgs = tuple(cfgs)
+    cfgs = tuple(RunNeutral(c) for c in cfgs)  # runs differing only in seed/class: one program
     n_batches = max(-(-n // batch_size) for n in counts)
     parts = [[] for _ in cfgs]
     for b in range(n_batches):
