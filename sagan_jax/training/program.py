@@ -50,7 +50,6 @@ from sagan_jax.config import RunNeutral, run_neutral_key
 from sagan_jax.training.step import DATA_AXIS
 
 
-
 def to_float(images_u8):
     """uint8 pixels -> float32 in [-1, 1]: (p / 255 - 0.5) / 0.5 (SPEC section 1); the same
     arithmetic as sagan_jax.data.pipeline.to_float_np."""
