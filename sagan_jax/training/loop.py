@@ -285,6 +285,7 @@ class Trainer:
     # -- end of epoch -------------------------------------------------------------------
     def end_of_epoch(self, epoch: int, train_s: float):
         cfg = self.cfg
+        t_eval = time.time()
         states = self.layout.unpack(self.states)
         live = []
         for k, t in enumerate(self.trackers):
@@ -368,6 +369,9 @@ class Trainer:
                 continue
             if t.data.val is not None:
                 record["val_score_mean"] = calib["mean"]
+            # end of training to this record: BatchNorm recalibration, scoring, metrics (the
+            # runs of a program share the batched scoring, so theirs overlap)
+            record["eval_s"] = round(time.time() - t_eval, 2)
             t.history.append(record)
             if t.writer is not None:
                 t.writer.write("epoch", step, record)
