@@ -54,9 +54,9 @@ def measure(args) -> list:
     def in_scan(s):
         return jax.lax.scan(lambda c, t: alone(c), s, jnp.arange(args.scan_steps))
 
-    variants = [("alone", "step alone (jit)", jax.jit(alone), 1),
-                ("cond", "step inside lax.cond", jax.jit(in_cond), 1),
-                ("scan", f"{args.scan_steps} steps inside lax.scan", jax.jit(in_scan),
+    variants = [("alone", "step alone (jit)", jax.jit(alone), (), 1),
+                ("cond", "step inside lax.cond", jax.jit(in_cond), (), 1),
+                ("scan", f"{args.scan_steps} steps inside lax.scan", jax.jit(in_scan), (),
                  args.scan_steps)]
     # the training loop's own chunk program (one run, data on the device), as it is built here
     images = np.random.default_rng(0).integers(0, 256, (args.batch * 4, args.isize, args.isize, 3),
@@ -67,31 +67,55 @@ def measure(args) -> list:
     idx, act, kd = prog.pack_chunk_inputs(
         layout, [np.arange(args.batch, dtype=np.int32)[:, None]], [np.ones(1, bool)], keys)
     ims = layout.pack([jnp.asarray(images)])
-    chunk = lambda packed: program(packed, ims, idx, act, kd)  # noqa: E731
     rows = []
     variants.append(("chunk", "the loop's chunk program, 1 step "
                      f"({'lax.scan + lax.cond' if prog.loops_run_fast() else 'unrolled, select'})",
-                     chunk, 1))
-    for key_, name, f, n in variants:
+                     program, (ims, idx, act, kd), 1))
+    for key_, name, f, extra, n in variants:
         if key_ not in args.variants:
             continue
         s = init_state(cfg, jax.random.key(0), g_tx, d_tx)
-        if f is chunk:
+        if key_ == "chunk":
             s = layout.pack([s])
         t = time.perf_counter()
-        s, m = f(s)
+        compiled = f.lower(s, *extra).compile()  # ahead of time: its text says what XLA made
+        s, m = compiled(s, *extra)
         jax.block_until_ready(m)
         first = time.perf_counter() - t
         times = []
         for _ in range(args.repeats):
             t = time.perf_counter()
-            s, m = f(s)
+            s, m = compiled(s, *extra)
             jax.block_until_ready(m)
             times.append((time.perf_counter() - t) / n)
-        rows.append((name, first, statistics.median(times)))
-        print(f"  {name}: first call {first:.1f} s, {rows[-1][2] * 1000:.0f} ms per step",
-              flush=True)
+        convs = conv_kinds(compiled.as_text())
+        rows.append((name, first, statistics.median(times), convs))
+        print(f"  {name}: first call {first:.1f} s, {rows[-1][2] * 1000:.0f} ms per step; "
+              f"{convs[0]} of {convs[0] + convs[1]} convolutions left to XLA's own convolution "
+              "thunk", flush=True)
     return rows
+
+
+def conv_kinds(hlo_text: str) -> tuple:
+    """(convolutions compiled as XLA's own convolution op, convolutions handed to a library:
+    YNNPACK/XNNPACK fusions on XLA:CPU) in an optimised HLO module's text. Each convolution of
+    the source is either one or, inside a library fusion, part of one (counted once per
+    fusion: the fusion's body holds the convolution)."""
+    import re
+
+    plain = len(re.findall(r"^\s*(?:ROOT\s+)?%[\w.\-]+ = \S+ convolution\(", hlo_text, re.M))
+    bodies = set(re.findall(r"kind=kCustom, calls=(%[\w.\-]+).*__[xy]nn_fusion", hlo_text))
+    library = 0
+    for name in bodies:  # library fusions whose body holds a convolution
+        m = re.search(r"^" + re.escape(name) + r" [^\n]*\{\n(.*?)^\}", hlo_text, re.M | re.S)
+        if m and " convolution(" in m.group(1):
+            library += 1
+    in_bodies = 0
+    for name in bodies:
+        m = re.search(r"^" + re.escape(name) + r" [^\n]*\{\n(.*?)^\}", hlo_text, re.M | re.S)
+        if m:
+            in_bodies += len(re.findall(r" convolution\(", m.group(1)))
+    return plain - in_bodies, library
 
 
 def main(argv=None):
@@ -127,10 +151,11 @@ def main(argv=None):
         f"{args.ngf}, dsc_impl {args.dsc_impl}{' (autotuned)' if args.dsc_impl == 'auto' else ''}"
         f"; JAX on {jax_backend()}; median of {args.repeats} calls after the first.",
         "",
-        "| variant | first call s (compile + run) | ms per step | vs alone |",
-        "|---|---:|---:|---:|",
-    ] + [f"| {name} | {first:.1f} | {1000 * per:.0f} | {per / base:.2f}x |"
-         for name, first, per in rows] + [
+        "| variant | first call s (compile + run) | ms per step | vs alone | convolutions left "
+        "to XLA's own op / in library (YNNPACK) fusions |",
+        "|---|---:|---:|---:|---:|",
+    ] + [f"| {name} | {first:.1f} | {1000 * per:.0f} | {per / base:.2f}x | {c[0]} / {c[1]} |"
+         for name, first, per, c in rows] + [
         "",
         f"Command: `{common.command_line(MODULE)}`.",
     ]
