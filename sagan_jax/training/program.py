@@ -132,8 +132,10 @@ def _pad_first(a, n):
 def loops_run_fast() -> bool:
     """Whether this backend runs the training step inside ``lax.scan`` / ``lax.cond`` as fast
     as alone. XLA:CPU does not: the SAGAN step (ngf 32, batch 32, jax 0.10.2, 2 cores) took
-    0.34 s alone and 8.1 s inside either (docs/benchmarks.md, "Control flow on XLA:CPU"). So
-    on CPU a chunk's steps are unrolled (no loop) and an inactive step is a select."""
+    0.34 s alone and 8.1 s inside either (docs/benchmarks.md, "Control flow on XLA:CPU"):
+    inside a conditional or loop body XLA:CPU leaves the backward convolutions to its own
+    convolution thunks instead of YNNPACK. So on CPU a chunk's steps are unrolled (no loop)
+    and an inactive step is a select."""
     return jax.default_backend() != "cpu"
 
 
