@@ -23,24 +23,27 @@ from experiments import common
 MODULE = "experiments.bench_control_flow"
 
 
-def measure(args) -> list:
+def step_functions(ngf: int, batch: int, isize: int = 32, dsc_impl: str = "auto",
+                   scan_steps: int = 2):
+    """(cfg, g_tx, d_tx, alone, in_cond, in_scan): the SAGAN training step on a fixed batch as a
+    function of the state, alone, inside ``lax.cond`` and as ``scan_steps`` steps inside
+    ``lax.scan`` (each returns (state, metrics); not jitted)."""
     import jax
     import jax.numpy as jnp
     import numpy as np
 
-    from sagan_jax import methods, seeds
+    from sagan_jax import methods
     from sagan_jax.config import Config
     from sagan_jax.models import dsc_autotune
-    from sagan_jax.training import program as prog
-    from sagan_jax.training.state import init_state, make_optimizers
+    from sagan_jax.training.state import make_optimizers
 
-    cfg = Config(ngf=args.ngf, ndf=args.ngf, isize=args.isize, batch_size=args.batch,
-                 progress=False, dsc_impl=args.dsc_impl)
-    dsc_autotune.resolve_dsc_impls(cfg, args.batch)
+    cfg = Config(ngf=ngf, ndf=ngf, isize=isize, batch_size=batch, progress=False,
+                 dsc_impl=dsc_impl)
+    dsc_autotune.resolve_dsc_impls(cfg, batch)
     g_tx, d_tx = make_optimizers(cfg, steps_per_epoch=1000)
     step = functools.partial(methods.get(cfg.model).step, cfg=cfg, g_tx=g_tx, d_tx=d_tx)
     x = jnp.asarray(np.random.default_rng(0).uniform(
-        -1, 1, (args.batch, args.isize, args.isize, 3)).astype(np.float32))
+        -1, 1, (batch, isize, isize, 3)).astype(np.float32))
     key = jax.random.key(1)
 
     def alone(s):
@@ -52,8 +55,22 @@ def measure(args) -> list:
         return jax.lax.cond(s.step >= 0, alone, nothing, s)
 
     def in_scan(s):
-        return jax.lax.scan(lambda c, t: alone(c), s, jnp.arange(args.scan_steps))
+        return jax.lax.scan(lambda c, t: alone(c), s, jnp.arange(scan_steps))
 
+    return cfg, g_tx, d_tx, alone, in_cond, in_scan
+
+
+def measure(args) -> list:
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+
+    from sagan_jax import seeds
+    from sagan_jax.training import program as prog
+    from sagan_jax.training.state import init_state
+
+    cfg, g_tx, d_tx, alone, in_cond, in_scan = step_functions(
+        args.ngf, args.batch, args.isize, args.dsc_impl, args.scan_steps)
     variants = [("alone", "step alone (jit)", jax.jit(alone), (), 1),
                 ("cond", "step inside lax.cond", jax.jit(in_cond), (), 1),
                 ("scan", f"{args.scan_steps} steps inside lax.scan", jax.jit(in_scan), (),

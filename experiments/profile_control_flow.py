@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import collections
-import functools
 import glob
 import gzip
 import json
@@ -23,30 +22,11 @@ from experiments import common
 
 def profile(args, variant: str) -> tuple:
     import jax
-    import jax.numpy as jnp
-    import numpy as np
 
-    from sagan_jax import methods
-    from sagan_jax.config import Config
-    from sagan_jax.models import dsc_autotune
-    from sagan_jax.training.state import init_state, make_optimizers
+    from experiments.bench_control_flow import step_functions
+    from sagan_jax.training.state import init_state
 
-    cfg = Config(ngf=args.ngf, ndf=args.ngf, isize=32, batch_size=args.batch, progress=False)
-    dsc_autotune.resolve_dsc_impls(cfg, args.batch)
-    g_tx, d_tx = make_optimizers(cfg, steps_per_epoch=1000)
-    step = functools.partial(methods.get(cfg.model).step, cfg=cfg, g_tx=g_tx, d_tx=d_tx)
-    x = jnp.asarray(np.random.default_rng(0).uniform(
-        -1, 1, (args.batch, 32, 32, 3)).astype(np.float32))
-    key = jax.random.key(1)
-
-    def alone(s):
-        return step(s, x, key)
-
-    def in_cond(s):
-        shapes = jax.eval_shape(alone, s)[1]
-        nothing = lambda s: (s, jax.tree.map(lambda m: jnp.zeros(m.shape, m.dtype), shapes))  # noqa: E731
-        return jax.lax.cond(s.step >= 0, alone, nothing, s)
-
+    cfg, g_tx, d_tx, alone, in_cond, _ = step_functions(args.ngf, args.batch)
     f = jax.jit(alone if variant == "alone" else in_cond)
     s = init_state(cfg, jax.random.key(0), g_tx, d_tx)
     s, m = f(s)
