@@ -87,7 +87,8 @@ CSV_FIELDS = ("model", "abnormal_class", "seed", "epochs", "auc_last_epoch",
               "auc_best_epoch_test_selected", "best_epoch", "auc_originals_evaluation",
               "originals_best_epoch", "auc_val_selected", "val_selected_epoch",
               "ap_last_epoch", "f1_last_epoch",
-              "wall_time_s", "budget", "dataset", "protocol", "workdir", "runs_in_program")
+              "wall_time_s", "train_s", "budget", "dataset", "protocol", "workdir",
+              "runs_in_program")
 # The Config fields that decide a run's data (sagan_jax.data.load_data): runs that agree on
 # them (the same class and seed under different models) share one loaded dataset.
 DATA_FIELDS = ("dataset", "data_root", "data_dir", "download", "abnormal_class", "protocol",
@@ -183,7 +184,9 @@ def row_of(cfg: Config, metrics: dict, budget: str) -> dict:
         "epochs": metrics["last_epoch"], "auc_last_epoch": round(metrics["auc"], 4),
         "auc_best_epoch_test_selected": round(best["auc"], 4), "best_epoch": best["epoch"],
         "ap_last_epoch": round(metrics["ap"], 4), "f1_last_epoch": round(metrics["f1"], 4),
-        "wall_time_s": metrics["wall_time_s"], "budget": budget, "dataset": cfg.dataset,
+        "wall_time_s": metrics["wall_time_s"],
+        "train_s": round(sum(r.get("train_s", 0.0) for r in metrics.get("history", [])), 2),
+        "budget": budget, "dataset": cfg.dataset,
         "protocol": cfg.protocol, "workdir": cfg.workdir,
         "runs_in_program": metrics.get("runs_in_program", 1),
     }
@@ -408,6 +411,44 @@ def three_way_table(rows: list, classes, models) -> str:
     return "\n".join(lines)
 
 
+def _median(values, fmt):
+    return fmt.format(statistics.median(values)) if values else "–"
+
+
+def three_way_facts(rows: list, models) -> str:
+    """The figures a reading of the three-way table rests on, per model, from the runs
+    themselves: how many runs are below chance by (b), how often (c) chose the last epoch
+    and what it changed, the spread of (a) - (b), and the time a run takes."""
+    lines = ["| Model | runs | (b) mean | runs with (b) < 0.5 | (c) chose the last epoch | "
+             "(c) - (b), points | (a) - (b), points: mean [min, max] | wall time per run "
+             "(median) | of it training (median) |",
+             "|---|---:|---:|---:|---:|---:|---|---:|---:|"]
+    for model in [m for m in MODEL_ORDER if m in models]:
+        mine = [r for r in rows if r["model"] == model]
+        if not mine:
+            continue
+        b = [r["auc_last_epoch"] for r in mine]
+        below = sum(v < 0.5 for v in b)
+        walls = [r["wall_time_s"] / (r.get("runs_in_program") or 1) for r in mine]
+        trains = [r["train_s"] for r in mine if r.get("train_s")]
+        if model in FITTED:
+            c_last = c_gain = a_gap = "–"
+        else:
+            with_c = [r for r in mine if r["auc_val_selected"] != ""]
+            c_last = (f"{sum(r['val_selected_epoch'] == r['epochs'] for r in with_c)} of "
+                      f"{len(with_c)}") if with_c else "–"
+            gains = [100 * (r["auc_val_selected"] - r["auc_last_epoch"]) for r in with_c]
+            c_gain = f"{statistics.mean(gains):+.1f}" if gains else "–"
+            d = [100 * (r["auc_originals_evaluation"] - r["auc_last_epoch"]) for r in mine
+                 if r["auc_originals_evaluation"] != ""]
+            a_gap = f"{statistics.mean(d):+.1f} [{min(d):+.1f}, {max(d):+.1f}]" if d else "–"
+        lines.append(f"| {NAMES[model]} | {len(mine)} | {statistics.mean(b):.3f} | "
+                     f"{below} of {len(mine)} | {c_last} | {c_gain} | {a_gap} | "
+                     f"{_median(walls, '{:.0f} s')} | "
+                     f"{_median(trains, '{:.0f} s') if model not in FITTED else '–'} |")
+    return "\n".join(lines)
+
+
 def write_outputs(args, rows: list, load=None) -> None:
     os.makedirs(args.out, exist_ok=True)
     with open(os.path.join(args.out, "runs.csv"), "w", newline="") as f:
@@ -450,6 +491,13 @@ def write_outputs(args, rows: list, load=None) -> None:
             f"training images is lowest (chosen without the test set). Mean ± std over seeds.",
             "",
             three_way_table(rows, args.classes, args.models),
+            "",
+            "Per model, over its runs ((b) mean over runs, not over class means; wall time: "
+            "the run's recorded wall_time_s, compilation, training and every evaluation, not "
+            "process start-up or data loading; runs trained together share their program's "
+            "wall time equally):",
+            "",
+            three_way_facts(rows, args.models),
             "",
         ]
     studies = collect_studies(args)

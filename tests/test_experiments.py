@@ -317,3 +317,24 @@ def test_three_way_table():
                                "0.600 ± 0.141 | 0.400 | 0.500 |")
     assert lines[-1].endswith("SAGAN (proposed): (a) - (b) = +26.7 AUC points on average over 3 "
                               "runs (from +20.0 to +30.0).")
+
+
+def test_three_way_facts():
+    from experiments import table2
+
+    def row(model, cls, seed, a, b, c, c_epoch, wall=100.0, train=40.0):
+        return {"model": model, "abnormal_class": cls, "seed": seed, "epochs": 3,
+                "auc_originals_evaluation": a, "auc_last_epoch": b, "auc_val_selected": c,
+                "val_selected_epoch": c_epoch, "wall_time_s": wall, "train_s": train,
+                "runs_in_program": 1}
+
+    rows = [row("sagan", "0", 0, 0.9, 0.6, 0.7, 2, wall=90.0),
+            row("sagan", "0", 1, 0.8, 0.4, 0.4, 3, wall=110.0, train=50.0),
+            row("sagan", "1", 0, 0.3, 0.45, 0.45, 3, wall=400.0),
+            row("pca", "0", 0, "", 0.8, "", "", wall=5.0, train=0.0)]
+    lines = table2.three_way_facts(rows, ["sagan", "pca"]).splitlines()
+    assert lines[2] == "| PCA (baseline) | 1 | 0.800 | 0 of 1 | – | – | – | 5 s | – |"
+    # (b) mean 0.483; 2 runs below chance; (c) chose the last epoch in 2 of 3 runs and added
+    # +10 points in one: +3.3 on average; (a) - (b): +30, +40, -15
+    assert lines[3] == ("| SAGAN (proposed) | 3 | 0.483 | 2 of 3 | 2 of 3 | +3.3 | "
+                        "+18.3 [-15.0, +40.0] | 110 s | 40 s |")
