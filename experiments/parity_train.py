@@ -10,8 +10,8 @@ seed. Finished runs are read back (JAX: also from the earlier one-process-per-se
 an interrupted sweep resumes.
 
 Protocols:
-  digits           experiments/quickstart.cfg (embedded digits, digit 0 abnormal, ngf 32,
-                   3 epochs); JAX runs in OUT/jax/digits/runs/0_seedS (earlier layout:
+  digits           experiments/quickstart.cfg (embedded digits, digit 0 abnormal, 3 epochs;
+                   the docs' parity figures used its previous ngf 32); JAX runs in OUT/jax/digits/runs/0_seedS (earlier layout:
                    OUT/jax/digits/seedS)
   cifar10_reduced  experiments/model_sagan.cfg + table2.py's reduced budget (4,000 normal
                    training images, 3 epochs, ngf 32) on the JPEG copy, --abnormal_class; the
