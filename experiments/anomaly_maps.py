@@ -155,13 +155,12 @@ def main():
             jax.config.update("jax_compilation_cache_dir",
                               os.path.expanduser(cfg.compilation_cache))
         t0 = time.time()
-        with common.package_errors(MODULE):
-            if common.done_metrics(cfg.workdir, cfg.epochs) is None:
-                from sagan_jax.training.loop import train
+        if common.done_metrics(cfg.workdir, cfg.epochs) is None:
+            from sagan_jax.training.loop import train
 
-                train(cfg)
-            train_s[seed] = round(time.time() - t0, 1)
-            per_seed[seed] = measure(cfg, args.n_images, args.defect_seed)
+            train(cfg)
+        train_s[seed] = round(time.time() - t0, 1)
+        per_seed[seed] = measure(cfg, args.n_images, args.defect_seed)
         print(f"seed {seed}: " + json.dumps(per_seed[seed]), flush=True)
     os.makedirs(args.workdir, exist_ok=True)
     with open(os.path.join(args.workdir, "anomaly_maps.json"), "w") as f:
@@ -190,4 +189,4 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    common.run_script(main)

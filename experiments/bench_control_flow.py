@@ -23,6 +23,14 @@ from experiments import common
 MODULE = "experiments.bench_control_flow"
 
 
+def step_config(ngf: int, batch: int, isize: int = 32, dsc_impl: str = "auto"):
+    """The Config of the measured step; a bad size raises ConfigError here, before any wait."""
+    from sagan_jax.config import Config
+
+    return Config(ngf=ngf, ndf=ngf, isize=isize, batch_size=batch, progress=False,
+                  dsc_impl=dsc_impl)
+
+
 def step_functions(ngf: int, batch: int, isize: int = 32, dsc_impl: str = "auto",
                    scan_steps: int = 2):
     """(cfg, g_tx, d_tx, alone, in_cond, in_scan): the SAGAN training step on a fixed batch as a
@@ -33,12 +41,10 @@ def step_functions(ngf: int, batch: int, isize: int = 32, dsc_impl: str = "auto"
     import numpy as np
 
     from sagan_jax import methods
-    from sagan_jax.config import Config
     from sagan_jax.models import dsc_autotune
     from sagan_jax.training.state import make_optimizers
 
-    cfg = Config(ngf=ngf, ndf=ngf, isize=isize, batch_size=batch, progress=False,
-                 dsc_impl=dsc_impl)
+    cfg = step_config(ngf, batch, isize, dsc_impl)
     dsc_autotune.resolve_dsc_impls(cfg, batch)
     g_tx, d_tx = make_optimizers(cfg, steps_per_epoch=1000)
     step = functools.partial(methods.get(cfg.model).step, cfg=cfg, g_tx=g_tx, d_tx=d_tx)
@@ -156,17 +162,20 @@ def main(argv=None):
     if unknown or not args.variants or args.variants[0] != "alone":
         ap.error(f"--variants={','.join(args.variants)}: a comma list of alone,cond,scan,chunk "
                  "starting with alone (the base of the ratios)")
+    step_config(args.ngf, args.batch, args.isize, args.dsc_impl)  # bad sizes: before waiting
     common.wait_for_quiet(args.wait_quiet)
     monitor = common.LoadMonitor()
     rows = measure(args)
     load = monitor.report()
     base = rows[0][2]
+    import jax
+
     lines = [
         common.machine_header(load, packages=("jax", "jaxlib", "flax")),
         "",
         f"SAGAN training step, {args.isize}x{args.isize}, batch {args.batch}, ngf = ndf = "
         f"{args.ngf}, dsc_impl {args.dsc_impl}{' (autotuned)' if args.dsc_impl == 'auto' else ''}"
-        f"; JAX on {jax_backend()}; median of {args.repeats} calls after the first.",
+        f"; JAX on {jax.default_backend()}; median of {args.repeats} calls after the first.",
         "",
         "| variant | first call s (compile + run) | ms per step | vs alone | convolutions left "
         "to XLA's own op / in library (YNNPACK) fusions |",
@@ -182,11 +191,5 @@ def main(argv=None):
     common.publish(args, "bench_control_flow", "\n".join(lines), load)
 
 
-def jax_backend() -> str:
-    import jax
-
-    return jax.default_backend()
-
-
 if __name__ == "__main__":
-    main()
+    common.run_script(main)

@@ -52,9 +52,7 @@ def main(argv=None):
     aucs, walls = {}, {}
     for dtype in DTYPES:
         t0 = time.time()
-        with common.package_errors(MODULE):
-            result = train(cfg.replace(compute_dtype=dtype,
-                                       workdir=os.path.join(args.out, dtype)))
+        result = train(cfg.replace(compute_dtype=dtype, workdir=os.path.join(args.out, dtype)))
         walls[dtype] = time.time() - t0
         aucs[dtype] = aucs_of(result)
     seeds = [s.strip() for s in args.seeds.split(",") if s.strip()]
@@ -84,4 +82,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    common.run_script(main)

@@ -143,6 +143,16 @@ def package_errors(prog: Optional[str] = None):
         raise
 
 
+def run_script(main) -> None:
+    """A script's entry point (``if __name__ == "__main__": common.run_script(main)``): main()
+    with the package's user errors (bad data, a workdir trained with other flags, a bad flag
+    combination: sagan_jax.main.USER_ERRORS) ending it in one line and exit status 2, named
+    after the module it was started as. Called in-process, main() raises them unchanged."""
+    spec = getattr(sys.modules.get("__main__"), "__spec__", None)
+    with package_errors(spec.name if spec is not None else None):
+        main()
+
+
 # --- finished runs -----------------------------------------------------------------------------
 def done_metrics(workdir: str, epochs: int, name: str = "metrics.json") -> Optional[dict]:
     """WORKDIR/metrics.json if it records a finished run of ``epochs`` epochs, else None (no

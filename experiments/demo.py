@@ -110,8 +110,7 @@ def main(argv=None):
     for model, extra in (("sagan", {}), ("pca", {}), ("knn", {})):
         mcfg = cfg.replace(model=model, workdir=os.path.join(args.out, model), **extra)
         t0 = time.time()
-        with common.package_errors(MODULE):
-            result = train(mcfg)
+        result = train(mcfg)
         rows.append((model, mcfg, mean_std(aucs_of(result)), len(aucs_of(result)),
                      time.time() - t0))
     seeds = cfg.seeds or str(cfg.seed)
@@ -142,4 +141,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    common.run_script(main)

@@ -78,4 +78,4 @@ def write_table(args, rows, monitor):
 
 
 if __name__ == "__main__":
-    main()
+    common.run_script(main)

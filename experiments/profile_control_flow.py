@@ -58,6 +58,9 @@ def main(argv=None):
     ap.add_argument("--top", type=int, default=8, help="slowest thunks shown per variant")
     common.add_load_arguments(ap, writes_docs=False)
     args = ap.parse_args(argv)
+    from experiments.bench_control_flow import step_config
+
+    step_config(args.ngf, args.batch)  # bad sizes: before waiting
     common.wait_for_quiet(args.wait_quiet)
     monitor = common.LoadMonitor()
     out = []
@@ -84,4 +87,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    common.run_script(main)

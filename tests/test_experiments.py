@@ -338,3 +338,20 @@ def test_three_way_facts():
     # +10 points in one: +3.3 on average; (a) - (b): +30, +40, -15
     assert lines[3] == ("| SAGAN (proposed) | 3 | 0.483 | 2 of 3 | 2 of 3 | +3.3 | "
                         "+18.3 [-15.0, +40.0] | 110 s | 40 s |")
+
+
+def test_every_script_ends_user_errors_in_one_line(tmp_path):
+    """Each script's entry point goes through common.run_script, so a user error raised in the
+    package (here: a data root that does not exist) ends it with one line and exit status 2,
+    not a traceback."""
+    for name in SCRIPTS:
+        with open(os.path.join(ROOT, "experiments", f"{name}.py")) as f:
+            assert f.read().endswith('if __name__ == "__main__":\n    common.run_script(main)\n'), name
+    p = subprocess.run([sys.executable, "-m", "experiments.table2", "--models=pca",
+                        "--classes=bird", "--data_root=/nonexistent/cifar", f"--out={tmp_path}"],
+                       cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert p.returncode == 2, p.stderr
+    assert p.stderr.splitlines()[-1] == (
+        "experiments.table2: error: /nonexistent/cifar: data root does not exist or is not a "
+        "folder; expected a folder holding the dataset")
+    assert "Traceback" not in p.stderr
