@@ -126,7 +126,8 @@ def main():
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--workdir", default=os.path.join("workdirs", "anomaly_maps"),
                     help="one run per seed in WORKDIR/seed<S> (finished runs are reused)")
-    ap.add_argument("--seeds", default="0,1,2", help="training seeds, comma-separated")
+    ap.add_argument("--seeds", type=common.int_list, default="0,1,2",
+                    help="training seeds, comma-separated")
     ap.add_argument("--n_images", type=int, default=100,
                     help="normal test digits that receive each kind of defect")
     ap.add_argument("--defect_seed", type=int, default=0)
@@ -134,10 +135,7 @@ def main():
                     help="override a flag of experiments/quickstart.cfg (repeatable)")
     ap.add_argument("--no_docs", action="store_true", help="do not write docs/results.md")
     args = ap.parse_args()
-    try:
-        seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
-    except ValueError:
-        common.fail(f"--seeds={args.seeds!r} must be comma-separated integers", MODULE)
+    seeds = args.seeds
     monitor = common.LoadMonitor()
     per_seed, train_s = {}, {}
     for seed in seeds:

@@ -475,9 +475,8 @@ def _dataset(args) -> str:
 def parse_args(argv=None):
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ints = lambda s: [int(x) for x in s.split(",") if x.strip()]  # noqa: E731
-    ap.add_argument("--ks", type=ints, default=[1, 2, 4, 8, 10], help="runs trained together")
-    ap.add_argument("--separate_ks", type=ints, default=None,
+    ap.add_argument("--ks", type=common.int_list, default=[1, 2, 4, 8, 10], help="runs trained together")
+    ap.add_argument("--separate_ks", type=common.int_list, default=None,
                     help="the Ks also run as K separate processes (default: all of --ks)")
     ap.add_argument("--separate", choices=("concurrent", "sequential"), default="concurrent")
     ap.add_argument("--impl", default="auto", choices=("auto", "vmap", "unroll"),

@@ -143,6 +143,16 @@ def package_errors(prog: Optional[str] = None):
         raise
 
 
+def int_list(text: str) -> list:
+    """argparse type of a comma-separated list of integers ("0,1,2"); a bad one is argparse's
+    one-line usage error."""
+    try:
+        return [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a comma-separated list of integers (e.g. 0,1,2)") from None
+
+
 def run_script(main) -> None:
     """A script's entry point (``if __name__ == "__main__": common.run_script(main)``): main()
     with the package's user errors (bad data, a workdir trained with other flags, a bad flag

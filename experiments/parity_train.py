@@ -224,7 +224,7 @@ def markdown(args, rows: list, summary: dict, command: str, load=None) -> str:
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--protocol", choices=PROTOCOLS, default="digits")
-    p.add_argument("--seeds", default="0,1,2")
+    p.add_argument("--seeds", type=common.int_list, default="0,1,2")
     p.add_argument("--frameworks", default="jax,torch")
     p.add_argument("--abnormal_class", default="bird", help="cifar10_reduced only")
     p.add_argument("--data_root", default="~/.cache/sagan_jax/cifar10_jpg")
@@ -236,7 +236,6 @@ def main(argv=None):
     p.add_argument("--doc", default=common.RESULTS_MD, help="the Markdown file to write")
     p.add_argument("--no-write", dest="write", action="store_false")
     args = p.parse_args(argv)
-    args.seeds = [int(s) for s in args.seeds.split(",")]
     args.frameworks = args.frameworks.split(",")
     args.data_root = os.path.expanduser(args.data_root)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")

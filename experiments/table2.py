@@ -522,7 +522,7 @@ def parse_args(argv=None):
                    help="comma-separated: sagan, skip_ganomaly, ganomaly, egbad")
     p.add_argument("--classes", default=",".join(PAPER_CLASSES),
                    help="comma-separated abnormal classes (default: the paper's 8)")
-    p.add_argument("--seeds", default="0", help="comma-separated seeds")
+    p.add_argument("--seeds", type=common.int_list, default="0", help="comma-separated seeds")
     p.add_argument("--dataset", default="image_folder")
     p.add_argument("--data_root", default="~/.cache/sagan_jax/cifar10_jpg")
     p.add_argument("--data_dir", default=None)
@@ -549,7 +549,6 @@ def parse_args(argv=None):
     args = p.parse_args(argv)
     args.models = [m for m in args.models.split(",") if m]
     args.classes = [c for c in args.classes.split(",") if c]
-    args.seeds = [int(s) for s in args.seeds.split(",") if s]
     em_model, _, em_classes = args.eval_modes.partition(":")
     args.eval_modes_models = [em_model] if em_model else []
     args.eval_modes_classes = [c for c in em_classes.split(",") if c]
@@ -557,6 +556,8 @@ def parse_args(argv=None):
         args.data_root = None
     elif args.data_root:
         args.data_root = os.path.expanduser(args.data_root)
+    if not args.seeds:
+        p.error("--seeds: give at least one seed, e.g. --seeds=0,1,2")
     for m in args.models:
         if m not in PAPER:
             p.error(f"--models: {m!r} is not one of {', '.join(MODEL_ORDER)}")

@@ -355,3 +355,18 @@ def test_every_script_ends_user_errors_in_one_line(tmp_path):
         "experiments.table2: error: /nonexistent/cifar: data root does not exist or is not a "
         "folder; expected a folder holding the dataset")
     assert "Traceback" not in p.stderr
+
+
+@pytest.mark.parametrize("seeds, expected", [
+    ("a", "argument --seeds: 'a' is not a comma-separated list of integers (e.g. 0,1,2)"),
+    ("0,x", "argument --seeds: '0,x' is not a comma-separated list of integers (e.g. 0,1,2)"),
+    ("", "--seeds: give at least one seed, e.g. --seeds=0,1,2"),
+])
+def test_table2_bad_seeds_give_one_line(capsys, seeds, expected):
+    from experiments import table2
+
+    assert table2.parse_args(["--seeds=0,1, 2"]).seeds == [0, 1, 2]
+    with pytest.raises(SystemExit) as e:
+        table2.parse_args([f"--seeds={seeds}"])
+    assert e.value.code == 2
+    assert capsys.readouterr().err.splitlines()[-1].endswith(f"error: {expected}")
