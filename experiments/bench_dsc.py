@@ -73,11 +73,15 @@ def main():
     args = ap.parse_args()
     import jax
 
-    from sagan_jax.models.layers import auto_dsc_impl
+    from sagan_jax.models.layers import DSC_IMPLS, auto_dsc_impl
 
+    impls = [i for i in args.impls.split(",") if i]
+    unknown = [i for i in impls if i not in DSC_IMPLS or i == "auto"]
+    if unknown or not impls:
+        choices = ", ".join(i for i in DSC_IMPLS if i != "auto")
+        ap.error(f"--impls={args.impls}: choose from {choices} (auto is always measured)")
     common.wait_for_quiet(args.wait_quiet)
     monitor = common.LoadMonitor()
-    impls = args.impls.split(",")
     rows, totals = [], {i: 0.0 for i in impls + ["auto"]}
     print(f"jax {jax.__version__}, {jax.devices()[0].platform}, batch {args.batch}, "
           f"m {args.kernels_per_layer}; forward+backward ms per layer (median of {args.repeats})")
