@@ -369,6 +369,12 @@ THREE_WAY = (
 )
 
 
+def originals_gains(rows: list) -> list:
+    """(a) - (b) in AUC points, per run that was scored both ways."""
+    return [100 * (r["auc_originals_evaluation"] - r["auc_last_epoch"]) for r in rows
+            if r["auc_originals_evaluation"] != ""]
+
+
 def three_way_table(rows: list, classes, models) -> str:
     """Issue 13's table: per model, each run's checkpoints scored (a) as the PyTorch
     originals score (training-mode BatchNorm, test set in stored order, batches of the
@@ -399,10 +405,8 @@ def three_way_table(rows: list, classes, models) -> str:
             name = label if model not in FITTED else "(a) = (b) = (c): no BatchNorm, no epochs"
             lines.append(f"| {NAMES[model]} | {name} | " + " | ".join(cells) + f" | {avg} | "
                          f"{','.join(map(str, seeds))} |")
-        pairs = [(r["auc_originals_evaluation"], r["auc_last_epoch"]) for r in mine
-                 if r["auc_originals_evaluation"] != "" and model not in FITTED]
-        if pairs:
-            d = [100 * (a - b) for a, b in pairs]
+        d = [] if model in FITTED else originals_gains(mine)
+        if d:
             gaps.append(f"{NAMES[model]}: (a) - (b) = {statistics.mean(d):+.1f} AUC points on "
                         f"average over {len(d)} runs (from {min(d):+.1f} to {max(d):+.1f})")
     if gaps:
@@ -430,7 +434,7 @@ def three_way_facts(rows: list, models) -> str:
         b = [r["auc_last_epoch"] for r in mine]
         below = sum(v < 0.5 for v in b)
         walls = [r["wall_time_s"] / (r.get("runs_in_program") or 1) for r in mine]
-        trains = [r["train_s"] for r in mine if r.get("train_s")]
+        trains = [r["train_s"] for r in mine if r.get("train_s")] if model not in FITTED else []
         if model in FITTED:
             c_last = c_gain = a_gap = "–"
         else:
@@ -439,13 +443,12 @@ def three_way_facts(rows: list, models) -> str:
                       f"{len(with_c)}") if with_c else "–"
             gains = [100 * (r["auc_val_selected"] - r["auc_last_epoch"]) for r in with_c]
             c_gain = f"{statistics.mean(gains):+.1f}" if gains else "–"
-            d = [100 * (r["auc_originals_evaluation"] - r["auc_last_epoch"]) for r in mine
-                 if r["auc_originals_evaluation"] != ""]
+            d = originals_gains(mine)
             a_gap = f"{statistics.mean(d):+.1f} [{min(d):+.1f}, {max(d):+.1f}]" if d else "–"
         lines.append(f"| {NAMES[model]} | {len(mine)} | {statistics.mean(b):.3f} | "
                      f"{below} of {len(mine)} | {c_last} | {c_gain} | {a_gap} | "
                      f"{_median(walls, '{:.0f} s')} | "
-                     f"{_median(trains, '{:.0f} s') if model not in FITTED else '–'} |")
+                     f"{_median(trains, '{:.0f} s')} |")
     return "\n".join(lines)
 
 
