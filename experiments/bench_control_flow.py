@@ -144,8 +144,8 @@ def conv_kinds(hlo_text: str) -> tuple:
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--ngf", type=int, default=32)
-    ap.add_argument("--batch", type=int, default=32)
+    ap.add_argument("--ngf", type=common.positive_int, default=32)
+    ap.add_argument("--batch", type=common.positive_int, default=32)
     ap.add_argument("--isize", type=int, default=32, help="image size (a multiple of 16)")
     ap.add_argument("--dsc_impl", default="auto", help="DSC impl (auto: autotuned per layer)")
     ap.add_argument("--variants", default="alone,cond,scan,chunk",
@@ -153,7 +153,7 @@ def main(argv=None):
                     help="which of alone,cond,scan,chunk to run (alone first: the ratios' base)")
     ap.add_argument("--md", default="", help="also write the table to this file")
     ap.add_argument("--scan_steps", type=int, default=2)
-    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--repeats", type=common.positive_int, default=3)
     ap.add_argument("--no-write", dest="write", action="store_false")
     ap.add_argument("--doc", default=common.BENCHMARKS_MD)
     common.add_load_arguments(ap)

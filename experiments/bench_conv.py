@@ -48,13 +48,13 @@ def shifted(x, w):
     return sum(v @ w[i // k, i % k] for i, v in enumerate(views(x, k)))
 
 
-def main():
+def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--batch", type=int, default=64)
+    ap.add_argument("--repeats", type=common.positive_int, default=3)
+    ap.add_argument("--batch", type=common.positive_int, default=64)
     common.add_load_arguments(ap, writes_docs=False)
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
     import jax
     import jax.numpy as jnp
     import numpy as np

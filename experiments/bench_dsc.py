@@ -59,18 +59,18 @@ def time_impl(impl, cin, cout, s, batch, m, repeats):
     return statistics.median(ts)
 
 
-def main():
+def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--ngf", type=int, default=64)
+    ap.add_argument("--ngf", type=common.positive_int, default=64)
     ap.add_argument("--isize", type=int, default=32)
-    ap.add_argument("--batch", type=int, default=64)
-    ap.add_argument("--kernels_per_layer", type=int, default=2)
-    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--batch", type=common.positive_int, default=64)
+    ap.add_argument("--kernels_per_layer", type=common.positive_int, default=2)
+    ap.add_argument("--repeats", type=common.positive_int, default=3)
     ap.add_argument("--impls", default="shift,dense,repeat")
     ap.add_argument("--json", default="", help="also write the figures to this JSON file")
     common.add_load_arguments(ap, writes_docs=False)
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
     import jax
 
     from sagan_jax.models.layers import DSC_IMPLS, auto_dsc_impl

@@ -126,17 +126,17 @@ def table(r: dict) -> str:
     ])
 
 
-def main():
+def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data_root", default="~/.cache/sagan_jax/cifar10_jpg")
-    ap.add_argument("--batch", type=int, default=64)
-    ap.add_argument("--epochs", type=int, default=4, help="feeding epochs (first + later ones)")
-    ap.add_argument("--steps", type=int, default=5, help="timed training steps")
+    ap.add_argument("--batch", type=common.positive_int, default=64)
+    ap.add_argument("--epochs", type=common.positive_int, default=4, help="feeding epochs (first + later ones)")
+    ap.add_argument("--steps", type=common.positive_int, default=5, help="timed training steps")
     ap.add_argument("--write", default=common.BENCHMARKS_MD,
                     help="the Markdown file to write ('' = print only)")
     common.add_load_arguments(ap)
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     import jax
     import numpy as np

@@ -481,21 +481,21 @@ def parse_args(argv=None):
     ap.add_argument("--separate", choices=("concurrent", "sequential"), default="concurrent")
     ap.add_argument("--impl", default="auto", choices=("auto", "vmap", "unroll"),
                     help="--run_axis_impl of every run")
-    ap.add_argument("--ngf", type=int, default=64)
+    ap.add_argument("--ngf", type=common.positive_int, default=64)
     ap.add_argument("--ndf", type=int, default=0, help="default: --ngf")
     ap.add_argument("--isize", type=int, default=32)
-    ap.add_argument("--batch_size", type=int, default=64)
-    ap.add_argument("--steps", type=int, default=20,
+    ap.add_argument("--batch_size", type=common.positive_int, default=64)
+    ap.add_argument("--steps", type=common.positive_int, default=20,
                     help="training steps per epoch and run (--max_train_images = steps x batch; "
                          "the digits hold about 1,300 normal training images)")
-    ap.add_argument("--epochs", type=int, default=2, help="timed epochs after the warm-up epoch")
+    ap.add_argument("--epochs", type=common.positive_int, default=2, help="timed epochs after the warm-up epoch")
     ap.add_argument("--chunk", type=int, default=0,
                     help="--steps_per_chunk (0 = auto: 1 on CPU, a lax.scan of 10 elsewhere; on "
                          "CPU N > 1 unrolls N steps per call)")
     ap.add_argument("--no-scan", dest="scan", action="store_false",
                     help="skip the --steps_per_chunk=1 comparison")
     ap.add_argument("--recal_batches", type=int, default=2, help="--bn_recalibration_batches")
-    ap.add_argument("--repeats", type=int, default=1)
+    ap.add_argument("--repeats", type=common.positive_int, default=1)
     ap.add_argument("--order", choices=("pairs", "curve"), default="pairs",
                     help="pairs: per K, one program and K processes alternately; curve: every "
                          "K's one program first (see --budget_s)")

@@ -253,26 +253,25 @@ def parse_sizes(text: str):
             if ngf < 1 or k < 1:
                 raise ValueError
         except ValueError:
-            print(f"bench_train: bad --sizes entry {item!r}: write NGF:KERNELS_PER_LAYER pairs of "
-                  "positive integers, e.g. --sizes 64:2,64:1,32:2", file=sys.stderr)
-            sys.exit(2)
+            common.fail(f"bad --sizes entry {item!r}: write NGF:KERNELS_PER_LAYER pairs of "
+                        "positive integers, e.g. --sizes 64:2,64:1,32:2", prog="bench_train")
         out.append((ngf, k))
     return out
 
 
-def main():
+def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--configs", default="dsc,plain", help="dsc and/or plain (SAGAN without DSCs)")
     ap.add_argument("--jax_dsc_impls", default="", help="DSC impls to run for JAX (default: the config's)")
-    ap.add_argument("--batch", type=int, default=64)
-    ap.add_argument("--ngf", type=int, default=64)
-    ap.add_argument("--kernels_per_layer", type=int, default=2, help="DSC multiplier (authors' code: 1)")
+    ap.add_argument("--batch", type=common.positive_int, default=64)
+    ap.add_argument("--ngf", type=common.positive_int, default=64)
+    ap.add_argument("--kernels_per_layer", type=common.positive_int, default=2, help="DSC multiplier (authors' code: 1)")
     ap.add_argument("--sizes", default="",
                     help="comma-separated NGF:KERNELS_PER_LAYER pairs measured in one invocation "
                          "(one table), e.g. 64:2,64:1,32:2; overrides --ngf/--kernels_per_layer")
-    ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--steps", type=int, default=2)
-    ap.add_argument("--eval_batches", type=int, default=2)
+    ap.add_argument("--repeats", type=common.positive_int, default=3)
+    ap.add_argument("--steps", type=common.positive_int, default=2)
+    ap.add_argument("--eval_batches", type=common.positive_int, default=2)
     ap.add_argument("--no-write", dest="write", action="store_false",
                     help="print the table only (default: also write docs/benchmarks.md)")
     ap.add_argument("--doc", default=common.BENCHMARKS_MD, help="the Markdown file to write")
@@ -280,31 +279,38 @@ def main():
     common.add_load_arguments(ap)
     ap.add_argument("--worker", choices=("jax", "torch"), help=argparse.SUPPRESS)
     ap.add_argument("--worker_cfg", help=argparse.SUPPRESS)
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
     if args.worker:
         return worker_main(args)
 
-    from sagan_jax.config import Config
+    from sagan_jax.config import DSC_IMPLS, Config
 
+    # every flag checked, every measured config built (and validated) before any wait
     sizes = parse_sizes(args.sizes) if args.sizes else [(args.ngf, args.kernels_per_layer)]
-    common.wait_for_quiet(args.wait_quiet)
-    monitor = common.LoadMonitor()
+    configs = [c for c in args.configs.split(",") if c]
+    if not configs or any(c not in ("dsc", "plain") for c in configs):
+        ap.error(f"--configs={args.configs}: choose dsc and/or plain, e.g. --configs dsc,plain")
     impls = [i for i in args.jax_dsc_impls.split(",") if i] or [Config().dsc_impl]
-    results = {}
-    t0 = time.time()
+    if any(i not in DSC_IMPLS for i in impls):
+        ap.error(f"--jax_dsc_impls={args.jax_dsc_impls}: choose from {', '.join(DSC_IMPLS)}")
+    plan = {}
     for ngf, k in sizes:
         base = Config(batch_size=args.batch, eval_batch_size=args.batch, ngf=ngf, ndf=ngf,
                       isize=32, progress=False, kernels_per_layer=k)
-        for c in args.configs.split(","):
+        for c in configs:
             use_dsc = c == "dsc"
             name = f"SAGAN (DSC, m={k})" if use_dsc else "SAGAN without DSCs"
             if len(sizes) > 1 or ngf != 64:
                 name += f", ngf {ngf}"
-            if not use_dsc and name in results:
-                continue  # without DSCs kernels_per_layer changes nothing
-            cfg = base.replace(use_dsc=use_dsc)
-            print(f"{name}: starting workers", flush=True)
-            results[name] = bench_config(name, cfg.to_dict(), impls, args)
+            # without DSCs kernels_per_layer changes nothing: the first such config only
+            plan.setdefault(name, base.replace(use_dsc=use_dsc))
+    common.wait_for_quiet(args.wait_quiet)
+    monitor = common.LoadMonitor()
+    results = {}
+    t0 = time.time()
+    for name, cfg in plan.items():
+        print(f"{name}: starting workers", flush=True)
+        results[name] = bench_config(name, cfg.to_dict(), impls, args)
     load = monitor.report()  # after the workers exited: their CPU time is this run's
     text = table(results, args, load)
     print(f"(total {time.time() - t0:.0f} s)")

@@ -64,10 +64,10 @@ def digits_batch(n: int, isize: int):
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--ngf", type=int, default=64, help="generator and discriminator width")
-    ap.add_argument("--batch", type=int, default=32)
+    ap.add_argument("--ngf", type=common.positive_int, default=64, help="generator and discriminator width")
+    ap.add_argument("--batch", type=common.positive_int, default=32)
     ap.add_argument("--isize", type=int, default=32)
-    ap.add_argument("--kernels_per_layer", type=int, default=2)
+    ap.add_argument("--kernels_per_layer", type=common.positive_int, default=2)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--json", default="", help="also write the figures to this JSON file")
     ap.add_argument("--docs", action="store_true",

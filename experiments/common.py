@@ -153,6 +153,18 @@ def int_list(text: str) -> list:
             f"{text!r} is not a comma-separated list of integers (e.g. 0,1,2)") from None
 
 
+def positive_int(text: str) -> int:
+    """argparse type of a count (a batch size, steps, repeats, epochs): an integer >= 1; anything
+    else is argparse's one-line usage error, given before any wait for a quiet machine."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a positive integer (e.g. 3)")
+    return value
+
+
 def run_script(main) -> None:
     """A script's entry point (``if __name__ == "__main__": common.run_script(main)``): main()
     with the package's user errors (bad data, a workdir trained with other flags, a bad flag

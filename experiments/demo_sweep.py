@@ -50,18 +50,24 @@ def parse_args(argv=None):
     ap.add_argument("--digits", type=csv(str), default=["0", "1"])
     ap.add_argument("--isize", type=int, default=16,
                     help="image size (the digits are 8x8 upsampled; 16 is 4x cheaper than 32)")
-    ap.add_argument("--ngf", type=csv(int), default=[16, 32])
-    ap.add_argument("--kpl", type=csv(int), default=[1, 2], help="--kernels_per_layer values")
-    ap.add_argument("--epochs", type=csv(int), default=[3, 6])
+    ap.add_argument("--ngf", type=common.int_list, default=[16, 32])
+    ap.add_argument("--kpl", type=common.int_list, default=[1, 2], help="--kernels_per_layer values")
+    ap.add_argument("--epochs", type=common.int_list, default=[3, 6])
     ap.add_argument("--lambdas", type=csv(float), default=[0.2, 0.5, 0.9])
-    ap.add_argument("--seeds", default="0,1,2")
+    ap.add_argument("--seeds", type=common.int_list, default=[0, 1, 2],
+                    help="trained together as one program per setting (sagan_jax --seeds)")
     ap.add_argument("--out", default=os.path.join("workdirs", "demo_sweep"))
     ap.add_argument("--set", action="append", default=[], metavar="FLAG=VALUE",
                     help="extra flag for every SAGAN run (repeatable)")
     ap.add_argument("--doc", default=common.RESULTS_MD)
     ap.add_argument("--report_only", action="store_true",
                     help="rebuild the table from OUT/sweep.json; train nothing")
-    return ap.parse_args(argv)
+    args = ap.parse_args(argv)
+    for name in ("digits", "ngf", "kpl", "epochs", "lambdas", "seeds"):
+        if not getattr(args, name):
+            ap.error(f"--{name}: give at least one value")
+    args.seeds = ",".join(str(s) for s in args.seeds)  # as sagan_jax's --seeds takes them
+    return args
 
 
 def sagan_flags(args, digit, ngf, kpl, epochs) -> list:

@@ -53,8 +53,8 @@ def profile(args, variant: str) -> tuple:
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--ngf", type=int, default=32)
-    ap.add_argument("--batch", type=int, default=32)
+    ap.add_argument("--ngf", type=common.positive_int, default=32)
+    ap.add_argument("--batch", type=common.positive_int, default=32)
     ap.add_argument("--top", type=int, default=8, help="slowest thunks shown per variant")
     common.add_load_arguments(ap, writes_docs=False)
     args = ap.parse_args(argv)

@@ -261,12 +261,12 @@ def table(args, k: int, jx: dict, th: dict, load) -> str:
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--ngf", type=int, default=64)
-    ap.add_argument("--batch", type=int, default=64)
+    ap.add_argument("--ngf", type=common.positive_int, default=64)
+    ap.add_argument("--batch", type=common.positive_int, default=64)
     ap.add_argument("--kernels_per_layer", default="2,1",
                     help="comma-separated; one table each (2: the paper's Table 1, 1: the "
                          "authors' code)")
-    ap.add_argument("--steps", type=int, default=3)
+    ap.add_argument("--steps", type=common.positive_int, default=3)
     ap.add_argument("--threads", type=int, default=0, help="PyTorch threads (0 = its default)")
     ap.add_argument("--json", default="", help="also write the raw figures here")
     ap.add_argument("--no-write", dest="write", action="store_false")

@@ -119,9 +119,9 @@ def run_child(args, cache_dir: str) -> dict:
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--ngf", type=int, default=64, help="generator and discriminator width")
-    ap.add_argument("--batch", type=int, default=64)
-    ap.add_argument("--kernels_per_layer", type=int, default=2)
+    ap.add_argument("--ngf", type=common.positive_int, default=64, help="generator and discriminator width")
+    ap.add_argument("--batch", type=common.positive_int, default=64)
+    ap.add_argument("--kernels_per_layer", type=common.positive_int, default=2)
     ap.add_argument("--dsc_impl", default="auto")
     ap.add_argument("--compute_dtype", default="float32")
     ap.add_argument("--xla_flags", default="", help="extra XLA_FLAGS for the measured processes")
@@ -129,7 +129,7 @@ def main(argv=None):
                     help="also time the previous op-by-op initialisation")
     ap.add_argument("--autotune", action="store_true",
                     help="autotune the DSC impls (cold: a fresh autotune cache) before the step")
-    ap.add_argument("--repeats", type=int, default=1, help="cold/warm pairs (medians)")
+    ap.add_argument("--repeats", type=common.positive_int, default=1, help="cold/warm pairs (medians)")
     ap.add_argument("--min_compile_time", type=float, default=1.0,
                     help="jax_persistent_cache_min_compile_time_secs (main.py: 1.0)")
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
@@ -139,6 +139,11 @@ def main(argv=None):
     if args.child:
         print(json.dumps(child(args)), flush=True)
         return
+    from sagan_jax.config import Config
+
+    Config(ngf=args.ngf, ndf=args.ngf, batch_size=args.batch,  # the child's flags, checked now
+           kernels_per_layer=args.kernels_per_layer, dsc_impl=args.dsc_impl,
+           compute_dtype=args.compute_dtype)
     common.wait_for_quiet(args.wait_quiet)
     monitor = common.LoadMonitor()
     cold, warm = [], []

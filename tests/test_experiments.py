@@ -370,3 +370,54 @@ def test_table2_bad_seeds_give_one_line(capsys, seeds, expected):
         table2.parse_args([f"--seeds={seeds}"])
     assert e.value.code == 2
     assert capsys.readouterr().err.splitlines()[-1].endswith(f"error: {expected}")
+
+
+@pytest.mark.parametrize("module, argv, expected", [
+    ("bench_train", ["--configs=dsc,bogus"],
+     "--configs=dsc,bogus: choose dsc and/or plain, e.g. --configs dsc,plain"),
+    ("bench_train", ["--jax_dsc_impls=shift,bogus"],
+     "--jax_dsc_impls=shift,bogus: choose from auto, dense, shift, shift_vjp, repeat, xla"),
+    ("bench_train", ["--batch=0"], "argument --batch: '0' is not a positive integer (e.g. 3)"),
+    ("bench_train", ["--sizes=64:2,8:x"], "bad --sizes entry '8:x'"),
+    ("startup_time", ["--compute_dtype=float16"], "--compute_dtype"),
+    ("startup_time", ["--repeats=0"], "argument --repeats: '0' is not a positive integer (e.g. 3)"),
+    ("bench_conv", ["--repeats=-1"], "argument --repeats: '-1' is not a positive integer (e.g. 3)"),
+    ("bench_input", ["--steps=x"], "argument --steps: 'x' is not a positive integer (e.g. 3)"),
+    ("bench_dsc", ["--impls=bogus"], "--impls=bogus: choose from"),
+    ("bench_runs", ["--epochs=0"], "argument --epochs: '0' is not a positive integer (e.g. 3)"),
+    ("profile_step", ["--steps=0"], "argument --steps: '0' is not a positive integer (e.g. 3)"),
+    ("bench_control_flow", ["--repeats=0"], "argument --repeats: '0' is not a positive integer"),
+    ("bf16_check", ["--batch=0"], "argument --batch: '0' is not a positive integer (e.g. 3)"),
+])
+def test_benchmarks_refuse_bad_flags_before_waiting(monkeypatch, capsys, module, argv, expected):
+    """A benchmark waits up to --wait_quiet seconds for a quiet machine; a bad flag must end it
+    (one line, exit 2) before that wait, not after it or half-way through the measurement."""
+    import importlib
+
+    def waited(*a, **k):
+        raise AssertionError(f"{module} started waiting before refusing {argv}")
+
+    monkeypatch.setattr(common, "wait_for_quiet", waited)
+    main = importlib.import_module(f"experiments.{module}").main
+    with pytest.raises(SystemExit) as e:
+        with common.package_errors(f"experiments.{module}"):
+            main(argv)
+    assert e.value.code == 2
+    last = capsys.readouterr().err.strip().splitlines()[-1]  # argparse: usage lines, then this
+    assert "error: " in last and expected in last, last
+
+
+@pytest.mark.parametrize("flag, expected", [
+    ("--seeds=a", "argument --seeds: 'a' is not a comma-separated list of integers (e.g. 0,1,2)"),
+    ("--seeds=", "--seeds: give at least one value"),
+    ("--ngf=16,x", "argument --ngf: '16,x' is not a comma-separated list of integers (e.g. 0,1,2)"),
+])
+def test_demo_sweep_bad_lists_give_one_line(capsys, flag, expected):
+    from experiments import demo_sweep
+
+    args = demo_sweep.parse_args(["--seeds=0, 2", "--ngf=8"])
+    assert args.seeds == "0,2" and args.ngf == [8]  # sagan_jax's --seeds gets "0,2"
+    with pytest.raises(SystemExit) as e:
+        demo_sweep.parse_args([flag])
+    assert e.value.code == 2
+    assert capsys.readouterr().err.splitlines()[-1].endswith(f"error: {expected}")
