@@ -25,6 +25,11 @@ flags are parsed by absl as `python -m sagan_jax.main` parses them (experiments/
   python -m experiments.table2 --dataset=digits --classes=0,1 --budget=tiny --out=/tmp/t2
   python -m experiments.table2 --out=workdirs/table2_reduced --report_only   # table only
 
+Every report says which of the requested runs (--models x --classes x --seeds) it holds and,
+when some are missing, what each missing one is (not run, started, diverged) and the commands
+that complete it. --doc_section=NAME also writes the report into that marked section of
+docs/results.md (the three-way part with --three_way), so the docs' tables come from here.
+
 Budgets (SPEC section 10: the paper's budget takes hours per run on the 2-core CPU):
   paper    the model's own settings, all training images, 15 epochs
   reduced  experiments/cifar10_quick.cfg's reduction: 4,000 training images, 3 epochs, ngf 32
@@ -50,6 +55,7 @@ import json
 import logging
 import os
 import statistics
+import sys
 import time
 
 from experiments import common
@@ -452,7 +458,103 @@ def three_way_facts(rows: list, models) -> str:
     return "\n".join(lines)
 
 
+def run_state(args, model: str, cls: str, seed: int) -> str:
+    """Why a requested run has no row: it diverged, it started and stopped (the next training
+    command resumes it from its last checkpoint), or it was not run."""
+    for workdir in (run_workdir(args.out, model, cls, seed),
+                    legacy_workdir(args.out, model, cls, seed)):
+        path = os.path.join(workdir, "metrics.json")
+        if os.path.exists(path):
+            with open(path) as f:
+                diverged = json.load(f).get("diverged")
+            if diverged:
+                return f"diverged ({diverged.get('what')} at step {diverged.get('step')})"
+        if os.path.exists(os.path.join(workdir, "metrics.jsonl")):
+            return "started, not finished"
+    return "not run"
+
+
+def _argv_without(argv, names) -> list:
+    """``argv`` less the options ``names`` (``--name=value``, ``--name value`` or a bare
+    ``--name``)."""
+    out, skip = [], False
+    for i, a in enumerate(argv):
+        if skip:
+            skip = False
+            continue
+        name = a.split("=", 1)[0]
+        if name in names:
+            takes_value = "=" not in a and name not in ("--report_only",)
+            skip = takes_value and i + 1 < len(argv) and not argv[i + 1].startswith("--")
+            continue
+        out.append(a)
+    return out
+
+
+def coverage(args, rows: list) -> str:
+    """Which of the requested runs (--models x --classes x --seeds) the report holds; when
+    some are missing, what each missing one is and the commands that complete the table."""
+    have = {(r["model"], str(r["abnormal_class"]), int(r["seed"])) for r in rows}
+    models = [m for m in MODEL_ORDER if m in args.models]
+    total = len(models) * len(args.classes) * len(args.seeds)
+    found = sum((m, c, s) in have for m in models for c in args.classes for s in args.seeds)
+    shape = " x ".join(f"{n} {one if n == 1 else many}" for n, one, many in (
+        (len(models), "model", "models"), (len(args.classes), "class", "classes"),
+        (len(args.seeds), "seed", "seeds")))
+    if found == total:
+        return f"Coverage: complete, all {total} requested runs ({shape}) finished."
+    parts, commands = [], []
+    base = _argv_without(args.argv, ("--report_only", "--models", "--seeds", "--doc_section",
+                                     "--doc"))
+    for model in models:
+        full, lacking, unrun, notes = [], [], [], []
+        for seed in args.seeds:
+            done = [c for c in args.classes if (model, c, seed) in have]
+            if len(done) == len(args.classes):
+                full.append(seed)
+                continue
+            lacking.append(seed)
+            states = [(c, run_state(args, model, c, seed)) for c in args.classes
+                      if (model, c, seed) not in have]
+            odd = [f"{c} seed {seed} {state}" for c, state in states if state != "not run"]
+            if not done and not odd:
+                unrun.append(seed)
+                continue
+            if done:
+                notes.append(f"seed {seed} on {len(done)} of {len(args.classes)} classes "
+                             f"({', '.join(done)})")
+            notes += odd
+        if unrun:
+            notes.append(("seeds " if len(unrun) > 1 else "seed ") + ",".join(map(str, unrun))
+                         + " not run")
+        complete = ((("seeds " if len(full) > 1 else "seed ") + ",".join(map(str, full))
+                     + " complete") if full else "no seed complete")
+        parts.append(f"{NAMES[model]}: " + "; ".join([complete, *notes]))
+        if lacking:
+            commands.append(" ".join(["python", "-m", MODULE, *base, f"--models={model}",
+                                      f"--seeds={','.join(map(str, lacking))}"]))
+    return "\n".join([
+        f"Coverage: PARTIAL, {found} of {total} requested runs ({shape}) finished. "
+        + ". ".join(parts) + ".",
+        "",
+        "To complete it (finished runs are read back, a started one resumes from its last "
+        "checkpoint), then rerun this report's command:",
+        "",
+        *(f"    {c}" for c in commands)])
+
+
+def _header(args, load) -> str:
+    text = common.machine_header(load, packages=("jax", "jaxlib", "flax"))
+    if args.report_only:  # this process trained nothing: say what it did
+        text = ("Report written " + text.removeprefix("Run ")
+                + " (--report_only: read the runs' metrics.json; when and where each run "
+                  "trained is not in this line)")
+    return text
+
+
 def write_outputs(args, rows: list, load=None) -> None:
+    """OUT/runs.csv and OUT/table2.md; with --doc_section, the report (less the title) also in
+    that section of --doc."""
     os.makedirs(args.out, exist_ok=True)
     with open(os.path.join(args.out, "runs.csv"), "w", newline="") as f:
         w = csv.DictWriter(f, CSV_FIELDS, restval="")
@@ -461,18 +563,19 @@ def write_outputs(args, rows: list, load=None) -> None:
             w.writerow(r)
     # runs trained together each record the program's wall time: count it once
     total = sum(r["wall_time_s"] / (r.get("runs_in_program") or 1) for r in rows)
-    text = [
-        f"# Table 2 reproduction ({args.budget} budget)",
-        "",
-        f"Command: `{common.command_line(MODULE)}`",
+    head = [
+        f"Command: `{common.command_line(MODULE, args.argv)}`",
         f"Data: --dataset={args.dataset} --protocol={args.protocol}"
         + (f" --data_root={args.data_root}" if args.data_root else "")
         + f"; budget {args.budget}: {BUDGETS[args.budget]}"
         + (f"; overrides {args.set}" if args.set else ""),
         f"Per-model settings: experiments/model_<model>.cfg. Seeds: {args.seeds}.",
-        common.machine_header(load, packages=("jax", "jaxlib", "flax"))
-        + f" Wall time of the runs listed: {total / 60:.1f} min.",
+        _header(args, load) + f" Wall time of the runs listed: {total / 60:.1f} min.",
         "",
+        coverage(args, rows),
+        "",
+    ]
+    main_table = [
         "AUC of ROC, abnormal class per column. 'last epoch' is the result; 'best epoch' is the "
         "best epoch on the test set (the paper's protocol), shown only for comparison. With "
         "several seeds: mean ± standard deviation. The paper's average is over its 8 classes "
@@ -481,28 +584,29 @@ def write_outputs(args, rows: list, load=None) -> None:
         markdown_table(rows, args.classes, args.models),
         "",
     ]
-    if args.three_way:
-        text += [
-            "## Three evaluations of the same checkpoints (issue 13)",
-            "",
-            f"(a) the PyTorch originals' evaluation: BatchNorm in training mode, the test set in "
-            f"its stored order in batches of the training batch size, score weight lambda "
-            f"{args.originals_lambda} on R, and the best epoch on the test set (order- and "
-            f"test-set-dependent: not a result); (b) the honest one: BatchNorm statistics "
-            f"recomputed for the final weights, per-image scores, the last epoch (the result); "
-            f"(c) the epoch whose mean score on a held-out {args.val_fraction:g} of the normal "
-            f"training images is lowest (chosen without the test set). Mean ± std over seeds.",
-            "",
-            three_way_table(rows, args.classes, args.models),
-            "",
-            "Per model, over its runs ((b) mean over runs, not over class means; wall time: "
-            "the run's recorded wall_time_s, compilation, training and every evaluation, not "
-            "process start-up or data loading; runs trained together share their program's "
-            "wall time equally):",
-            "",
-            three_way_facts(rows, args.models),
-            "",
-        ]
+    three_way = [
+        f"(a) the PyTorch originals' evaluation: BatchNorm in training mode, the test set in "
+        f"its stored order in batches of the training batch size, score weight lambda "
+        f"{args.originals_lambda} on R, and the best epoch on the test set (order- and "
+        f"test-set-dependent: not a result); (b) the honest one: BatchNorm statistics "
+        f"recomputed for the final weights, per-image scores, the last epoch (the result); "
+        f"(c) the epoch whose mean score on a held-out {args.val_fraction:g} of the normal "
+        f"training images is lowest (chosen without the test set). Mean ± std over seeds; "
+        f"no ± where one seed ran; '–': no finished run.",
+        "",
+        three_way_table(rows, args.classes, args.models),
+        "",
+        "Per model, over its runs ((b) mean over runs, not over class means; wall time: "
+        "the run's recorded wall_time_s, compilation, training and every evaluation, not "
+        "process start-up or data loading; runs trained together share their program's "
+        "wall time equally):",
+        "",
+        three_way_facts(rows, args.models),
+        "",
+    ] if args.three_way else []
+    text = [f"# Table 2 reproduction ({args.budget} budget)", "", *head, *main_table]
+    if three_way:
+        text += ["## Three evaluations of the same checkpoints (issue 13)", "", *three_way]
     studies = collect_studies(args)
     if studies:
         text += [
@@ -517,6 +621,9 @@ def write_outputs(args, rows: list, load=None) -> None:
         ]
     with open(os.path.join(args.out, "table2.md"), "w") as f:
         f.write("\n".join(text))
+    if args.doc_section:  # the three-way report has the (b) rows already: not the main table
+        common.replace_section(args.doc, args.doc_section,
+                               "\n".join([*head, *(three_way or main_table)]))
 
 
 def parse_args(argv=None):
@@ -549,7 +656,18 @@ def parse_args(argv=None):
                    help="with --three_way: the originals' score weight on R (their code: 0.9)")
     p.add_argument("--report_only", action="store_true",
                    help="only collect finished runs and write the table and CSV")
+    p.add_argument("--doc_section", default="", metavar="NAME",
+                   help="also write the report (the three-way part with --three_way) between "
+                        "the <!-- NAME:begin/end --> markers of --doc, e.g. "
+                        "table2_reduced_three_way")
+    p.add_argument("--doc", default=common.RESULTS_MD, help="the Markdown file of --doc_section")
     args = p.parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)
+    if args.doc_section and (not os.path.exists(args.doc)
+                             or common.read_section(args.doc, args.doc_section) is None):
+        begin, end = common.markers(args.doc_section)
+        p.error(f"--doc_section={args.doc_section}: {args.doc} has no {begin} ... {end} "
+                "markers; add them where the report belongs")
     args.models = [m for m in args.models.split(",") if m]
     args.classes = [c for c in args.classes.split(",") if c]
     em_model, _, em_classes = args.eval_modes.partition(":")

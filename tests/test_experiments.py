@@ -4,6 +4,7 @@ import ast
 import dataclasses
 import datetime
 import glob
+import json
 import os
 import subprocess
 import sys
@@ -421,3 +422,75 @@ def test_demo_sweep_bad_lists_give_one_line(capsys, flag, expected):
         demo_sweep.parse_args([flag])
     assert e.value.code == 2
     assert capsys.readouterr().err.splitlines()[-1].endswith(f"error: {expected}")
+
+
+def _t2_row(model, cls, seed, auc=0.6):
+    return {"model": model, "abnormal_class": cls, "seed": seed, "epochs": 3,
+            "auc_last_epoch": auc, "auc_best_epoch_test_selected": auc,
+            "auc_originals_evaluation": "" if model == "pca" else auc + 0.1,
+            "auc_val_selected": "" if model == "pca" else auc, "val_selected_epoch": 3,
+            "wall_time_s": 10.0, "train_s": 5.0, "runs_in_program": 1}
+
+
+def test_table2_coverage_names_each_missing_run_and_the_command(tmp_path):
+    """A partial report says which requested runs it lacks and why (diverged, started, not
+    run), and gives the commands that complete it; a complete one says so."""
+    from experiments import table2
+
+    argv = ["--three_way", "--dataset=digits", "--models", "sagan,pca,ganomaly",
+            "--classes=0,1,2", "--seeds=0,1", f"--out={tmp_path}", "--report_only"]
+    args = table2.parse_args(argv)
+    rows = [_t2_row("pca", c, s) for c in "012" for s in (0, 1)]
+    rows += [_t2_row("sagan", c, 0) for c in "012"] + [_t2_row("sagan", "0", 1)]
+    started = table2.run_workdir(str(tmp_path), "sagan", "1", 1)
+    os.makedirs(started)
+    open(os.path.join(started, "metrics.jsonl"), "w").close()
+    diverged = table2.run_workdir(str(tmp_path), "sagan", "2", 1)
+    os.makedirs(diverged)
+    with open(os.path.join(diverged, "metrics.json"), "w") as f:
+        json.dump({"diverged": {"step": 12, "what": "loss g_loss = nan"}, "last_epoch": 1}, f)
+    text = table2.coverage(args, rows).splitlines()
+    assert text[0] == (
+        "Coverage: PARTIAL, 10 of 18 requested runs (3 models x 3 classes x 2 seeds) finished. "
+        "PCA (baseline): seeds 0,1 complete. "
+        "GANomaly: no seed complete; seeds 0,1 not run. "
+        "SAGAN (proposed): seed 0 complete; seed 1 on 1 of 3 classes (0); 1 seed 1 started, not "
+        "finished; 2 seed 1 diverged (loss g_loss = nan at step 12).")
+    base = (f"python -m experiments.table2 --three_way --dataset=digits --classes=0,1,2 "
+            f"--out={tmp_path}")
+    assert text[-2:] == [f"    {base} --models=ganomaly --seeds=0,1",
+                         f"    {base} --models=sagan --seeds=1"]
+    rows += [_t2_row("sagan", c, 1) for c in "12"] + [_t2_row("ganomaly", c, s) for c in "012"
+                                                     for s in (0, 1)]
+    assert table2.coverage(args, rows) == (
+        "Coverage: complete, all 18 requested runs (3 models x 3 classes x 2 seeds) finished.")
+
+
+def test_table2_doc_section(tmp_path, capsys):
+    """--doc_section writes the report into that section of --doc and leaves the rest of the
+    file as it was; a file without the section's markers is refused before any training."""
+    from experiments import table2
+
+    doc = tmp_path / "results.md"
+    doc.write_text("# Results\n\nby hand\n")
+    argv = ["--three_way", "--dataset=digits", "--models=pca,sagan", "--classes=0,1",
+            "--seeds=0", f"--out={tmp_path / 'out'}", "--report_only", "--doc_section=t2",
+            f"--doc={doc}"]
+    with pytest.raises(SystemExit) as e:
+        table2.parse_args(argv)
+    assert e.value.code == 2
+    assert capsys.readouterr().err.splitlines()[-1].endswith(
+        f"error: --doc_section=t2: {doc} has no <!-- t2:begin --> ... <!-- t2:end --> markers; "
+        "add them where the report belongs")
+    doc.write_text("# Results\n\nby hand\n<!-- t2:begin -->\nold\n<!-- t2:end -->\n\nafter\n")
+    args = table2.parse_args(argv)
+    table2.write_outputs(args, [_t2_row(m, c, 0, 0.4) for m in ("pca", "sagan") for c in "01"])
+    text = doc.read_text()
+    assert text.startswith("# Results\n\nby hand\n<!-- t2:begin -->\nCommand: `python -m "
+                           "experiments.table2 --three_way")
+    assert text.endswith("<!-- t2:end -->\n\nafter\n") and "old" not in text
+    body = common.read_section(str(doc), "t2")
+    assert "Coverage: complete, all 4 requested runs (2 models x 2 classes x 1 seed) finished." in body
+    assert "| SAGAN (proposed) | (b) honest: precise BN, last epoch | 0.400 | 0.400 | 0.400 | 0 |" in body
+    assert "ours, last epoch" not in body  # the one-evaluation table stays in table2.md only
+    assert "ours, last epoch" in (tmp_path / "out" / "table2.md").read_text()
