@@ -543,6 +543,12 @@ def coverage(args, rows: list) -> str:
         *(f"    {c}" for c in commands)])
 
 
+def _home_as_tilde(path: str) -> str:
+    """``path`` with the user's home as ``~``: a report names no one's home folder."""
+    home = os.path.expanduser("~")
+    return "~" + path[len(home):] if path == home or path.startswith(home + os.sep) else path
+
+
 def _header(args, load) -> str:
     text = common.machine_header(load, packages=("jax", "jaxlib", "flax"))
     if args.report_only:  # this process trained nothing: say what it did
@@ -566,7 +572,7 @@ def write_outputs(args, rows: list, load=None) -> None:
     head = [
         f"Command: `{common.command_line(MODULE, args.argv)}`",
         f"Data: --dataset={args.dataset} --protocol={args.protocol}"
-        + (f" --data_root={args.data_root}" if args.data_root else "")
+        + (f" --data_root={_home_as_tilde(args.data_root)}" if args.data_root else "")
         + f"; budget {args.budget}: {BUDGETS[args.budget]}"
         + (f"; overrides {args.set}" if args.set else ""),
         f"Per-model settings: experiments/model_<model>.cfg. Seeds: {args.seeds}.",
