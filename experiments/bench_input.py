@@ -137,6 +137,9 @@ def main(argv=None):
                     help="the Markdown file to write ('' = print only)")
     common.add_load_arguments(ap)
     args = ap.parse_args(argv)
+    if args.epochs < 2:
+        ap.error(f"--epochs={args.epochs}: give at least 2 (the first epoch and the later ones "
+                 "are reported apart)")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     import jax
     import numpy as np

@@ -54,6 +54,8 @@ import csv
 import json
 import logging
 import os
+import re
+import shlex
 import statistics
 import sys
 import time
@@ -290,9 +292,12 @@ def run_all(args, monitor: common.LoadMonitor) -> list:
             done = [(c, s) for c in classes for s in seeds]  # the loop's order: classes outer
             for (cls, seed), metrics in zip(done, results):
                 rcfg = (cfg if len(done) == 1 else run_config(args, model, cls, seed))
-                if "auc" not in metrics:
-                    log.warning("%s %s seed %d diverged (%s): no AUC", model, cls, seed,
-                                metrics.get("diverged"))
+                epochs = 1 if model in FITTED else rcfg.epochs  # as finished_run reads it back
+                if ("auc" not in metrics or metrics.get("diverged")
+                        or metrics.get("last_epoch") != epochs):
+                    # not a result: the report's coverage line names it
+                    log.warning("%s %s seed %d did not finish its %d epoch(s) (diverged: %s): "
+                                "no row", model, cls, seed, epochs, metrics.get("diverged"))
                     continue
                 log.info("%s %s seed %d: AUC %.4f (last epoch)", model, cls, seed,
                          metrics["auc"])
@@ -392,10 +397,8 @@ def three_way_table(rows: list, classes, models) -> str:
              "|---|---|" + "---|" * (len(classes) + 2)]
     gaps = []
     for model in [m for m in MODEL_ORDER if m in models]:
-        mine = [r for r in rows if r["model"] == model]
-        if not mine:
-            continue
-        seeds = sorted({r["seed"] for r in mine})
+        mine = [r for r in rows if r["model"] == model]  # none: rows of '–'
+        seeds = ",".join(map(str, sorted({r["seed"] for r in mine}))) or "–"
         for key, label in THREE_WAY:
             if model in FITTED and key != "auc_last_epoch":
                 continue
@@ -410,7 +413,7 @@ def three_way_table(rows: list, classes, models) -> str:
                    else "–")
             name = label if model not in FITTED else "(a) = (b) = (c): no BatchNorm, no epochs"
             lines.append(f"| {NAMES[model]} | {name} | " + " | ".join(cells) + f" | {avg} | "
-                         f"{','.join(map(str, seeds))} |")
+                         f"{seeds} |")
         d = [] if model in FITTED else originals_gains(mine)
         if d:
             gaps.append(f"{NAMES[model]}: (a) - (b) = {statistics.mean(d):+.1f} AUC points on "
@@ -491,9 +494,22 @@ def _argv_without(argv, names) -> list:
     return out
 
 
+def _shell_word(word: str) -> str:
+    """``word`` as a shell command shows it: home folders as ``~`` (table2 expands ``~`` in
+    paths itself), quoted only where the shell would split or expand it."""
+    name, eq, value = word.partition("=")
+    word = f"{name}={_home_as_tilde(value)}" if eq else _home_as_tilde(word)
+    return word if re.fullmatch(r"[\w@%+=:,./~-]+", word) else shlex.quote(word)
+
+
+def command(argv) -> str:
+    return " ".join(["python", "-m", MODULE, *map(_shell_word, argv)])
+
+
 def coverage(args, rows: list) -> str:
     """Which of the requested runs (--models x --classes x --seeds) the report holds; when
-    some are missing, what each missing one is and the commands that complete the table."""
+    some are missing, what each missing one is (not run, started, diverged) and the commands
+    that complete the table."""
     have = {(r["model"], str(r["abnormal_class"]), int(r["seed"])) for r in rows}
     models = [m for m in MODEL_ORDER if m in args.models]
     total = len(models) * len(args.classes) * len(args.seeds)
@@ -503,44 +519,53 @@ def coverage(args, rows: list) -> str:
         (len(args.seeds), "seed", "seeds")))
     if found == total:
         return f"Coverage: complete, all {total} requested runs ({shape}) finished."
-    parts, commands = [], []
+    parts, commands, any_diverged = [], [], False
     base = _argv_without(args.argv, ("--report_only", "--models", "--seeds", "--doc_section",
                                      "--doc"))
+    n_classes = len(args.classes)
     for model in models:
-        full, lacking, unrun, notes = [], [], [], []
+        full, rerun, unrun, notes = [], [], [], []
         for seed in args.seeds:
             done = [c for c in args.classes if (model, c, seed) in have]
-            if len(done) == len(args.classes):
+            if len(done) == n_classes:
                 full.append(seed)
                 continue
-            lacking.append(seed)
-            states = [(c, run_state(args, model, c, seed)) for c in args.classes
-                      if (model, c, seed) not in have]
-            odd = [f"{c} seed {seed} {state}" for c, state in states if state != "not run"]
-            if not done and not odd:
+            states = {c: run_state(args, model, c, seed) for c in args.classes
+                      if (model, c, seed) not in have}
+            diverged = [c for c, st in states.items() if st.startswith("diverged")]
+            any_diverged |= bool(diverged)
+            if len(diverged) < len(states):  # a command trains the others
+                rerun.append(seed)
+            if not done and all(st == "not run" for st in states.values()):
                 unrun.append(seed)
                 continue
-            if done:
-                notes.append(f"seed {seed} on {len(done)} of {len(args.classes)} classes "
-                             f"({', '.join(done)})")
-            notes += odd
+            n_unrun = sum(st == "not run" for st in states.values())
+            notes.append(f"seed {seed}: {len(done)} of {n_classes} classes finished"
+                         + (f" ({', '.join(done)})" if done else "")
+                         + "".join(f", class {c} {st}" for c, st in states.items()
+                                   if st != "not run")
+                         + (f", {n_unrun} not run" if n_unrun else ""))
         if unrun:
             notes.append(("seeds " if len(unrun) > 1 else "seed ") + ",".join(map(str, unrun))
                          + " not run")
         complete = ((("seeds " if len(full) > 1 else "seed ") + ",".join(map(str, full))
                      + " complete") if full else "no seed complete")
         parts.append(f"{NAMES[model]}: " + "; ".join([complete, *notes]))
-        if lacking:
-            commands.append(" ".join(["python", "-m", MODULE, *base, f"--models={model}",
-                                      f"--seeds={','.join(map(str, lacking))}"]))
-    return "\n".join([
-        f"Coverage: PARTIAL, {found} of {total} requested runs ({shape}) finished. "
-        + ". ".join(parts) + ".",
-        "",
-        "To complete it (finished runs are read back, a started one resumes from its last "
-        "checkpoint), then rerun this report's command:",
-        "",
-        *(f"    {c}" for c in commands)])
+        if rerun:
+            commands.append(command([*base, f"--models={model}",
+                                     f"--seeds={','.join(map(str, rerun))}"]))
+    lines = [f"Coverage: PARTIAL, {found} of {total} requested runs ({shape}) finished. "
+             + ". ".join(parts) + "."]
+    if commands:
+        lines += ["", "To complete it (finished runs are read back, a started one resumes from "
+                      "its last checkpoint), then rerun this report's command:", "",
+                  *(f"    {c}" for c in commands)]
+    if any_diverged:
+        lines += ["", "A diverged run is not retried by a command: with the same flags it "
+                      "resumes from its last good checkpoint and would likely diverge again. "
+                      "Remove its folder to retrain it from scratch, or change its flags "
+                      "(--set), and say so beside its numbers."]
+    return "\n".join(lines)
 
 
 def _home_as_tilde(path: str) -> str:
@@ -552,10 +577,11 @@ def _home_as_tilde(path: str) -> str:
 def _header(args, load) -> str:
     text = common.machine_header(load, packages=("jax", "jaxlib", "flax"))
     if args.report_only:  # this process trained nothing: say what it did
-        text = ("Report written " + text.removeprefix("Run ")
-                + " (--report_only: read the runs' metrics.json; when and where each run "
-                  "trained is not in this line)")
-    return text
+        return ("Report written " + text.removeprefix("Run ").rstrip(".")
+                + " (--report_only: it read the runs' metrics.json; when and where each run "
+                  "trained is not in this line).")
+    return text + (" Runs found finished were read back, not retrained; each run's own wall "
+                   "time is in runs.csv.")
 
 
 def write_outputs(args, rows: list, load=None) -> None:
@@ -570,12 +596,13 @@ def write_outputs(args, rows: list, load=None) -> None:
     # runs trained together each record the program's wall time: count it once
     total = sum(r["wall_time_s"] / (r.get("runs_in_program") or 1) for r in rows)
     head = [
-        f"Command: `{common.command_line(MODULE, args.argv)}`",
+        f"Command: `{command(args.argv)}`",
         f"Data: --dataset={args.dataset} --protocol={args.protocol}"
         + (f" --data_root={_home_as_tilde(args.data_root)}" if args.data_root else "")
         + f"; budget {args.budget}: {BUDGETS[args.budget]}"
         + (f"; overrides {args.set}" if args.set else ""),
-        f"Per-model settings: experiments/model_<model>.cfg. Seeds: {args.seeds}.",
+        f"Per-model settings: experiments/model_<model>.cfg. Seeds: "
+        f"{','.join(map(str, args.seeds))}.",
         _header(args, load) + f" Wall time of the runs listed: {total / 60:.1f} min.",
         "",
         coverage(args, rows),
@@ -633,7 +660,8 @@ def write_outputs(args, rows: list, load=None) -> None:
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter,
+                                allow_abbrev=False)  # the coverage commands edit argv by name
     p.add_argument("--models", default="sagan,skip_ganomaly",
                    help="comma-separated: sagan, skip_ganomaly, ganomaly, egbad")
     p.add_argument("--classes", default=",".join(PAPER_CLASSES),

@@ -454,14 +454,22 @@ def test_table2_coverage_names_each_missing_run_and_the_command(tmp_path):
         "Coverage: PARTIAL, 10 of 18 requested runs (3 models x 3 classes x 2 seeds) finished. "
         "PCA (baseline): seeds 0,1 complete. "
         "GANomaly: no seed complete; seeds 0,1 not run. "
-        "SAGAN (proposed): seed 0 complete; seed 1 on 1 of 3 classes (0); 1 seed 1 started, not "
-        "finished; 2 seed 1 diverged (loss g_loss = nan at step 12).")
+        "SAGAN (proposed): seed 0 complete; seed 1: 1 of 3 classes finished (0), class 1 "
+        "started, not finished, class 2 diverged (loss g_loss = nan at step 12).")
     base = (f"python -m experiments.table2 --three_way --dataset=digits --classes=0,1,2 "
             f"--out={tmp_path}")
-    assert text[-2:] == [f"    {base} --models=ganomaly --seeds=0,1",
+    assert text[4:6] == [f"    {base} --models=ganomaly --seeds=0,1",
                          f"    {base} --models=sagan --seeds=1"]
-    rows += [_t2_row("sagan", c, 1) for c in "12"] + [_t2_row("ganomaly", c, s) for c in "012"
-                                                     for s in (0, 1)]
+    assert text[-1].startswith("A diverged run is not retried by a command")
+    os.remove(os.path.join(started, "metrics.jsonl"))  # seed 1: class 2 diverged, 1 not run
+    rows.append(_t2_row("sagan", "1", 1))
+    text = table2.coverage(args, rows).splitlines()
+    assert text[0].endswith("SAGAN (proposed): seed 0 complete; seed 1: 2 of 3 classes "
+                            "finished (0, 1), class 2 diverged (loss g_loss = nan at step 12).")
+    assert not any("--models=sagan" in line for line in text)  # nothing a command would train
+    os.remove(os.path.join(diverged, "metrics.json"))
+    rows += [_t2_row("sagan", "2", 1)] + [_t2_row("ganomaly", c, s) for c in "012"
+                                          for s in (0, 1)]
     assert table2.coverage(args, rows) == (
         "Coverage: complete, all 18 requested runs (3 models x 3 classes x 2 seeds) finished.")
 
@@ -494,3 +502,23 @@ def test_table2_doc_section(tmp_path, capsys):
     assert "| SAGAN (proposed) | (b) honest: precise BN, last epoch | 0.400 | 0.400 | 0.400 | 0 |" in body
     assert "ours, last epoch" not in body  # the one-evaluation table stays in table2.md only
     assert "ours, last epoch" in (tmp_path / "out" / "table2.md").read_text()
+
+
+def test_table2_keeps_no_row_of_an_unfinished_run(tmp_path, monkeypatch):
+    """A run that diverged (even after epochs that were scored, so it has an AUC) or stopped
+    short of its epochs is not a row of the table; the coverage line names it instead."""
+    from experiments import table2
+    import sagan_jax.training.loop as loop
+
+    def metrics(auc, last_epoch, diverged=None):
+        m = {"auc": auc, "ap": 0.5, "f1": 0.5, "last_epoch": last_epoch, "wall_time_s": 1.0,
+             "best_epoch_on_test_set": {"auc": auc, "epoch": 1}}
+        return dict(m, diverged=diverged) if diverged else m
+
+    results = [metrics(0.7, 1), metrics(0.6, 1, {"step": 3, "what": "loss d_loss = nan"}),
+               metrics(0.5, 0)]
+    monkeypatch.setattr(loop, "train", lambda cfg, load: {"per_class": True, "results": results})
+    args = table2.parse_args(["--dataset=digits", "--models=sagan", "--classes=0,1,2",
+                              "--budget=tiny", f"--out={tmp_path}"])
+    rows = table2.run_all(args, common.LoadMonitor())
+    assert [(r["abnormal_class"], r["auc_last_epoch"]) for r in rows] == [("0", 0.7)]
