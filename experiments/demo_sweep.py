@@ -67,7 +67,45 @@ def parse_args(argv=None):
         if not getattr(args, name):
             ap.error(f"--{name}: give at least one value")
     args.seeds = ",".join(str(s) for s in args.seeds)  # as sagan_jax's --seeds takes them
+    bad = [lam for lam in args.lambdas if not 0.0 <= lam <= 1.0]  # NaN fails this too
+    if bad or len(set(args.lambdas)) < len(args.lambdas):
+        ap.error(f"--lambdas={','.join(f'{lam:g}' for lam in args.lambdas)}: give distinct "
+                 "score weights in [0, 1], e.g. --lambdas 0.2,0.5,0.9")
     return args
+
+
+def settings(args) -> dict:
+    """What a stored result depends on beyond its key (sweep.json's keys name the digit and
+    sizes only): the seeds trained together, the extra flags, the lambdas re-scored."""
+    return {"seeds": args.seeds, "set": sorted(args.set),
+            "lambdas": [f"{lam:g}" for lam in args.lambdas]}
+
+
+def stored_settings(state: dict) -> dict:
+    """sweep.json's settings; a file written before they were stored: read off its runs."""
+    if "settings" in state:
+        return state["settings"]
+    runs = next(iter(state["sagan"].values()), {})
+    return {"seeds": ",".join(str(r["seed"]) for r in runs.values()), "set": [],
+            "lambdas": list(next(iter(runs.values()), {}).get("auc", {}))}
+
+
+def check_settings(args, state: dict, path: str) -> None:
+    """A sweep.json written with other seeds, --set flags or fewer lambdas would be reused as
+    if it held this sweep's results: refused, one line."""
+    if not state["sagan"] and "settings" not in state:
+        return
+    old, new = stored_settings(state), settings(args)
+    wrong = [f"--seeds={old['seeds']} (now {new['seeds']})"] if old["seeds"] != new["seeds"] \
+        else []
+    if old["set"] != new["set"]:
+        wrong.append(f"--set {old['set'] or 'nothing'} (now {new['set'] or 'nothing'})")
+    missing = [lam for lam in new["lambdas"] if lam not in old["lambdas"]]
+    if missing:
+        wrong.append(f"lambdas {','.join(old['lambdas'])} re-scored (now also {','.join(missing)})")
+    if wrong:
+        common.fail(f"{path} holds a sweep with other settings: {'; '.join(wrong)}; use another "
+                    "--out, or the same flags", prog="demo_sweep")
 
 
 def sagan_flags(args, digit, ngf, kpl, epochs) -> list:
@@ -171,10 +209,12 @@ def write_table(args, state, monitor):
         + " | R alone | L alone | worst seed (lambda " + lams[0] + ") | wall time (s) |",
         "|---|---:|---:|---:|" + "---:|" * (len(lams) + 4),
     ]
+    missing = []
     for digit, ngf, kpl, epochs in itertools.product(args.digits, args.ngf, args.kpl,
                                                      sorted(args.epochs)):
         runs = state["sagan"].get(key(args, digit, ngf, kpl, epochs))
         if runs is None:
+            missing.append(f"digit {digit}, ngf {ngf}, kernels_per_layer {kpl}, {epochs} epochs")
             continue
         rs = list(runs.values())
         cells = [fmt([r["auc"][lam] for r in rs]) for lam in lams]
@@ -183,6 +223,9 @@ def write_table(args, state, monitor):
         lines.append(f"| {digit} | {ngf} | {kpl} | {epochs} | " + " | ".join(cells)
                      + f" | {fmt([r['auc_r'] for r in rs])} | {fmt([r['auc_lat'] for r in rs])}"
                      f" | {worst:.3f} | {wall:.0f} |")
+    if missing:
+        lines += ["", f"Not run yet ({len(missing)} of the sweep's settings; the same command "
+                  "trains them): " + "; ".join(missing) + "."]
     lines += ["", "Baselines on the same splits (`--model=pca`, 16 components; `--model=knn`, "
               "k = 1; the same seeds):", "",
               "| abnormal digit | PCA AUC | kNN AUC |", "|---|---:|---:|"]
@@ -210,6 +253,9 @@ def main(argv=None):
     if os.path.exists(path):
         with open(path) as f:
             state = json.load(f)
+        check_settings(args, state, path)
+    if not args.report_only:  # this run's lambdas are a subset of any stored: what all hold
+        state["settings"] = settings(args)
 
     def save():
         tmp = path + ".tmp"

@@ -28,35 +28,56 @@ def run_flags(args, digit: str) -> list:
             *shlex.split(args.extra)]
 
 
-def main():
+def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--digits", default="0,1,2,3,4,5,6,7,8,9")
     ap.add_argument("--extra", default="", help="extra flags for every run")
     ap.add_argument("--out", default=os.path.join("workdirs", "digits_sweep"))
     ap.add_argument("--doc", default=common.RESULTS_MD, help="the Markdown file to write")
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
+    digits = [d.strip() for d in args.digits.split(",") if d.strip()]
+    if not digits or len(set(digits)) < len(digits):
+        ap.error(f"--digits={args.digits}: give distinct digits, e.g. --digits 0,1,2")
     try:  # every run's flags, checked before the first run starts
-        cfgs = {d: common.config_from_flagfiles(args=run_flags(args, d))
-                for d in args.digits.split(",")}
+        cfgs = {d: common.config_from_flagfiles(args=run_flags(args, d)) for d in digits}
     except common.FlagError as e:
         common.fail(str(e))
+    several = next((c for c in cfgs.values() if c.seeds.strip() or c.abnormal_classes.strip()),
+                   None)
+    if several is not None:
+        ap.error("--extra sets --seeds or --abnormal_classes: this sweep trains one run per "
+                 "digit (for several seeds per digit: python -m experiments.table2 "
+                 "--dataset=digits --seeds=...)")
     monitor = common.LoadMonitor()
-    rows = []
+    rows, failed = [], []
     for digit, cfg in cfgs.items():
         m = common.done_metrics(cfg.workdir, cfg.epochs)
         if m is None:
             cmd = [sys.executable, "-m", "sagan_jax.main", *run_flags(args, digit)]
             print(" ".join(cmd), flush=True)
-            subprocess.run(cmd, check=True)
-            with open(os.path.join(cfg.workdir, "metrics.json")) as f:
-                m = json.load(f)
+            rc = subprocess.run(cmd).returncode
+            m = common.done_metrics(cfg.workdir, cfg.epochs)
+            if m is None or m.get("diverged"):  # no result: named under the table
+                path = os.path.join(cfg.workdir, "metrics.json")
+                stopped = {}
+                if os.path.exists(path):
+                    with open(path) as f:
+                        stopped = json.load(f)
+                d = stopped.get("diverged")
+                why = (f"diverged ({d.get('what')} at step {d.get('step')})" if d else
+                       f"the run exited with status {rc} before its {cfg.epochs} epochs")
+                failed.append((digit, why))
+                print(f"digit {digit}: no result, {why}", flush=True)
+                write_table(args, rows, monitor, failed, len(cfgs))
+                continue
         rows.append((digit, m))
         print(f"digit {digit}: AUC {m['auc']:.4f} ({m['wall_time_s']:.0f} s)", flush=True)
-        write_table(args, rows, monitor)  # after every digit, so a partial sweep is recorded too
+        # after every digit, so a partial sweep is recorded too (and says so)
+        write_table(args, rows, monitor, failed, len(cfgs))
 
 
-def write_table(args, rows, monitor):
+def write_table(args, rows, monitor, failed=(), n_digits=None):
     lines = [
         f"Command: `{common.command_line(MODULE)}` "
         f"(each run: `experiments/quickstart.cfg` with `--abnormal_class=D`).",
@@ -72,7 +93,16 @@ def write_table(args, rows, monitor):
             f"{m['auc_lat_alone']:.4f} | {m['best_epoch_on_test_set']['auc']:.4f} | "
             f"{m['wall_time_s']:.0f} |")
     aucs = [m["auc"] for _, m in rows]
-    lines.append(f"| mean | {sum(aucs) / len(aucs):.4f} | | | | | |")
+    n_digits = n_digits or len(rows)
+    if aucs:
+        label = "mean" if len(aucs) == n_digits else f"mean of {len(aucs)} of {n_digits} digits"
+        lines.append(f"| {label} | {sum(aucs) / len(aucs):.4f} | | | | | |")
+    if failed:
+        lines += ["", "No result (not in the mean): " + "; ".join(
+            f"digit {d}: {why}" for d, why in failed) + "."]
+    if len(rows) + len(failed) < n_digits:
+        lines += ["", f"PARTIAL: {n_digits - len(rows) - len(failed)} of {n_digits} digits "
+                  "not run yet (the same command resumes the sweep)."]
     common.replace_section(args.doc, "digits_sweep",
                            "\n".join(lines), heading="## Embedded digits: every digit as the anomaly")
 

@@ -139,13 +139,20 @@ def _row(fw: str, seed: int, m: dict) -> dict:
             "wall_time_s": m["wall_time_s"], "runs_in_program": m.get("runs_in_program", 1)}
 
 
-def run_all(args) -> list:
+def run_all(args) -> tuple:
+    """(rows of the finished runs, [(framework, seed, why)] of the runs with no result: a run
+    that diverged, even after scored epochs, or stopped short of its epochs is no row)."""
     cache = table2.DataCache()
-    rows = []
+    rows, failed = [], []
     if "jax" in args.frameworks:
+        epochs = make_config(args, args.seeds[0]).epochs
         for seed, m in sorted(run_jax(args, args.seeds, cache).items()):
-            if "auc" not in m:
-                log.warning("jax seed %d diverged (%s): no AUC", seed, m.get("diverged"))
+            if "auc" not in m or m.get("diverged") or m.get("last_epoch") != epochs:
+                why = (f"diverged ({m['diverged'].get('what')} at step "
+                       f"{m['diverged'].get('step')})" if m.get("diverged") else
+                       f"stopped after epoch {m.get('last_epoch')} of {epochs}")
+                log.warning("jax seed %d: no result, %s", seed, why)
+                failed.append(("jax", seed, why))
                 continue
             log.info("jax seed %d: AUC %.4f", seed, m["auc"])
             rows.append(_row("jax", seed, m))
@@ -157,7 +164,7 @@ def run_all(args) -> list:
             log.info("torch seed %d: AUC %.4f (%.0f s in this process)", seed, m["auc"],
                      time.time() - t)
             rows.append(_row("torch", seed, m))
-    return rows
+    return rows, failed
 
 
 def summarise(rows: list) -> dict:
@@ -166,7 +173,7 @@ def summarise(rows: list) -> dict:
         aucs = [r["auc"] for r in rows if r["framework"] == fw]
         if aucs:
             out[fw] = {"n": len(aucs), "aucs": aucs, "mean": statistics.fmean(aucs),
-                       "std": statistics.stdev(aucs) if len(aucs) > 1 else float("nan"),
+                       "std": statistics.stdev(aucs) if len(aucs) > 1 else None,  # n = 1
                        "min": min(aucs), "max": max(aucs),
                        # runs trained together record their program's wall time
                        "median_wall_s": statistics.median(
@@ -179,12 +186,13 @@ def summarise(rows: list) -> dict:
         out["jax_mean_within_torch_range"] = t["min"] <= j["mean"] <= t["max"]
         out["mean_difference"] = j["mean"] - t["mean"]
         out["difference_in_torch_std"] = (j["mean"] - t["mean"]) / t["std"] if t["std"] else None
-        se = (j["std"] ** 2 / j["n"] + t["std"] ** 2 / t["n"]) ** 0.5
-        out["welch_t"] = (j["mean"] - t["mean"]) / se if se > 0 else None
+        se = (None if j["std"] is None or t["std"] is None
+              else (j["std"] ** 2 / j["n"] + t["std"] ** 2 / t["n"]) ** 0.5)
+        out["welch_t"] = (j["mean"] - t["mean"]) / se if se else None
     return out
 
 
-def markdown(args, rows: list, summary: dict, command: str, load=None) -> str:
+def markdown(args, rows: list, summary: dict, command: str, load=None, failed=()) -> str:
     seeds = sorted({r["seed"] for r in rows})
     lines = [
         f"Command: `{command}`. " + common.machine_header(load)
@@ -203,7 +211,8 @@ def markdown(args, rows: list, summary: dict, command: str, load=None) -> str:
         s = summary[fw]
         lines.append(f"| {name} | " + " | ".join(
             f"{by_seed[x]:.4f}" if x in by_seed else "" for x in seeds)
-            + f" | {s['mean']:.4f} | {s['std']:.4f} | {s['min']:.4f}-{s['max']:.4f} | "
+            + f" | {s['mean']:.4f} | {'–' if s['std'] is None else format(s['std'], '.4f')} | "
+            f"{s['min']:.4f}-{s['max']:.4f} | "
             f"{s['median_wall_s']:.0f} |")
     if "jax_mean_within_torch_range" in summary:
         ok = summary["jax_mean_within_torch_range"]
@@ -214,6 +223,9 @@ def markdown(args, rows: list, summary: dict, command: str, load=None) -> str:
                   + " the PyTorch seeds' range"
                   + (f"; Welch t = {summary['welch_t']:+.2f}" if summary.get("welch_t") else "")
                   + "."]
+    if failed:
+        lines += ["", "No result (not in the table, not in the means): " + "; ".join(
+            f"{fw} seed {seed}: {why}" for fw, seed, why in failed) + "."]
     k = summary.get("jax", {}).get("runs_in_program", 1)
     if k > 1:
         lines += ["", f"JAX trained its seeds together, up to {k} in one program (the run axis); "
@@ -225,7 +237,7 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--protocol", choices=PROTOCOLS, default="digits")
     p.add_argument("--seeds", type=common.int_list, default="0,1,2")
-    p.add_argument("--frameworks", default="jax,torch")
+    p.add_argument("--frameworks", default="jax,torch", help="jax and/or torch")
     p.add_argument("--abnormal_class", default="bird", help="cifar10_reduced only")
     p.add_argument("--data_root", default="~/.cache/sagan_jax/cifar10_jpg")
     p.add_argument("--out", default="workdirs/parity")
@@ -236,7 +248,15 @@ def main(argv=None):
     p.add_argument("--doc", default=common.RESULTS_MD, help="the Markdown file to write")
     p.add_argument("--no-write", dest="write", action="store_false")
     args = p.parse_args(argv)
-    args.frameworks = args.frameworks.split(",")
+    args.frameworks = [f for f in args.frameworks.split(",") if f.strip()]
+    if not args.frameworks or len(set(args.frameworks)) < len(args.frameworks) or any(
+            f not in ("jax", "torch") for f in args.frameworks):
+        p.error(f"--frameworks={','.join(args.frameworks)}: give jax and/or torch, each once "
+                "(e.g. --frameworks=jax,torch)")
+    if not args.seeds:
+        p.error("--seeds: give at least one seed, e.g. --seeds=0,1,2")
+    if args.torch_threads < 0:
+        p.error(f"--torch_threads={args.torch_threads}: give 0 (torch's default) or more")
     args.data_root = os.path.expanduser(args.data_root)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     command = common.command_line(MODULE, argv)
@@ -247,12 +267,13 @@ def main(argv=None):
     except common.FlagError as e:
         common.fail(str(e))
     monitor = common.LoadMonitor()
-    rows = run_all(args)
+    rows, failed = run_all(args)
     summary = summarise(rows)
     os.makedirs(args.out, exist_ok=True)
     with open(os.path.join(args.out, f"parity_{args.protocol}.json"), "w") as f:
-        json.dump({"rows": rows, "summary": summary, "command": command}, f, indent=2)
-    body = markdown(args, rows, summary, command, monitor.report())
+        json.dump({"rows": rows, "failed": failed, "summary": summary, "command": command}, f,
+                  indent=2)
+    body = markdown(args, rows, summary, command, monitor.report(), failed)
     print(body)
     if args.write:
         name = f"parity_{args.protocol}"

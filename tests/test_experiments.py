@@ -522,3 +522,81 @@ def test_table2_keeps_no_row_of_an_unfinished_run(tmp_path, monkeypatch):
                               "--budget=tiny", f"--out={tmp_path}"])
     rows = table2.run_all(args, common.LoadMonitor())
     assert [(r["abnormal_class"], r["auc_last_epoch"]) for r in rows] == [("0", 0.7)]
+
+
+def test_parity_train_one_seed_and_failed_runs_are_written_plainly(capsys):
+    """One seed per framework: no standard deviation, no ratio to it (never 'nan' in the
+    docs); a run without a result is named under the table; bad --frameworks are refused."""
+    from experiments import parity_train
+
+    rows = [{"framework": fw, "seed": 0, "auc": a, "wall_time_s": 10.0, "runs_in_program": 1}
+            for fw, a in (("jax", 0.61), ("torch", 0.58))]
+    summary = parity_train.summarise(rows)
+    assert summary["jax"]["std"] is None and summary["welch_t"] is None
+    assert summary["difference_in_torch_std"] is None
+    md = parity_train.markdown(None, rows, summary, "cmd", None,
+                               failed=[("jax", 1, "diverged (loss g = nan at step 4)")])
+    assert "nan" not in md.replace("loss g = nan", "")
+    assert "| JAX (sagan_jax) | 0.6100 | 0.6100 | – | 0.6100-0.6100 | 10 |" in md
+    assert md.endswith("No result (not in the table, not in the means): jax seed 1: diverged "
+                       "(loss g = nan at step 4).")
+    for bad in ("jax,pytorch", "jax,jax", ","):
+        with pytest.raises(SystemExit) as e:
+            parity_train.main([f"--frameworks={bad}", "--no-write"])
+        assert e.value.code == 2
+        assert capsys.readouterr().err.splitlines()[-1].endswith(
+            "give jax and/or torch, each once (e.g. --frameworks=jax,torch)")
+
+
+def test_demo_sweep_refuses_results_of_other_settings(tmp_path, capsys):
+    """sweep.json's keys name a digit and sizes only: results stored with other seeds, --set
+    flags or without a requested lambda are refused, not reused under this sweep's heading."""
+    from experiments import demo_sweep
+
+    run = {"seed": 0, "auc": {"0.2": 0.6, "0.9": 0.5}, "auc_r": 0.5, "auc_lat": 0.5,
+           "wall_time_s": 1.0, "epochs": 3}
+    state = {"sagan": {"isize16_digit0_ngf16_kpl1_e3": {"r0": run, "r1": dict(run, seed=1)}},
+             "baselines": {}}  # written before settings were stored: read off the runs
+    ok = demo_sweep.parse_args(["--seeds=0,1", "--lambdas=0.9"])
+    demo_sweep.check_settings(ok, state, "sweep.json")
+    for argv, expected in (
+            (["--seeds=0,1,2", "--lambdas=0.2"], "--seeds=0,1 (now 0,1,2)"),
+            (["--seeds=0,1", "--set", "lr=1e-3"], "--set nothing (now ['lr=1e-3'])"),
+            (["--seeds=0,1", "--lambdas=0.2,0.5"], "lambdas 0.2,0.9 re-scored (now also 0.5)")):
+        with pytest.raises(SystemExit) as e:
+            demo_sweep.check_settings(demo_sweep.parse_args(argv), state, "sweep.json")
+        assert e.value.code == 2
+        assert expected in capsys.readouterr().err
+    for bad in ("nan", "1.5", "0.2,0.2"):
+        with pytest.raises(SystemExit):
+            demo_sweep.parse_args([f"--lambdas={bad}"])
+        assert "give distinct score weights in [0, 1]" in capsys.readouterr().err
+
+
+def test_digits_sweep_refuses_several_runs_per_digit(capsys):
+    from experiments import digits_sweep
+
+    with pytest.raises(SystemExit) as e:
+        digits_sweep.main(["--digits=0", "--extra=--seeds=0,1", "--doc=/nonexistent/x.md"])
+    assert e.value.code == 2
+    assert "--extra sets --seeds or --abnormal_classes" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        digits_sweep.main(["--digits=0,0"])
+    assert "give distinct digits" in capsys.readouterr().err
+
+
+def test_digits_sweep_table_names_what_is_missing(tmp_path):
+    """A partial sweep's mean says over how many digits it is; a run without a result is named
+    under the table, not averaged."""
+    from experiments import digits_sweep
+
+    doc = tmp_path / "r.md"
+    m = {"auc": 0.8, "ap": 0.7, "auc_r_alone": 0.6, "auc_lat_alone": 0.5, "wall_time_s": 9.0,
+         "best_epoch_on_test_set": {"auc": 0.9}}
+    args = digits_sweep.argparse.Namespace(doc=str(doc))
+    digits_sweep.write_table(args, [("0", m)], common.LoadMonitor(),
+                             [("1", "diverged (loss g = nan at step 3)")], 4)
+    body = common.read_section(str(doc), "digits_sweep")
+    assert "| mean of 1 of 4 digits | 0.8000 | | | | | |" in body
+    assert "No result (not in the mean): digit 1: diverged (loss g = nan at step 3)." in body
+    assert body.endswith("PARTIAL: 2 of 4 digits not run yet (the same command resumes the sweep).")
