@@ -85,7 +85,7 @@ def measure(cfg, n_images: int, defect_seed: int) -> dict:
     normal = data.test.images[data.test.labels == 0][:n_images]
     abnormal = data.test.images[data.test.labels == 1]
     clean_scores = final_score(cfg, *score_images(cfg, state, normal))
-    out = {}
+    out = {"n_normal": int(len(normal))}  # fewer than n_images when the test set holds fewer
     for k, kind in enumerate(KINDS):
         rng = np.random.default_rng([defect_seed, k])
         bad, masks = make_defects(normal, abnormal, kind, rng)
@@ -121,20 +121,20 @@ def table(per_seed: dict) -> str:
     return "\n".join(lines)
 
 
-def main():
+def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--workdir", default=os.path.join("workdirs", "anomaly_maps"),
                     help="one run per seed in WORKDIR/seed<S> (finished runs are reused)")
     ap.add_argument("--seeds", type=common.int_list, default="0,1,2",
                     help="training seeds, comma-separated")
-    ap.add_argument("--n_images", type=int, default=100,
+    ap.add_argument("--n_images", type=common.positive_int, default=100,
                     help="normal test digits that receive each kind of defect")
     ap.add_argument("--defect_seed", type=int, default=0)
     ap.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
                     help="override a flag of experiments/quickstart.cfg (repeatable)")
     ap.add_argument("--no_docs", action="store_true", help="do not write docs/results.md")
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
     seeds = args.seeds
     monitor = common.LoadMonitor()
     per_seed, train_s = {}, {}
@@ -160,6 +160,7 @@ def main():
         train_s[seed] = round(time.time() - t0, 1)
         per_seed[seed] = measure(cfg, args.n_images, args.defect_seed)
         print(f"seed {seed}: " + json.dumps(per_seed[seed]), flush=True)
+    n_used = min(r["n_normal"] for r in per_seed.values())
     os.makedirs(args.workdir, exist_ok=True)
     with open(os.path.join(args.workdir, "anomaly_maps.json"), "w") as f:
         json.dump({"seeds": per_seed, "train_s": train_s, "n_images": args.n_images,
@@ -171,7 +172,9 @@ def main():
         f"{'overrides ' + ', '.join(args.set) + '; ' if args.set else ''}"
         f"training seeds {', '.join(map(str, seeds))}; training "
         f"{', '.join(f'{train_s[s]:.0f} s' for s in seeds)} (0 = reused)). "
-        f"{args.n_images} normal test digits receive each defect (defect seed "
+        f"{n_used} normal test digits receive each defect"
+        f"{f' (--n_images={args.n_images}: the test set holds no more)' if n_used < args.n_images else ''}"
+        f" (defect seed "
         f"{args.defect_seed}, the same defects for every model); mask = the pixels the paste "
         "changed. Pixel AUROC: all pixels of the defect images, map value against mask. Image "
         "AUROC: the model's score of the defect images against their clean originals. Cells: "

@@ -152,7 +152,7 @@ def main(argv=None):
                     type=lambda v: [x for x in v.split(",") if x],
                     help="which of alone,cond,scan,chunk to run (alone first: the ratios' base)")
     ap.add_argument("--md", default="", help="also write the table to this file")
-    ap.add_argument("--scan_steps", type=int, default=2)
+    ap.add_argument("--scan_steps", type=common.positive_int, default=2)
     ap.add_argument("--repeats", type=common.positive_int, default=3)
     ap.add_argument("--no-write", dest="write", action="store_false")
     ap.add_argument("--doc", default=common.BENCHMARKS_MD)

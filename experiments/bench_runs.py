@@ -528,6 +528,12 @@ def parse_args(argv=None):
             ap.error(f"--torch: {a!r} is not PROCESSESxTHREADS (e.g. 1x2,2x1)")
     if not args.ks or min(args.ks) < 1:
         ap.error("--ks must list positive numbers of runs")
+    if any(k not in args.ks for k in args.separate_ks):
+        ap.error(f"--separate_ks={','.join(map(str, args.separate_ks))}: each must be one of "
+                 f"--ks={','.join(map(str, args.ks))} (K processes are measured beside K runs "
+                 "in one program)")
+    if not args.proc_timeout_s > 0 or args.budget_s < 0:
+        ap.error("--proc_timeout_s must be > 0 and --budget_s >= 0 (0 = no limit)")
     args.workdir = os.path.abspath(args.workdir)
     args.json = args.json or os.path.join(args.workdir, "bench_runs.json")
     return args

@@ -291,8 +291,9 @@ def main(argv=None):
     if not configs or any(c not in ("dsc", "plain") for c in configs):
         ap.error(f"--configs={args.configs}: choose dsc and/or plain, e.g. --configs dsc,plain")
     impls = [i for i in args.jax_dsc_impls.split(",") if i] or [Config().dsc_impl]
-    if any(i not in DSC_IMPLS for i in impls):
-        ap.error(f"--jax_dsc_impls={args.jax_dsc_impls}: choose from {', '.join(DSC_IMPLS)}")
+    if any(i not in DSC_IMPLS for i in impls) or len(set(impls)) < len(impls):
+        ap.error(f"--jax_dsc_impls={args.jax_dsc_impls}: choose from {', '.join(DSC_IMPLS)}, "
+                 "each once")
     plan = {}
     for ngf, k in sizes:
         base = Config(batch_size=args.batch, eval_batch_size=args.batch, ngf=ngf, ndf=ngf,

@@ -19,7 +19,7 @@ import os
 import time
 
 from experiments import common
-from experiments.demo import aucs_of, mean_std
+from experiments.demo import aucs_by_seed, mean_std
 
 MODULE = "experiments.bf16_auc"
 HEADING = "## Mixed precision: quickstart AUC in float32 and bfloat16 over seeds"
@@ -54,22 +54,31 @@ def main(argv=None):
         t0 = time.time()
         result = train(cfg.replace(compute_dtype=dtype, workdir=os.path.join(args.out, dtype)))
         walls[dtype] = time.time() - t0
-        aucs[dtype] = aucs_of(result)
-    seeds = [s.strip() for s in args.seeds.split(",") if s.strip()]
+        aucs[dtype] = aucs_by_seed(result)
+    seeds = sorted(aucs["float32"])
     lines = ["| seed | float32 AUC | bfloat16 AUC | difference |", "|---|---:|---:|---:|"]
-    for i, s in enumerate(seeds):
-        a, b = aucs["float32"][i], aucs["bfloat16"][i]
+    pairs = []  # seeds where both dtypes finished: the means and differences
+    for s in seeds:
+        a, b = aucs["float32"].get(s), aucs["bfloat16"].get(s)
+        if a is None or b is None:
+            lines.append(f"| {s} | {'diverged' if a is None else f'{a:.3f}'} | "
+                         f"{'diverged' if b is None else f'{b:.3f}'} | – |")
+            continue
+        pairs.append((a, b))
         lines.append(f"| {s} | {a:.3f} | {b:.3f} | {b - a:+.3f} |")
-    (m32, s32), (m16, s16) = mean_std(aucs["float32"]), mean_std(aucs["bfloat16"])
-    diffs = [b - a for a, b in zip(aucs["float32"], aucs["bfloat16"])]
-    md, sd = mean_std(diffs)
-    lines.append(f"| mean ± std | {m32:.3f} ± {s32:.3f} | {m16:.3f} ± {s16:.3f} | "
+    if not pairs:
+        common.fail("no seed finished in both dtypes: nothing to compare", MODULE)
+    (m32, s32), (m16, s16) = mean_std([a for a, _ in pairs]), mean_std([b for _, b in pairs])
+    md, sd = mean_std([b - a for a, b in pairs])
+    label = "mean ± std" + ("" if len(pairs) == len(seeds) else
+                            f" ({len(pairs)} seeds finished in both)")
+    lines.append(f"| {label} | {m32:.3f} ± {s32:.3f} | {m16:.3f} ± {s16:.3f} | "
                  f"{md:+.3f} ± {sd:.3f} |")
     body = "\n".join([
         f"Command: `{common.command_line(MODULE, argv)}`: SAGAN with "
         f"`experiments/quickstart.cfg` (digits, digit {cfg.abnormal_class} abnormal, "
         f"{cfg.isize}x{cfg.isize}, ngf {cfg.ngf}, kernels_per_layer {cfg.kernels_per_layer}, "
-        f"{cfg.epochs} epochs), seeds {', '.join(seeds)} as one program per dtype; "
+        f"{cfg.epochs} epochs), seeds {', '.join(map(str, seeds))} as one program per dtype; "
         f"last-epoch test AUC. Wall time of each program (a rerun that reads finished runs "
         f"back shows seconds): float32 {walls['float32']:.0f} s, bfloat16 "
         f"{walls['bfloat16']:.0f} s.", "",

@@ -35,11 +35,22 @@ def parse_args(argv=None):
     return ap.parse_args(argv)
 
 
+def aucs_by_seed(result) -> dict:
+    """{seed: last-epoch test AUC, or None for a run that diverged} of every run of a train()
+    result (one run or a summary). A diverged run may carry an earlier epoch's AUC: not its
+    result."""
+    runs = result["results"] if "results" in result else [result]
+    return {r["flags"]["seed"]: (r["auc"] if "auc" in r and not r.get("diverged") else None)
+            for r in runs}
+
+
 def aucs_of(result) -> list:
-    """Last-epoch test AUC of every run of a train() result (one run or a summary)."""
-    if "results" in result:
-        return [r["auc"] for r in result["results"] if "auc" in r]
-    return [result["auc"]]
+    """The last-epoch test AUCs of the runs of a train() result that finished."""
+    return [a for a in aucs_by_seed(result).values() if a is not None]
+
+
+def failed_seeds(result) -> list:
+    return [s for s, a in aucs_by_seed(result).items() if a is None]
 
 
 def mean_std(values):
@@ -111,8 +122,14 @@ def main(argv=None):
         mcfg = cfg.replace(model=model, workdir=os.path.join(args.out, model), **extra)
         t0 = time.time()
         result = train(mcfg)
+        if not aucs_of(result):
+            common.fail(f"every {model} run diverged (seeds {', '.join(map(str, failed_seeds(result)))}); "
+                        f"see {mcfg.workdir}", MODULE)
         rows.append((model, mcfg, mean_std(aucs_of(result)), len(aucs_of(result)),
                      time.time() - t0))
+        if failed_seeds(result):
+            print(f"{model}: seeds {', '.join(map(str, failed_seeds(result)))} diverged: no "
+                  "result, not in the mean below", flush=True)
     seeds = cfg.seeds or str(cfg.seed)
     print()
     print(f"Embedded digits, digit {cfg.abnormal_class} abnormal, seeds {seeds} (each seed its "

@@ -55,7 +55,7 @@ def main(argv=None):
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--ngf", type=common.positive_int, default=32)
     ap.add_argument("--batch", type=common.positive_int, default=32)
-    ap.add_argument("--top", type=int, default=8, help="slowest thunks shown per variant")
+    ap.add_argument("--top", type=common.positive_int, default=8, help="slowest thunks shown per variant")
     common.add_load_arguments(ap, writes_docs=False)
     args = ap.parse_args(argv)
     from experiments.bench_control_flow import step_config

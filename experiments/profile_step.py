@@ -278,6 +278,8 @@ def main(argv=None):
 
     try:
         ks = [int(k) for k in args.kernels_per_layer.split(",") if k]
+        if not ks:
+            raise ValueError("give at least one value, e.g. 2,1")
         cfgs = [Config(batch_size=args.batch, eval_batch_size=args.batch, ngf=args.ngf,
                        ndf=args.ngf, isize=32, progress=False, kernels_per_layer=k)
                 for k in ks]

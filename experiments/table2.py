@@ -713,9 +713,18 @@ def parse_args(argv=None):
         args.data_root = os.path.expanduser(args.data_root)
     if not args.seeds:
         p.error("--seeds: give at least one seed, e.g. --seeds=0,1,2")
+    for name in ("models", "classes", "seeds"):
+        values = getattr(args, name)
+        if not values or len(set(values)) < len(values):
+            p.error(f"--{name}={','.join(map(str, values))}: give distinct values, at least one")
     for m in args.models:
         if m not in PAPER:
             p.error(f"--models: {m!r} is not one of {', '.join(MODEL_ORDER)}")
+    if args.eval_modes and (not em_model or not args.eval_modes_classes
+                            or em_model not in args.models
+                            or any(c not in args.classes for c in args.eval_modes_classes)):
+        p.error(f"--eval_modes={args.eval_modes}: give MODEL:CLASS,... with the model in "
+                f"--models and the classes in --classes, e.g. --eval_modes=sagan:bird,cat")
     return args
 
 

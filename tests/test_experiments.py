@@ -389,6 +389,14 @@ def test_table2_bad_seeds_give_one_line(capsys, seeds, expected):
     ("profile_step", ["--steps=0"], "argument --steps: '0' is not a positive integer (e.g. 3)"),
     ("bench_control_flow", ["--repeats=0"], "argument --repeats: '0' is not a positive integer"),
     ("bf16_check", ["--batch=0"], "argument --batch: '0' is not a positive integer (e.g. 3)"),
+    ("bench_control_flow", ["--scan_steps=0"], "argument --scan_steps: '0' is not a positive"),
+    ("bench_runs", ["--ks=1,2", "--separate_ks=4"], "--separate_ks=4: each must be one of --ks=1,2"),
+    ("bench_runs", ["--proc_timeout_s=0"], "--proc_timeout_s must be > 0"),
+    ("bench_train", ["--jax_dsc_impls=shift,shift"], "choose from auto, dense, shift, shift_vjp, "
+                                                     "repeat, xla, each once"),
+    ("profile_step", ["--kernels_per_layer=,"], "give at least one value, e.g. 2,1"),
+    ("profile_control_flow", ["--top=0"], "argument --top: '0' is not a positive integer"),
+    ("anomaly_maps", ["--n_images=0"], "argument --n_images: '0' is not a positive integer"),
 ])
 def test_benchmarks_refuse_bad_flags_before_waiting(monkeypatch, capsys, module, argv, expected):
     """A benchmark waits up to --wait_quiet seconds for a quiet machine; a bad flag must end it
@@ -600,3 +608,34 @@ def test_digits_sweep_table_names_what_is_missing(tmp_path):
     assert "| mean of 1 of 4 digits | 0.8000 | | | | | |" in body
     assert "No result (not in the mean): digit 1: diverged (loss g = nan at step 3)." in body
     assert body.endswith("PARTIAL: 2 of 4 digits not run yet (the same command resumes the sweep).")
+
+
+@pytest.mark.parametrize("argv, expected", [
+    (["--models=sagan,sagan"], "--models=sagan,sagan: give distinct values, at least one"),
+    (["--classes="], "--classes=: give distinct values, at least one"),
+    (["--seeds=0,0"], "--seeds=0,0: give distinct values, at least one"),
+    (["--eval_modes=bird,cat"], "--eval_modes=bird,cat: give MODEL:CLASS,... with the model in"),
+    (["--models=sagan", "--eval_modes=sgan:bird"], "--eval_modes=sgan:bird: give MODEL:CLASS"),
+    (["--classes=bird", "--eval_modes=sagan:cat"], "--eval_modes=sagan:cat: give MODEL:CLASS"),
+])
+def test_table2_refuses_lists_it_would_misread(capsys, argv, expected):
+    from experiments import table2
+
+    assert table2.parse_args(["--classes=bird,cat", "--eval_modes=sagan:cat"]).eval_modes_classes == ["cat"]
+    with pytest.raises(SystemExit) as e:
+        table2.parse_args(argv)
+    assert e.value.code == 2
+    assert expected in capsys.readouterr().err.splitlines()[-1]
+
+
+def test_demo_counts_no_diverged_run():
+    """A run that diverged after scored epochs carries an earlier epoch's AUC: the demo and
+    bf16_auc take it for no result (by seed), never for the run's last-epoch AUC."""
+    from experiments import demo
+
+    result = {"results": [{"flags": {"seed": 0}, "auc": 0.7},
+                          {"flags": {"seed": 1}, "auc": 0.9, "diverged": {"step": 5}},
+                          {"flags": {"seed": 2}, "diverged": {"step": 1}}]}
+    assert demo.aucs_by_seed(result) == {0: 0.7, 1: None, 2: None}
+    assert demo.aucs_of(result) == [0.7] and demo.failed_seeds(result) == [1, 2]
+    assert demo.aucs_of({"flags": {"seed": 3}, "auc": 0.6}) == [0.6]  # one run, no summary
