@@ -52,6 +52,9 @@ def tree_cos(a, b) -> float:
     return float(da @ db / max(np.linalg.norm(da) * np.linalg.norm(db), 1e-30))
 
 
+DIGITS = 1797  # images in scikit-learn's digits: one batch of at most these
+
+
 def digits_batch(n: int, isize: int):
     import numpy as np
     from sklearn.datasets import load_digits
@@ -73,6 +76,9 @@ def main(argv=None):
     ap.add_argument("--docs", action="store_true",
                     help="also write the table to docs/results.md (section bf16_check)")
     args = ap.parse_args(argv)
+    if args.batch > DIGITS:
+        ap.error(f"--batch={args.batch}: the embedded digits hold {DIGITS} images; give at most "
+                 f"{DIGITS}")
 
     import jax
     import jax.numpy as jnp

@@ -397,6 +397,7 @@ def test_table2_bad_seeds_give_one_line(capsys, seeds, expected):
     ("profile_step", ["--kernels_per_layer=,"], "give at least one value, e.g. 2,1"),
     ("profile_control_flow", ["--top=0"], "argument --top: '0' is not a positive integer"),
     ("anomaly_maps", ["--n_images=0"], "argument --n_images: '0' is not a positive integer"),
+    ("bf16_check", ["--batch=1798"], "--batch=1798: the embedded digits hold 1797 images"),
 ])
 def test_benchmarks_refuse_bad_flags_before_waiting(monkeypatch, capsys, module, argv, expected):
     """A benchmark waits up to --wait_quiet seconds for a quiet machine; a bad flag must end it
