@@ -96,8 +96,8 @@ def check_settings(args, state: dict, path: str) -> None:
     if not state["sagan"] and "settings" not in state:
         return
     old, new = stored_settings(state), settings(args)
-    wrong = [f"--seeds={old['seeds']} (now {new['seeds']})"] if old["seeds"] != new["seeds"] \
-        else []
+    same_seeds = sorted(old["seeds"].split(",")) == sorted(new["seeds"].split(","))
+    wrong = [] if same_seeds else [f"--seeds={old['seeds']} (now {new['seeds']})"]
     if old["set"] != new["set"]:
         wrong.append(f"--set {old['set'] or 'nothing'} (now {new['set'] or 'nothing'})")
     missing = [lam for lam in new["lambdas"] if lam not in old["lambdas"]]

@@ -566,7 +566,7 @@ def test_demo_sweep_refuses_results_of_other_settings(tmp_path, capsys):
            "wall_time_s": 1.0, "epochs": 3}
     state = {"sagan": {"isize16_digit0_ngf16_kpl1_e3": {"r0": run, "r1": dict(run, seed=1)}},
              "baselines": {}}  # written before settings were stored: read off the runs
-    ok = demo_sweep.parse_args(["--seeds=0,1", "--lambdas=0.9"])
+    ok = demo_sweep.parse_args(["--seeds=1,0", "--lambdas=0.9"])  # the order is no matter
     demo_sweep.check_settings(ok, state, "sweep.json")
     for argv, expected in (
             (["--seeds=0,1,2", "--lambdas=0.2"], "--seeds=0,1 (now 0,1,2)"),
