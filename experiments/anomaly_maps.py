@@ -135,6 +135,8 @@ def main(argv=None):
                     help="override a flag of experiments/quickstart.cfg (repeatable)")
     ap.add_argument("--no_docs", action="store_true", help="do not write docs/results.md")
     args = ap.parse_args(argv)
+    if not args.seeds or len(set(args.seeds)) < len(args.seeds):
+        ap.error(f"--seeds={','.join(map(str, args.seeds))}: give distinct seeds, at least one")
     seeds = args.seeds
     monitor = common.LoadMonitor()
     per_seed, train_s = {}, {}

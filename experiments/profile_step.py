@@ -273,6 +273,8 @@ def main(argv=None):
     ap.add_argument("--doc", default=common.BENCHMARKS_MD)
     common.add_load_arguments(ap)
     args = ap.parse_args(argv)
+    if args.threads < 0:
+        ap.error(f"--threads={args.threads}: give 0 (PyTorch's default) or more")
 
     from sagan_jax.config import Config
 

@@ -398,6 +398,8 @@ def test_table2_bad_seeds_give_one_line(capsys, seeds, expected):
     ("profile_control_flow", ["--top=0"], "argument --top: '0' is not a positive integer"),
     ("anomaly_maps", ["--n_images=0"], "argument --n_images: '0' is not a positive integer"),
     ("bf16_check", ["--batch=1798"], "--batch=1798: the embedded digits hold 1797 images"),
+    ("anomaly_maps", ["--seeds="], "--seeds=: give distinct seeds, at least one"),
+    ("profile_step", ["--threads=-1"], "--threads=-1: give 0 (PyTorch's default) or more"),
 ])
 def test_benchmarks_refuse_bad_flags_before_waiting(monkeypatch, capsys, module, argv, expected):
     """A benchmark waits up to --wait_quiet seconds for a quiet machine; a bad flag must end it
