@@ -187,6 +187,17 @@ def done_metrics(workdir: str, epochs: int, name: str = "metrics.json") -> Optio
     return metrics if metrics.get("last_epoch") == epochs else None
 
 
+def no_result(metrics: dict, epochs: int) -> Optional[str]:
+    """Why a run's metrics are not a result (None when they are): it diverged (an earlier
+    scored epoch's AUC is not its result), or it stopped short of its ``epochs``."""
+    diverged = metrics.get("diverged")
+    if diverged:
+        return f"diverged ({diverged.get('what')} at step {diverged.get('step')})"
+    if "auc" not in metrics or metrics.get("last_epoch") != epochs:
+        return f"stopped after epoch {metrics.get('last_epoch')} of {epochs}"
+    return None
+
+
 # --- Markdown sections -------------------------------------------------------------------------
 def markers(name: str) -> tuple:
     return f"<!-- {name}:begin -->", f"<!-- {name}:end -->"

@@ -122,14 +122,13 @@ def main(argv=None):
         mcfg = cfg.replace(model=model, workdir=os.path.join(args.out, model), **extra)
         t0 = time.time()
         result = train(mcfg)
-        if not aucs_of(result):
-            common.fail(f"every {model} run diverged (seeds {', '.join(map(str, failed_seeds(result)))}); "
-                        f"see {mcfg.workdir}", MODULE)
-        rows.append((model, mcfg, mean_std(aucs_of(result)), len(aucs_of(result)),
-                     time.time() - t0))
-        if failed_seeds(result):
-            print(f"{model}: seeds {', '.join(map(str, failed_seeds(result)))} diverged: no "
-                  "result, not in the mean below", flush=True)
+        aucs, failed = aucs_of(result), ", ".join(map(str, failed_seeds(result)))
+        if not aucs:
+            common.fail(f"every {model} run diverged (seeds {failed}); see {mcfg.workdir}", MODULE)
+        rows.append((model, mcfg, mean_std(aucs), len(aucs), time.time() - t0))
+        if failed:
+            print(f"{model}: seeds {failed} diverged: no result, not in the mean below",
+                  flush=True)
     seeds = cfg.seeds or str(cfg.seed)
     print()
     print(f"Embedded digits, digit {cfg.abnormal_class} abnormal, seeds {seeds} (each seed its "

@@ -64,8 +64,7 @@ def main(argv=None):
                 if os.path.exists(path):
                     with open(path) as f:
                         stopped = json.load(f)
-                d = stopped.get("diverged")
-                why = (f"diverged ({d.get('what')} at step {d.get('step')})" if d else
+                why = (common.no_result(stopped, cfg.epochs) if stopped.get("diverged") else
                        f"the run exited with status {rc} before its {cfg.epochs} epochs")
                 failed.append((digit, why))
                 print(f"digit {digit}: no result, {why}", flush=True)

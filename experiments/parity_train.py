@@ -147,10 +147,8 @@ def run_all(args) -> tuple:
     if "jax" in args.frameworks:
         epochs = make_config(args, args.seeds[0]).epochs
         for seed, m in sorted(run_jax(args, args.seeds, cache).items()):
-            if "auc" not in m or m.get("diverged") or m.get("last_epoch") != epochs:
-                why = (f"diverged ({m['diverged'].get('what')} at step "
-                       f"{m['diverged'].get('step')})" if m.get("diverged") else
-                       f"stopped after epoch {m.get('last_epoch')} of {epochs}")
+            why = common.no_result(m, epochs)
+            if why:
                 log.warning("jax seed %d: no result, %s", seed, why)
                 failed.append(("jax", seed, why))
                 continue

@@ -293,11 +293,9 @@ def run_all(args, monitor: common.LoadMonitor) -> list:
             for (cls, seed), metrics in zip(done, results):
                 rcfg = (cfg if len(done) == 1 else run_config(args, model, cls, seed))
                 epochs = 1 if model in FITTED else rcfg.epochs  # as finished_run reads it back
-                if ("auc" not in metrics or metrics.get("diverged")
-                        or metrics.get("last_epoch") != epochs):
-                    # not a result: the report's coverage line names it
-                    log.warning("%s %s seed %d did not finish its %d epoch(s) (diverged: %s): "
-                                "no row", model, cls, seed, epochs, metrics.get("diverged"))
+                why = common.no_result(metrics, epochs)
+                if why:  # not a result: the report's coverage line names it
+                    log.warning("%s %s seed %d: no row, %s", model, cls, seed, why)
                     continue
                 log.info("%s %s seed %d: AUC %.4f (last epoch)", model, cls, seed,
                          metrics["auc"])
@@ -469,9 +467,9 @@ def run_state(args, model: str, cls: str, seed: int) -> str:
         path = os.path.join(workdir, "metrics.json")
         if os.path.exists(path):
             with open(path) as f:
-                diverged = json.load(f).get("diverged")
-            if diverged:
-                return f"diverged ({diverged.get('what')} at step {diverged.get('step')})"
+                metrics = json.load(f)
+            if metrics.get("diverged"):
+                return common.no_result(metrics, 0)
         if os.path.exists(os.path.join(workdir, "metrics.jsonl")):
             return "started, not finished"
     return "not run"
