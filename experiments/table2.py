@@ -30,6 +30,13 @@ when some are missing, what each missing one is (not run, started, diverged) and
 that complete it. --doc_section=NAME also writes the report into that marked section of
 docs/results.md (the three-way part with --three_way), so the docs' tables come from here.
 
+--record=CSV (default with --doc_section=NAME: docs/runs/NAME.csv) is the committed per-run
+record: one line per finished run, its numbers and the flags that define it. Runs found there
+are read back, not retrained, and every finished run is added to it; so a fresh checkout, which
+has no workdirs, regenerates the report and completes a partial one (the coverage line's
+commands carry --record). A recorded run trained with other flags than the command's is refused,
+never mixed into the table.
+
 Budgets (SPEC section 10: the paper's budget takes hours per run on the 2-core CPU):
   paper    the model's own settings, all training images, 15 epochs
   reduced  experiments/cifar10_quick.cfg's reduction: 4,000 training images, 3 epochs, ngf 32
@@ -61,7 +68,7 @@ import sys
 import time
 
 from experiments import common
-from sagan_jax.config import Config
+from sagan_jax.config import RUN_SPECIFIC, Config
 
 MODULE = "experiments.table2"
 
@@ -96,7 +103,15 @@ CSV_FIELDS = ("model", "abnormal_class", "seed", "epochs", "auc_last_epoch",
               "originals_best_epoch", "auc_val_selected", "val_selected_epoch",
               "ap_last_epoch", "f1_last_epoch",
               "wall_time_s", "train_s", "budget", "dataset", "protocol", "workdir",
+              "runs_in_program", "flags")
+# Value types of a row read back from a CSV (runs.csv, a --record); every other field is text.
+INT_FIELDS = ("seed", "epochs", "best_epoch", "originals_best_epoch", "val_selected_epoch",
               "runs_in_program")
+FLOAT_FIELDS = ("auc_last_epoch", "auc_best_epoch_test_selected", "auc_originals_evaluation",
+                "auc_val_selected", "ap_last_epoch", "f1_last_epoch", "wall_time_s", "train_s")
+# Of checkpoints.RESUMABLE_CHANGES (flags a resumed run may change), the ones that do change a
+# finished run's numbers: a recorded run must match them too.
+RECORD_DEFINING = ("epochs", "eval_every")
 # The Config fields that decide a run's data (sagan_jax.data.load_data): runs that agree on
 # them (the same class and seed under different models) share one loaded dataset.
 DATA_FIELDS = ("dataset", "data_root", "data_dir", "download", "abnormal_class", "protocol",
@@ -164,6 +179,99 @@ def finished_run(args, model: str, cls: str, seed: int):
     return cfg, None
 
 
+def run_flags(cfg: Config) -> str:
+    """The flags that define a run's numbers, as the record keeps them: every flag that differs
+    from its default, less the ones a rerun may change without changing a finished run's result
+    (checkpoints.RESUMABLE_CHANGES but --epochs and --eval_every) and the run's own class, seed
+    and workdir; paths under the home folder as ``~``. Sorted JSON, so equal flags are equal
+    text."""
+    from sagan_jax.checkpoints import RESUMABLE_CHANGES
+
+    default = Config().to_dict()
+    out = {}
+    for k, v in cfg.to_dict().items():
+        if k in RUN_SPECIFIC or (k in RESUMABLE_CHANGES and k not in RECORD_DEFINING):
+            continue
+        if v != default[k]:
+            out[k] = _home_as_tilde(v) if isinstance(v, str) else v
+    return json.dumps(out, sort_keys=True, separators=(",", ":"))
+
+
+def _typed(row: dict) -> dict:
+    """A row read back from CSV with its numbers as numbers ('' stays '': not measured)."""
+    out = dict(row)
+    for k in INT_FIELDS:
+        if out.get(k, "") != "":
+            out[k] = int(out[k])
+    for k in FLOAT_FIELDS:
+        if out.get(k, "") != "":
+            out[k] = float(out[k])
+    return out
+
+
+def read_record(path: str) -> dict:
+    """The runs a --record file holds, by (model, class, seed); {} when it does not exist yet.
+    A file that is not such a record is refused (common.FlagError), never half-read."""
+    if not path or not os.path.exists(path):
+        return {}
+    try:
+        with open(path, newline="") as f:
+            reader = csv.DictReader(f)
+            missing = [k for k in CSV_FIELDS if k not in (reader.fieldnames or ())]
+            if missing:
+                raise common.FlagError(
+                    f"--record={path}: not a table2 record (no column {missing[0]}); give a "
+                    "file this script wrote, or a new path")
+            rows = [_typed(r) for r in reader]
+    except ValueError as e:
+        if isinstance(e, common.FlagError):
+            raise
+        raise common.FlagError(f"--record={path}: unreadable row ({e}); restore the file "
+                               "from git, or give a new path") from None
+    out = {}
+    for r in rows:
+        key = (r["model"], r["abnormal_class"], r["seed"])
+        if key in out:
+            raise common.FlagError(f"--record={path}: run {key[0]} class {key[1]} seed "
+                                   f"{key[2]} appears twice; keep one line per run")
+        out[key] = r
+    return out
+
+
+def check_record(args) -> None:
+    """Every recorded run that this command asks for must have been trained with this
+    command's flags (run_flags): a record never mixes two experiments in one table."""
+    for (model, cls, seed), r in sorted(args.recorded.items()):
+        if model not in args.models or cls not in args.classes or seed not in args.seeds:
+            continue  # kept in the record, not in this report
+        want = json.loads(run_flags(run_config(args, model, cls, seed)))
+        had = json.loads(r["flags"] or "{}")
+        diff = [f"--{k}={had.get(k, '(default)')} (now {want.get(k, '(default)')})"
+                for k in sorted(set(want) | set(had)) if want.get(k) != had.get(k)]
+        if diff:
+            raise common.FlagError(
+                f"--record={args.record_shown}: run {model} class {cls} seed {seed} there was "
+                f"trained with other flags: {', '.join(diff)}; rerun with the record's flags, "
+                "or give another --record (or --doc_section) for a new table")
+
+
+def write_record(args, rows: list) -> None:
+    """This report's rows into --record, beside the recorded runs it did not ask for (kept:
+    nothing is dropped); written to a temporary file and renamed, so a crash leaves the
+    previous record whole."""
+    merged = dict(args.recorded)
+    for r in rows:
+        merged[(r["model"], r["abnormal_class"], int(r["seed"]))] = r
+    os.makedirs(os.path.dirname(os.path.abspath(args.record)), exist_ok=True)
+    tmp = f"{args.record}.tmp{os.getpid()}"
+    with open(tmp, "w", newline="") as f:
+        w = csv.DictWriter(f, CSV_FIELDS, restval="", extrasaction="ignore")
+        w.writeheader()
+        for key in sorted(merged, key=lambda k: (k[0], k[1], k[2])):
+            w.writerow(merged[key])
+    os.replace(tmp, args.record)
+
+
 class DataCache:
     """Datasets loaded once per (class, seed) and shared by the models (``train``'s loader)."""
 
@@ -197,6 +305,7 @@ def row_of(cfg: Config, metrics: dict, budget: str) -> dict:
         "budget": budget, "dataset": cfg.dataset,
         "protocol": cfg.protocol, "workdir": cfg.workdir,
         "runs_in_program": metrics.get("runs_in_program", 1),
+        "flags": run_flags(cfg),
     }
 
 
@@ -265,6 +374,11 @@ def run_all(args, monitor: common.LoadMonitor) -> list:
                     log.info("done already: %s", cfg.workdir)
                     rows.append(row_of(cfg, metrics, args.budget))
                     _study(args, cfg, cls, model, lambda c=cfg: cache.load(c))
+                    continue
+                recorded = args.recorded.get((model, cls, seed))
+                if recorded is not None:  # finished where the record was written: not retrained
+                    log.info("recorded in %s: %s %s seed %d", args.record_shown, model, cls, seed)
+                    rows.append(recorded)
                     continue
                 if args.report_only:
                     continue
@@ -519,7 +633,9 @@ def coverage(args, rows: list) -> str:
         return f"Coverage: complete, all {total} requested runs ({shape}) finished."
     parts, commands, any_diverged = [], [], False
     base = _argv_without(args.argv, ("--report_only", "--models", "--seeds", "--doc_section",
-                                     "--doc"))
+                                     "--doc", "--record"))
+    if args.record:  # the training commands read and extend the same record
+        base.append(f"--record={args.record_shown}")
     n_classes = len(args.classes)
     for model in models:
         full, rerun, unrun, notes = [], [], [], []
@@ -576,10 +692,12 @@ def _header(args, load) -> str:
     text = common.machine_header(load, packages=("jax", "jaxlib", "flax"))
     if args.report_only:  # this process trained nothing: say what it did
         return ("Report written " + text.removeprefix("Run ").rstrip(".")
-                + " (--report_only: it read the runs' metrics.json; when and where each run "
-                  "trained is not in this line).")
+                + " (--report_only: it read the runs' metrics.json"
+                + (f" and the record {args.record_shown}" if args.record else "")
+                + "; when and where each run trained is not in this line).")
     return text + (" Runs found finished were read back, not retrained; each run's own wall "
-                   "time is in runs.csv.")
+                   "time is in runs.csv" + (f" and {args.record_shown}" if args.record else "")
+                   + ".")
 
 
 def write_outputs(args, rows: list, load=None) -> None:
@@ -600,7 +718,9 @@ def write_outputs(args, rows: list, load=None) -> None:
         + f"; budget {args.budget}: {BUDGETS[args.budget]}"
         + (f"; overrides {args.set}" if args.set else ""),
         f"Per-model settings: experiments/model_<model>.cfg. Seeds: "
-        f"{','.join(map(str, args.seeds))}.",
+        f"{','.join(map(str, args.seeds))}."
+        + (f" Per-run record (each finished run's numbers and defining flags; runs found there "
+           f"are not retrained): {args.record_shown}." if args.record else ""),
         _header(args, load) + f" Wall time of the runs listed: {total / 60:.1f} min.",
         "",
         coverage(args, rows),
@@ -652,6 +772,8 @@ def write_outputs(args, rows: list, load=None) -> None:
         ]
     with open(os.path.join(args.out, "table2.md"), "w") as f:
         f.write("\n".join(text))
+    if args.record:
+        write_record(args, rows)
     if args.doc_section:  # the three-way report has the (b) rows already: not the main table
         common.replace_section(args.doc, args.doc_section,
                                "\n".join([*head, *(three_way or main_table)]))
@@ -693,8 +815,24 @@ def parse_args(argv=None):
                         "the <!-- NAME:begin/end --> markers of --doc, e.g. "
                         "table2_reduced_three_way")
     p.add_argument("--doc", default=common.RESULTS_MD, help="the Markdown file of --doc_section")
+    p.add_argument("--record", default="", metavar="CSV",
+                   help="a committed per-run record (one line per finished run, with the flags "
+                        "that define it): runs found there are read from it, not retrained, and "
+                        "every finished run is written to it, so a fresh checkout without the "
+                        "workdirs can redo the report and complete it. Default with "
+                        "--doc_section=NAME: runs/NAME.csv beside --doc; else none")
     args = p.parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)
+    if not args.record and args.doc_section:
+        args.record = os.path.join(os.path.dirname(os.path.abspath(args.doc)), "runs",
+                                   f"{args.doc_section}.csv")
+    args.record = os.path.expanduser(args.record)
+    rel = os.path.relpath(os.path.abspath(args.record)) if args.record else ""
+    args.record_shown = _home_as_tilde(args.record if rel.startswith("..") else rel)
+    try:
+        args.recorded = read_record(args.record)
+    except common.FlagError as e:
+        p.error(str(e))
     if args.doc_section and (not os.path.exists(args.doc)
                              or common.read_section(args.doc, args.doc_section) is None):
         begin, end = common.markers(args.doc_section)
@@ -734,11 +872,12 @@ def main(argv=None):
     # The runs differ only in data: compiled steps are reused across classes from this cache.
     jax.config.update("jax_compilation_cache_dir",
                       os.path.expanduser("~/.cache/sagan_jax/jax_compilation_cache"))
-    try:  # fail early on a bad combination, before any training
+    try:  # fail early on a bad combination or a record of other flags, before any training
         for m in args.models:
             for c in args.classes:
                 run_config(args, m, c, args.seeds[0])
             program_config(args, m, args.classes, args.seeds)
+        check_record(args)
     except common.FlagError as e:
         common.fail(str(e))
     monitor = common.LoadMonitor()

@@ -513,6 +513,11 @@ def test_table2_doc_section(tmp_path, capsys):
     assert "| SAGAN (proposed) | (b) honest: precise BN, last epoch | 0.400 | 0.400 | 0.400 | 0 |" in body
     assert "ours, last epoch" not in body  # the one-evaluation table stays in table2.md only
     assert "ours, last epoch" in (tmp_path / "out" / "table2.md").read_text()
+    # the section's per-run record sits beside the doc, in runs/NAME.csv, named in the report
+    assert sorted(table2.read_record(str(tmp_path / "runs" / "t2.csv"))) == [
+        (m, c, 0) for m in ("pca", "sagan") for c in "01"]
+    assert f"Per-run record (each finished run's numbers and defining flags; runs found there " \
+           f"are not retrained): {tmp_path / 'runs' / 't2.csv'}." in body
 
 
 def test_table2_keeps_no_row_of_an_unfinished_run(tmp_path, monkeypatch):
@@ -533,6 +538,105 @@ def test_table2_keeps_no_row_of_an_unfinished_run(tmp_path, monkeypatch):
                               "--budget=tiny", f"--out={tmp_path}"])
     rows = table2.run_all(args, common.LoadMonitor())
     assert [(r["abnormal_class"], r["auc_last_epoch"]) for r in rows] == [("0", 0.7)]
+
+
+def _fake_train(calls):
+    """loop.train for table2.run_all: records which (class, seed) runs it was asked to train
+    and returns a finished three-way result for each, its AUC set by the class."""
+    def train(cfg, load):
+        classes = cfg.abnormal_classes.split(",") if cfg.abnormal_classes else [cfg.abnormal_class]
+        seeds = [int(s) for s in cfg.seeds.split(",")] if cfg.seeds else [cfg.seed]
+        runs = [(c, s) for c in classes for s in seeds]
+        calls.extend(runs)
+        results = [{"auc": 0.5 + int(c) / 10, "ap": 0.5, "f1": 0.25, "last_epoch": cfg.epochs,
+                    "wall_time_s": 12.5, "history": [{"train_s": 4.0}],
+                    "best_epoch_on_test_set": {"auc": 0.9, "epoch": 1},
+                    "originals_evaluation": {"auc": 0.8, "epoch": 1},
+                    "val_selected_epoch": {"auc": 0.7, "epoch": cfg.epochs}} for c, s in runs]
+        return {"per_class": True, "results": results} if len(runs) > 1 else results[0]
+    return train
+
+
+def test_table2_record_rebuilds_and_completes_a_report_without_workdirs(tmp_path, monkeypatch):
+    """--record keeps each finished run's row (numbers and defining flags) in a file that can
+    be committed: a checkout without the workdirs reads those runs back instead of retraining
+    them, trains only the missing ones, writes the same table, and keeps recorded runs it was
+    not asked for."""
+    from experiments import table2
+    import sagan_jax.training.loop as loop
+
+    calls = []
+    monkeypatch.setattr(loop, "train", _fake_train(calls))
+    rec = tmp_path / "record.csv"
+    other = dict(_t2_row("ganomaly", "5", 0), flags="{}")  # another table's run: kept
+    with open(rec, "w") as f:
+        f.write(",".join(table2.CSV_FIELDS) + "\n"
+                + ",".join(str(other.get(k, "")) for k in table2.CSV_FIELDS) + "\n")
+    argv = ["--three_way", "--dataset=digits", "--models=sagan", "--seeds=0", "--budget=tiny",
+            f"--record={rec}"]
+    args = table2.parse_args([*argv, "--classes=0,1", f"--out={tmp_path / 'a'}"])
+    first = table2.run_all(args, common.LoadMonitor())
+    assert sorted(calls) == [("0", 0), ("1", 0)]
+    assert json.loads(first[0]["flags"])["ngf"] == 16  # the tiny budget's width
+    table2.write_outputs(args, first)
+    args = table2.parse_args([*argv, "--classes=0,1", f"--out={tmp_path / 'b'}",
+                              "--report_only"])  # a fresh checkout: no workdirs
+    assert set(args.recorded) == {("ganomaly", "5", 0), ("sagan", "0", 0), ("sagan", "1", 0)}
+    again = table2.run_all(args, common.LoadMonitor())
+    assert again == first  # every field, typed as it was
+    assert (table2.three_way_table(again, ["0", "1"], ["sagan"])
+            == table2.three_way_table(first, ["0", "1"], ["sagan"]))
+    calls.clear()
+    args = table2.parse_args([*argv, "--classes=0,1,2", f"--out={tmp_path / 'c'}"])
+    rows = table2.run_all(args, common.LoadMonitor())
+    assert calls == [("2", 0)]  # only the run the record lacks was trained
+    assert [(r["abnormal_class"], r["auc_last_epoch"]) for r in rows] == [
+        ("0", 0.5), ("1", 0.6), ("2", 0.7)]
+    kept = table2.read_record(str(rec))
+    assert sorted(kept) == [("ganomaly", "5", 0), ("sagan", "0", 0), ("sagan", "1", 0),
+                            ("sagan", "2", 0)]
+    assert kept[("ganomaly", "5", 0)]["auc_last_epoch"] == 0.6
+    args = table2.parse_args([*argv, "--classes=0,1,2,3", f"--out={tmp_path / 'c'}",
+                              "--report_only"])
+    assert table2.coverage(args, table2.run_all(args, common.LoadMonitor())).splitlines()[-1] \
+        == (f"    python -m experiments.table2 --three_way --dataset=digits --budget=tiny "
+            f"--classes=0,1,2,3 --out={tmp_path / 'c'} --record={rec} --models=sagan --seeds=0")
+
+
+def test_table2_record_refuses_other_flags_and_bad_files(tmp_path, capsys, monkeypatch):
+    """A recorded run trained with other flags is not read into this command's table (one line
+    naming the flag, exit 2, before any training); nor is a file that is not a record."""
+    from experiments import table2
+    import sagan_jax.training.loop as loop
+
+    monkeypatch.setattr(loop, "train", _fake_train([]))
+    rec = tmp_path / "runs.csv"
+    argv = ["--three_way", "--dataset=digits", "--models=sagan", "--classes=0", "--seeds=0",
+            "--budget=tiny", f"--out={tmp_path}", f"--record={rec}"]
+    args = table2.parse_args(argv)
+    table2.write_outputs(args, table2.run_all(args, common.LoadMonitor()))
+    with pytest.raises(SystemExit) as e:
+        table2.main([*argv, "--set", "ngf=32", "--report_only"])
+    assert e.value.code == 2
+    assert capsys.readouterr().err.splitlines()[-1].endswith(
+        f"error: --record={rec}: run sagan class 0 seed 0 there was trained with other "
+        "flags: --ngf=16 (now 32); rerun with the record's flags, or give another --record (or "
+        "--doc_section) for a new table")
+    text = rec.read_text()
+    for bad, expected in (
+            ("model,seed\nsagan,0\n", "not a table2 record (no column abnormal_class); give a "
+                                       "file this script wrote, or a new path"),
+            (text + text.splitlines()[1] + "\n", "run sagan class 0 seed 0 appears twice; keep "
+                                                 "one line per run"),
+            (text.replace(",0.5,", ",half,", 1), "unreadable row (could not convert string to "
+                                                 "float: 'half'); restore the file from git, or "
+                                                 "give a new path")):
+        rec.write_text(bad)
+        with pytest.raises(SystemExit) as e:
+            table2.parse_args(argv)
+        assert e.value.code == 2
+        assert capsys.readouterr().err.splitlines()[-1].endswith(
+            f"error: --record={rec}: {expected}")
 
 
 def test_parity_train_one_seed_and_failed_runs_are_written_plainly(capsys):
