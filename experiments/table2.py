@@ -12,8 +12,9 @@ loop does that; one stopped in the earlier layout resumes there, alone). Then wr
                   per model the paper's row, our last-epoch row (the result) and our
                   best-epoch row (selected on the test set, the paper's protocol: not a result)
   OUT/runs.csv    one line per run: model, class, seed, epochs, last-epoch AUC, best-epoch AUC
-                  (test-set selected), AP, F1, wall time, workdir, runs in its program (runs
-                  trained together share one wall time: the program's)
+                  (test-set selected), the three-way AUCs, AP, F1, wall time, workdir, runs in
+                  its program (runs trained together share one wall time: the program's), and
+                  the flags that define the run (JSON; what --record compares)
 
 Each model starts from its flagfile experiments/model_<model>.cfg (its originals' weights,
 score lambda and learning rate; see those files), then the budget preset, then --set; the
@@ -110,8 +111,10 @@ INT_FIELDS = ("seed", "epochs", "best_epoch", "originals_best_epoch", "val_selec
 FLOAT_FIELDS = ("auc_last_epoch", "auc_best_epoch_test_selected", "auc_originals_evaluation",
                 "auc_val_selected", "ap_last_epoch", "f1_last_epoch", "wall_time_s", "train_s")
 # Of checkpoints.RESUMABLE_CHANGES (flags a resumed run may change), the ones that do change a
-# finished run's numbers: a recorded run must match them too.
-RECORD_DEFINING = ("epochs", "eval_every")
+# finished run's numbers (eval_batch_size: with --eval_batch_stats), so the record keeps them.
+RECORD_DEFINING = ("epochs", "eval_every", "eval_batch_size")
+# Where a run's data lies: another machine keeps the same images elsewhere (not recorded).
+RECORD_LOCATIONS = ("data_root", "mask_root")
 # The Config fields that decide a run's data (sagan_jax.data.load_data): runs that agree on
 # them (the same class and seed under different models) share one loaded dataset.
 DATA_FIELDS = ("dataset", "data_root", "data_dir", "download", "abnormal_class", "protocol",
@@ -179,22 +182,26 @@ def finished_run(args, model: str, cls: str, seed: int):
     return cfg, None
 
 
-def run_flags(cfg: Config) -> str:
-    """The flags that define a run's numbers, as the record keeps them: every flag that differs
-    from its default, less the ones a rerun may change without changing a finished run's result
-    (checkpoints.RESUMABLE_CHANGES but --epochs and --eval_every) and the run's own class, seed
-    and workdir; paths under the home folder as ``~``. Sorted JSON, so equal flags are equal
-    text."""
+def run_flags(flags: dict) -> str:
+    """The flags that define a run's numbers (a Config's ``to_dict()``, or the ``flags`` a
+    run's metrics.json saved), as the record keeps them: all of them, less the ones a rerun may
+    change without changing a finished run's result (checkpoints.RESUMABLE_CHANGES but
+    RECORD_DEFINING), the run's own class, seed and workdir (RUN_SPECIFIC), and where its data
+    lies (RECORD_LOCATIONS: another machine keeps the same images elsewhere). Sorted compact
+    JSON, so equal flags are equal text."""
     from sagan_jax.checkpoints import RESUMABLE_CHANGES
 
-    default = Config().to_dict()
-    out = {}
-    for k, v in cfg.to_dict().items():
-        if k in RUN_SPECIFIC or (k in RESUMABLE_CHANGES and k not in RECORD_DEFINING):
-            continue
-        if v != default[k]:
-            out[k] = _home_as_tilde(v) if isinstance(v, str) else v
-    return json.dumps(out, sort_keys=True, separators=(",", ":"))
+    return json.dumps({k: v for k, v in flags.items()
+                       if k not in RUN_SPECIFIC and k not in RECORD_LOCATIONS
+                       and (k not in RESUMABLE_CHANGES or k in RECORD_DEFINING)},
+                      sort_keys=True, separators=(",", ":"))
+
+
+def flag_differences(had: dict, want: dict) -> list:
+    """``--flag=recorded (now wanted)`` for each flag both define differently (a flag one of
+    them lacks, e.g. one added to the package after the run, is not compared)."""
+    return [f"--{k}={had[k]} (now {want[k]})" for k in sorted(set(had) & set(want))
+            if had[k] != want[k]]
 
 
 def _typed(row: dict) -> dict:
@@ -211,65 +218,102 @@ def _typed(row: dict) -> dict:
 
 def read_record(path: str) -> dict:
     """The runs a --record file holds, by (model, class, seed); {} when it does not exist yet.
-    A file that is not such a record is refused (common.FlagError), never half-read."""
+    A file that is not such a record (a missing or unknown column, a short or long line, a
+    number or flags cell that does not parse, a run twice) is refused with common.FlagError,
+    never half-read."""
     if not path or not os.path.exists(path):
         return {}
+
+    def bad(what: str, fix: str = "restore the file from git, or give a new path"):
+        return common.FlagError(f"--record={_home_as_tilde(path)}: {what}; {fix}")
+
     try:
         with open(path, newline="") as f:
             reader = csv.DictReader(f)
-            missing = [k for k in CSV_FIELDS if k not in (reader.fieldnames or ())]
-            if missing:
-                raise common.FlagError(
-                    f"--record={path}: not a table2 record (no column {missing[0]}); give a "
-                    "file this script wrote, or a new path")
-            rows = [_typed(r) for r in reader]
-    except ValueError as e:
-        if isinstance(e, common.FlagError):
-            raise
-        raise common.FlagError(f"--record={path}: unreadable row ({e}); restore the file "
-                               "from git, or give a new path") from None
+            columns = list(reader.fieldnames or ())
+            missing = [k for k in CSV_FIELDS if k not in columns]
+            extra = [k for k in columns if k not in CSV_FIELDS]
+            if missing or extra:
+                raise bad(f"not a table2 record (no column {missing[0]})" if missing else
+                          f"column {extra[0]} is not a record column",
+                          "give a file this script wrote, or a new path" if missing else
+                          "remove it (the record keeps only what table2 writes)")
+            raw = list(reader)
+    except OSError as e:
+        raise bad(f"cannot be read ({e.strerror})", "give a CSV file's path") from None
     out = {}
-    for r in rows:
+    for n, r in enumerate(raw, start=2):
+        if None in r or any(v is None for v in r.values()):
+            raise bad(f"line {n} has {'more' if None in r else 'fewer'} cells than columns")
+        try:
+            r = _typed(r)
+            flags = json.loads(r["flags"])
+        except ValueError as e:
+            raise bad(f"line {n} does not parse ({e})") from None
+        if not isinstance(flags, dict):
+            raise bad(f"line {n}: its flags are not a JSON object")
         key = (r["model"], r["abnormal_class"], r["seed"])
         if key in out:
-            raise common.FlagError(f"--record={path}: run {key[0]} class {key[1]} seed "
-                                   f"{key[2]} appears twice; keep one line per run")
+            raise bad(f"run {key[0]} class {key[1]} seed {key[2]} appears twice",
+                      "keep one line per run")
         out[key] = r
     return out
 
 
-def check_record(args) -> None:
-    """Every recorded run that this command asks for must have been trained with this
-    command's flags (run_flags): a record never mixes two experiments in one table."""
-    for (model, cls, seed), r in sorted(args.recorded.items()):
-        if model not in args.models or cls not in args.classes or seed not in args.seeds:
-            continue  # kept in the record, not in this report
-        want = json.loads(run_flags(run_config(args, model, cls, seed)))
-        had = json.loads(r["flags"] or "{}")
-        diff = [f"--{k}={had.get(k, '(default)')} (now {want.get(k, '(default)')})"
-                for k in sorted(set(want) | set(had)) if want.get(k) != had.get(k)]
-        if diff:
-            raise common.FlagError(
-                f"--record={args.record_shown}: run {model} class {cls} seed {seed} there was "
-                f"trained with other flags: {', '.join(diff)}; rerun with the record's flags, "
-                "or give another --record (or --doc_section) for a new table")
+def check_finished(args) -> None:
+    """Every finished run this command would read back, from a workdir or the record, must
+    have been trained with this command's flags (run_flags): a table never mixes two
+    experiments, and a record never labels a run with flags it was not trained with."""
+    for model in args.models:
+        for cls in args.classes:
+            for seed in args.seeds:
+                want = json.loads(run_flags(run_config(args, model, cls, seed).to_dict()))
+                cfg, metrics = finished_run(args, model, cls, seed)
+                if metrics is not None:
+                    where = f"workdir {_home_as_tilde(cfg.workdir)}"
+                    had = json.loads(run_flags(metrics.get("flags") or {}))
+                    fix = "use another --out, or this run's flags"
+                elif (model, cls, seed) in args.recorded:
+                    where = f"--record={args.record_shown}"
+                    had = json.loads(args.recorded[(model, cls, seed)]["flags"])
+                    fix = ("rerun with the record's flags, or give another --record (or "
+                           "--doc_section) for a new table")
+                else:
+                    continue
+                diff = flag_differences(had, want)
+                if diff:
+                    raise common.FlagError(
+                        f"{where}: run {model} class {cls} seed {seed} there was trained with "
+                        f"other flags: {', '.join(diff)}; {fix}")
 
 
 def write_record(args, rows: list) -> None:
-    """This report's rows into --record, beside the recorded runs it did not ask for (kept:
-    nothing is dropped); written to a temporary file and renamed, so a crash leaves the
-    previous record whole."""
-    merged = dict(args.recorded)
-    for r in rows:
-        merged[(r["model"], r["abnormal_class"], int(r["seed"]))] = r
-    os.makedirs(os.path.dirname(os.path.abspath(args.record)), exist_ok=True)
+    """This report's rows into --record, beside the runs recorded there that it did not ask
+    for (kept: nothing is dropped). Under a lock on the record's folder the file is read again
+    (another command may have added runs since this one started), merged, written to a
+    temporary file and renamed: a crash leaves the previous record whole."""
+    import fcntl
+
+    folder = os.path.dirname(os.path.abspath(args.record))
+    os.makedirs(folder, exist_ok=True)
+    fd = os.open(folder, os.O_RDONLY)
     tmp = f"{args.record}.tmp{os.getpid()}"
-    with open(tmp, "w", newline="") as f:
-        w = csv.DictWriter(f, CSV_FIELDS, restval="", extrasaction="ignore")
-        w.writeheader()
-        for key in sorted(merged, key=lambda k: (k[0], k[1], k[2])):
-            w.writerow(merged[key])
-    os.replace(tmp, args.record)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        merged = read_record(args.record)
+        for r in rows:
+            merged[(r["model"], r["abnormal_class"], int(r["seed"]))] = r
+        with open(tmp, "w", newline="") as f:
+            w = csv.DictWriter(f, CSV_FIELDS, restval="")
+            w.writeheader()
+            for key in sorted(merged):
+                w.writerow({k: (_home_as_tilde(v) if k == "workdir" else v)
+                            for k, v in merged[key].items()})
+        os.replace(tmp, args.record)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        os.close(fd)  # releases the lock
 
 
 class DataCache:
@@ -305,7 +349,7 @@ def row_of(cfg: Config, metrics: dict, budget: str) -> dict:
         "budget": budget, "dataset": cfg.dataset,
         "protocol": cfg.protocol, "workdir": cfg.workdir,
         "runs_in_program": metrics.get("runs_in_program", 1),
-        "flags": run_flags(cfg),
+        "flags": run_flags(metrics.get("flags") or cfg.to_dict()),  # what it trained with
     }
 
 
@@ -877,7 +921,7 @@ def main(argv=None):
             for c in args.classes:
                 run_config(args, m, c, args.seeds[0])
             program_config(args, m, args.classes, args.seeds)
-        check_record(args)
+        check_finished(args)
     except common.FlagError as e:
         common.fail(str(e))
     monitor = common.LoadMonitor()

@@ -440,7 +440,7 @@ def _t2_row(model, cls, seed, auc=0.6):
             "auc_last_epoch": auc, "auc_best_epoch_test_selected": auc,
             "auc_originals_evaluation": "" if model == "pca" else auc + 0.1,
             "auc_val_selected": "" if model == "pca" else auc, "val_selected_epoch": 3,
-            "wall_time_s": 10.0, "train_s": 5.0, "runs_in_program": 1}
+            "wall_time_s": 10.0, "train_s": 5.0, "runs_in_program": 1, "flags": "{}"}
 
 
 def test_table2_coverage_names_each_missing_run_and_the_command(tmp_path):
@@ -568,7 +568,7 @@ def test_table2_record_rebuilds_and_completes_a_report_without_workdirs(tmp_path
     calls = []
     monkeypatch.setattr(loop, "train", _fake_train(calls))
     rec = tmp_path / "record.csv"
-    other = dict(_t2_row("ganomaly", "5", 0), flags="{}")  # another table's run: kept
+    other = _t2_row("ganomaly", "5", 0)  # another table's run: kept
     with open(rec, "w") as f:
         f.write(",".join(table2.CSV_FIELDS) + "\n"
                 + ",".join(str(other.get(k, "")) for k in table2.CSV_FIELDS) + "\n")
@@ -604,39 +604,78 @@ def test_table2_record_rebuilds_and_completes_a_report_without_workdirs(tmp_path
 
 
 def test_table2_record_refuses_other_flags_and_bad_files(tmp_path, capsys, monkeypatch):
-    """A recorded run trained with other flags is not read into this command's table (one line
-    naming the flag, exit 2, before any training); nor is a file that is not a record."""
+    """A finished run trained with other flags, in the record or in a workdir, is not read into
+    this command's table (one line naming the flag, exit 2, before any training); nor is a file
+    that is not a record. Two commands writing one record keep each other's runs."""
     from experiments import table2
     import sagan_jax.training.loop as loop
 
     monkeypatch.setattr(loop, "train", _fake_train([]))
     rec = tmp_path / "runs.csv"
     argv = ["--three_way", "--dataset=digits", "--models=sagan", "--classes=0", "--seeds=0",
-            "--budget=tiny", f"--out={tmp_path}", f"--record={rec}"]
+            "--budget=tiny", f"--out={tmp_path / 'a'}", f"--record={rec}"]
+
+    def refused(argv):
+        with pytest.raises(SystemExit) as e:
+            table2.main(argv)
+        assert e.value.code == 2
+        return capsys.readouterr().err.splitlines()[-1]
+
     args = table2.parse_args(argv)
     table2.write_outputs(args, table2.run_all(args, common.LoadMonitor()))
-    with pytest.raises(SystemExit) as e:
-        table2.main([*argv, "--set", "ngf=32", "--report_only"])
-    assert e.value.code == 2
-    assert capsys.readouterr().err.splitlines()[-1].endswith(
+    fresh = [a.replace("/a", "/b") for a in argv]  # no workdir: the record alone
+    assert refused([*fresh, "--set", "ngf=32", "--report_only"]).endswith(
         f"error: --record={rec}: run sagan class 0 seed 0 there was trained with other "
         "flags: --ngf=16 (now 32); rerun with the record's flags, or give another --record (or "
         "--doc_section) for a new table")
+    # a finished workdir run is compared with the flags its metrics.json saved, not labelled
+    # with the command's
+    workdir = table2.run_workdir(str(tmp_path / "a"), "sagan", "0", 0)
+    os.makedirs(workdir)
+    cfg = table2.run_config(args, "sagan", "0", 0)
+    with open(os.path.join(workdir, "metrics.json"), "w") as f:
+        json.dump({"last_epoch": cfg.epochs, "flags": cfg.replace(ngf=48).to_dict()}, f)
+    assert refused([*argv, "--report_only"]).endswith(
+        f"error: workdir {workdir}: run sagan class 0 seed 0 there was trained with other "
+        "flags: --ngf=48 (now 16); use another --out, or this run's flags")
+    # another machine keeps the data elsewhere: not a difference
+    assert "data_root" not in json.loads(table2.read_record(str(rec))[("sagan", "0", 0)]["flags"])
+    # two commands that read the record before either wrote it keep both runs
+    one = table2.parse_args([*fresh[:3], "--classes=1", *fresh[4:]])
+    two = table2.parse_args([*fresh[:3], "--classes=2", *fresh[4:]])
+    table2.write_outputs(one, table2.run_all(one, common.LoadMonitor()))
+    table2.write_outputs(two, table2.run_all(two, common.LoadMonitor()))
+    assert sorted(table2.read_record(str(rec))) == [("sagan", c, 0) for c in "012"]
+    assert not [n for n in os.listdir(tmp_path) if ".tmp" in n]
     text = rec.read_text()
+    lines = text.splitlines()
     for bad, expected in (
             ("model,seed\nsagan,0\n", "not a table2 record (no column abnormal_class); give a "
                                        "file this script wrote, or a new path"),
-            (text + text.splitlines()[1] + "\n", "run sagan class 0 seed 0 appears twice; keep "
-                                                 "one line per run"),
-            (text.replace(",0.5,", ",half,", 1), "unreadable row (could not convert string to "
-                                                 "float: 'half'); restore the file from git, or "
-                                                 "give a new path")):
+            (lines[0] + ",note\n", "column note is not a record column; remove it (the record "
+                                   "keeps only what table2 writes)"),
+            (text + lines[1] + "\n", "run sagan class 0 seed 0 appears twice; keep one line per "
+                                     "run"),
+            (text.replace(",0.5,", ",half,", 1), "line 2 does not parse (could not convert "
+                                                 "string to float: 'half'); restore the file "
+                                                 "from git, or give a new path"),
+            (lines[0] + "\n<<<<<<< HEAD\n", "line 2 has fewer cells than columns; restore the "
+                                             "file from git, or give a new path"),
+            (lines[0] + "\n" + lines[1] + ",x\n", "line 2 has more cells than columns; restore "
+                                                  "the file from git, or give a new path"),
+            (text.replace('"{', '"[{', 1).replace('}"', '}]"', 1),
+             "line 2: its flags are not a JSON object; restore the file from git, or give a new "
+             "path")):
         rec.write_text(bad)
         with pytest.raises(SystemExit) as e:
             table2.parse_args(argv)
         assert e.value.code == 2
         assert capsys.readouterr().err.splitlines()[-1].endswith(
             f"error: --record={rec}: {expected}")
+    with pytest.raises(SystemExit):
+        table2.parse_args([*argv[:-1], f"--record={tmp_path}"])
+    assert capsys.readouterr().err.splitlines()[-1].endswith(
+        f"error: --record={tmp_path}: cannot be read (Is a directory); give a CSV file's path")
 
 
 def test_parity_train_one_seed_and_failed_runs_are_written_plainly(capsys):
