@@ -485,6 +485,32 @@ def test_table2_coverage_names_each_missing_run_and_the_command(tmp_path):
         "Coverage: complete, all 18 requested runs (3 models x 3 classes x 2 seeds) finished.")
 
 
+def test_committed_three_way_sections_are_their_records():
+    """Each table2 section of docs/results.md that has a committed record (docs/runs/NAME.csv)
+    is what its own command makes of that record: the three-way table and the per-model
+    figures, rebuilt here from the CSV alone, equal the text in the doc. So a published table
+    never drifts from the runs it names."""
+    import shlex
+
+    from experiments import table2
+
+    checked = 0
+    for record in sorted(glob.glob(os.path.join(common.DOCS, "runs", "*.csv"))):
+        name = os.path.basename(record)[:-len(".csv")]
+        body = common.read_section(common.RESULTS_MD, name)
+        assert body is not None, f"{record}: docs/results.md has no section {name}"
+        command = body.splitlines()[0]
+        assert command.startswith("Command: `python -m experiments.table2 "), command
+        args = table2.parse_args(shlex.split(command[len("Command: `"):-1])[3:])
+        assert os.path.samefile(args.record, record)
+        rows = [r for (m, c, s), r in args.recorded.items()
+                if m in args.models and c in args.classes and s in args.seeds]
+        assert table2.three_way_table(rows, args.classes, args.models) in body
+        assert table2.three_way_facts(rows, args.models) in body
+        checked += 1
+    assert checked >= 1
+
+
 def test_table2_doc_section(tmp_path, capsys):
     """--doc_section writes the report into that section of --doc and leaves the rest of the
     file as it was; a file without the section's markers is refused before any training."""
