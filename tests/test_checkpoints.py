@@ -15,7 +15,6 @@ from PIL import Image
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = ["--isize=16", "--ngf=16", "--ndf=16", "--nz=8", "--max_train_images=96",
         "--batch_size=16", "--eval_batch_size=64", "--epochs=3", "--noprogress", "--seed=3"]
-STEPS_PER_EPOCH = 96 // 16
 
 
 def run(args, script=None, env_extra=None):
@@ -50,35 +49,37 @@ def test_run_writes_metrics_logs_plots_and_checkpoints(trained):
     assert os.listdir(os.path.join(trained, "best"))
 
 
-def test_sigkill_then_resume_equals_uninterrupted_run(tmp_path):
-    chunk = []  # one step per chunk (the CPU default): the kill lands inside epoch 2
-    ref = str(tmp_path / "ref")
-    assert run(TINY + chunk + [f"--workdir={ref}"]).returncode == 0
+def test_sigkill_then_resume_equals_uninterrupted_run(trained, tmp_path):
+    """The module's uninterrupted run is the reference: the same flags, killed in epoch 2 (one
+    step per chunk, the CPU default), then the same command resumes it to bit-equal weights."""
+    flags = TINY + ["--val_fraction=0.25"]  # the fixture's flags: 72 training images
+    steps_per_epoch = 72 // 16
+    ref = trained
     work = str(tmp_path / "killed")
-    kill_at = STEPS_PER_EPOCH + 4  # four steps into the second epoch
-    out = run(TINY + chunk + [f"--workdir={work}"],
+    kill_at = steps_per_epoch + 2  # two steps into the second epoch
+    out = run(flags + [f"--workdir={work}"],
               script=os.path.join(ROOT, "tests", "_killed_run.py"),
               env_extra={"KILL_AT_STEP": str(kill_at)})
     assert out.returncode == -signal.SIGKILL
     assert not os.path.exists(os.path.join(work, "metrics.json"))
     logged = [json.loads(l)["step"] for l in open(os.path.join(work, "metrics.jsonl"))
               if '"kind": "step"' in l]
-    assert max(logged) >= STEPS_PER_EPOCH  # steps after the checkpoint were logged, then lost
+    assert max(logged) >= steps_per_epoch  # steps after the checkpoint were logged, then lost
     step, _ = final_arrays(work)
-    assert step == STEPS_PER_EPOCH  # the first epoch's checkpoint survived the kill
-    out = run(TINY + chunk + [f"--workdir={work}"])
+    assert step == steps_per_epoch  # the first epoch's checkpoint survived the kill
+    out = run(flags + [f"--workdir={work}"])
     assert out.returncode == 0, out.stderr[-3000:]
     assert "resumed from" in out.stderr
     # the log has every step once (the killed process's extra rows were dropped)
     steps = [json.loads(l)["step"] for l in open(os.path.join(work, "metrics.jsonl"))
              if '"kind": "step"' in l]
-    assert steps == list(range(3 * STEPS_PER_EPOCH))
+    assert steps == list(range(3 * steps_per_epoch))
     wall = json.load(open(os.path.join(work, "metrics.json")))["wall_time_s"]
     first = json.load(open(os.path.join(work, "metrics.json")))["history"][0]
     assert wall > first["train_s"]  # the killed process's epoch counts in the wall time
     step_ref, a = final_arrays(ref)
     step_res, b = final_arrays(work)
-    assert step_ref == step_res == 3 * STEPS_PER_EPOCH
+    assert step_ref == step_res == 3 * steps_per_epoch
     assert a.keys() == b.keys()
     for k in a:
         np.testing.assert_array_equal(a[k], b[k], err_msg=k)

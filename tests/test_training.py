@@ -93,10 +93,6 @@ def test_two_device_step_equals_single_device_step():
     # Full state after one step, to 1e-4 (SGD: parameters move by lr * gradient).
     assert res["sgd"]["params"] < 1e-4 and res["sgd"]["stats"] < 1e-4
     assert res["sgd"]["metrics"] < 1e-4
-    # With Adam, losses, BatchNorm statistics and the metrics agree too; parameters are not
-    # compared because biases right before a BatchNorm have a mathematically zero gradient,
-    # and Adam's first step turns their float-noise gradient into a +-lr update.
-    assert res["adam"]["stats"] < 1e-4 and res["adam"]["metrics"] < 1e-4
     # The run axis composed with the data axis: two runs together on 2 devices equal each
     # run alone on one device (SGD; tests/test_runs.py covers one device). After one step to
     # this test's 1e-4, the whole state; after two steps to 1e-3: seed 1's first DSC kernel
