@@ -131,5 +131,12 @@ def test_training_loop_uses_grad_maps_and_stores_their_scale(tmp_path):
     data = dataclasses.replace(data, test=dataclasses.replace(test, masks=masks))
     result = train_and_evaluate(cfg, data)
     assert 0.0 <= result["pixel_auc"] <= 1.0
+    # the run names the form each of the generator's 18 DSC layers computed in (the fixed
+    # rule here: --dsc_autotune=false)
+    from sagan_jax.models import dsc_autotune
+
+    assert result["dsc_impls"] == dict(dsc_autotune.rule_mapping(dsc_autotune.dsc_layers(cfg),
+                                                                 "cpu"))
+    assert len(result["dsc_impls"]) == 18 and "up4.conv2" in result["dsc_impls"]
     scale = saved_meta(cfg.workdir)["calibration"]["map_scale"]
     assert scale["grad"] > 0 and scale["residual"] > 0

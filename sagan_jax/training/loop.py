@@ -204,7 +204,10 @@ class Trainer:
             # anything is built, so every network of this program uses the fastest.
             from sagan_jax.models import dsc_autotune
 
-            dsc_autotune.resolve_dsc_impls(runs[0].cfg, cfg.batch_size // n_dev)
+            self.dsc_impls = dict(dsc_autotune.resolve_dsc_impls(runs[0].cfg,
+                                                                 cfg.batch_size // n_dev))
+        else:
+            self.dsc_impls = None
         self.trackers = []
         txs = []
         for run, data in zip(runs, datas):
@@ -435,6 +438,11 @@ class Trainer:
                   "processes": jax.process_count(),
                   "data": {"name": t.data.name, "counts": t.data.counts()},
                   "flags": t.cfg.to_dict()}
+        if self.dsc_impls:
+            # Which exact form each DSC layer computed in (--dsc_impl=auto picks per layer by
+            # timing on this machine): the same math, but not the same float rounding, which
+            # training amplifies, so a run's numbers depend on it (docs/results.md).
+            result["dsc_impls"] = self.dsc_impls
         if t.diverged is not None:
             result["diverged"] = t.diverged
         if any("test_auc" in r for r in t.history):
