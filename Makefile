@@ -20,8 +20,12 @@ install: $(VENV)/.installed
 demo: install
 	$(PY) -m experiments.demo
 
+# The float-sensitive tests run again under a second XLA:CPU setting (AVX2 code, one thread),
+# so an assertion that holds on one CPU only fails here before it fails for a user.
 test: install
 	$(PY) -m pytest -q -n 2 --dist loadfile tests
+	XLA_FLAGS="--xla_cpu_max_isa=AVX2 --xla_cpu_multi_thread_eigen=false" \
+	    $(PY) -m pytest -q -p no:xdist -m float_sensitive tests
 
 clean:
 	rm -rf $(VENV) workdirs

@@ -172,7 +172,17 @@ def run_script(main) -> None:
     after the module it was started as. Called in-process, main() raises them unchanged."""
     spec = getattr(sys.modules.get("__main__"), "__spec__", None)
     with package_errors(spec.name if spec is not None else None):
+        configure_host_devices()
         main()
+
+
+def configure_host_devices() -> int:
+    """One XLA:CPU device per usable core for a script, as the CLI's --host_devices=auto
+    (``$SAGAN_JAX_HOST_DEVICES`` = N or auto overrides); a batch that does not split evenly
+    trains on fewer (sagan_jax.training.step.make_mesh). Before anything starts JAX."""
+    from sagan_jax.devices import configure
+
+    return configure(os.environ.get("SAGAN_JAX_HOST_DEVICES", "auto"))
 
 
 # --- finished runs -----------------------------------------------------------------------------

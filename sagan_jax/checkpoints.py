@@ -21,7 +21,8 @@ MODEL_FLAGS = ("model", "isize", "ngf", "ndf", "nz", "use_dsc", "use_cbam", "ker
 # other flag defines the experiment and must match (README: "Reliability").
 RESUMABLE_CHANGES = (
     "mode", "workdir", "epochs", "eval_every", "plots", "progress", "tensorboard",
-    "keep_checkpoints", "compilation_cache", "num_devices", "input", "output", "data_dir",
+    "keep_checkpoints", "compilation_cache", "num_devices", "host_devices", "input", "output",
+    "data_dir",
     "download", "seeds", "abnormal_classes", "run_axis_impl", "max_runs_per_program",
     "steps_per_chunk", "dsc_impl", "dsc_autotune", "coordinator_address", "num_processes",
     "process_id", "anomaly_map", "eval_batch_size",
@@ -213,6 +214,11 @@ def restore_for_inference(cfg):
     state, meta = restore_latest(manager(cfg.workdir, read_only=True), abstract, cfg)
     if state is None:
         raise _no_checkpoint(cfg.workdir)
+    if meta.get("dsc_impls") and cfg.dsc_impl == "auto":
+        # score with the DSC forms the run was trained and calibrated with (same rounding)
+        from sagan_jax.models import dsc_autotune
+
+        dsc_autotune.pin(cfg, tuple(meta["dsc_impls"].items()))
     return state, meta
 
 

@@ -74,7 +74,7 @@ class Config:
     use_dsc: bool = flag(True, 'depthwise-separable convolutions in the generator')
     use_cbam: bool = flag(True, 'CBAM attention on the skips')
     kernels_per_layer: int = flag(2, "DSC channel multiplier (paper's Table 1: 2; authors' code: 1)")
-    dsc_impl: str = flag("auto", 'how DSCs are computed (same math): auto (CPU: autotuned or a fixed rule, see --dsc_autotune; GPU/TPU: xla) | dense | shift | shift_vjp | repeat | xla')
+    dsc_impl: str = flag("auto", 'how DSCs are computed (same math, other float rounding): auto (per layer from a fixed table of measured winners by backend, device count and shape, else a shape rule; GPU/TPU: xla) | dense | shift | shift_vjp | repeat | xla')
     pool_after_cbam: bool = flag(False, "pool CBAM(x) instead of x (the paper's prose)")
     # Non-GAN baselines, fitted without a training loop (sagan_jax/methods/pca.py, knn.py).
     pca_components: int = flag(16, "--model=pca: principal components of the normal training images kept; the score is the mean squared residual of the projection onto them")
@@ -95,12 +95,13 @@ class Config:
     steps_per_chunk: int = flag(0, "training steps per jitted chunk (lax.scan; unrolled on CPU, where XLA runs a step inside a loop 25x slower); the host syncs (logs, progress, NaN check) between chunks; 0 = auto: 1 on CPU, 10 elsewhere")
     # Numerics.
     compute_dtype: str = flag("float32", "dtype of activations and convolutions: float32 | bfloat16 (parameters, optimiser state and BatchNorm statistics stay float32)")
-    dsc_autotune: bool = flag(True, "dsc_impl=auto: time each depthwise-separable layer's exact implementations once per (backend, shape, kernels_per_layer, dtype) and cache the choice on disk (false: a fixed rule)")
+    dsc_autotune: bool = flag(False, "dsc_impl=auto: instead of the fixed table, time each depthwise-separable layer's exact forms on this machine (cached on disk). Opt-in: timings under load can pick other forms, and other forms round differently, so results then depend on the machine's load; the forms chosen are written to metrics.json and kept on resume")
     # Several processes (docs/scaling.md).
     coordinator_address: str = flag("", "host:port of process 0 for multi-process training with jax.distributed ('' = single process unless a cluster (Slurm, Open MPI) is detected)")
     num_processes: int = flag(0, "number of processes in a multi-process run (0 = single process or auto-detected)")
     process_id: int = flag(-1, "this process's index in a multi-process run (-1 = auto-detected)")
     # Devices and output.
+    host_devices: str = flag("auto", "CPU: split each batch over this many XLA host devices, one per core (auto = the usable cores, lowered to the largest count that divides --batch_size and --eval_batch_size; N = exactly N). Same math; set before JAX starts, so it applies to the CLI and the experiment scripts")
     num_devices: int = flag(0, 'local devices for data parallelism (0 = all)')
     progress: bool = flag(True, 'show a progress bar')
     tensorboard: bool = flag(True, 'write TensorBoard event files to WORKDIR/tensorboard')
@@ -261,6 +262,13 @@ def validate(cfg: Config) -> None:
         raise ConfigError(f"--threshold_fpr={cfg.threshold_fpr} must lie in (0, 1)")
     if cfg.mode == "score" and not cfg.input:
         raise ConfigError("--mode=score needs --input=IMAGE_OR_FOLDER (and the trained --workdir)")
+    try:
+        from sagan_jax.devices import parse_host_devices
+
+        parse_host_devices(cfg.host_devices)
+    except ValueError:
+        raise ConfigError(f"--host_devices={cfg.host_devices!r} must be 'auto' or a positive "
+                          "number of CPU devices, e.g. --host_devices=2") from None
     if cfg.num_devices < 0:
         raise ConfigError(f"--num_devices={cfg.num_devices} must be >= 0 (0 = all local devices)")
     methods.get(cfg.model).validate(cfg)

@@ -62,7 +62,8 @@ log = logging.getLogger("sagan_jax")
 # Taken from the command line (or its defaults), never from the checkpoint.
 SCORE_FLAGS = ("input", "output", "on_bad_image", "on_small_image")
 RUNTIME_FLAGS = ("mode", "workdir", "compilation_cache", "dsc_impl", "dsc_autotune",
-                 "num_devices", "progress", "coordinator_address", "num_processes", "process_id")
+                 "num_devices", "host_devices", "progress", "coordinator_address", "num_processes",
+                 "process_id")
 # From the command line when passed there, else the run's.
 RUN_DEFAULT_FLAGS = ("anomaly_map", "eval_batch_size")
 CSV_COLUMNS = ["path", "raw_score", "normalised_score", "decision", "r", "lat", "map", "reason"]

@@ -109,6 +109,7 @@ def run(cfg: Config) -> dict:
         return {}
     if cfg.mode != "score":  # score mode writes to --output only (a read-only workdir is fine)
         check_workdir(cfg.workdir)
+    configure_host_devices(cfg)
     enable_compilation_cache(cfg.compilation_cache)
     init_distributed(cfg)
 
@@ -146,6 +147,13 @@ def run(cfg: Config) -> dict:
     say(f"AUC {result['auc']:.4f}  AP {result['ap']:.4f}  F1 {result['f1']:.4f}  "
           f"(checkpoint step {result['step']}; {os.path.join(cfg.workdir, 'eval.json')})")
     return result
+
+
+def configure_host_devices(cfg) -> None:
+    """One XLA:CPU device per core (--host_devices), before anything starts JAX's backend."""
+    from sagan_jax.devices import configure
+
+    configure(cfg.host_devices, cfg.batch_size, cfg.eval_batch_size)
 
 
 def init_distributed(cfg) -> None:

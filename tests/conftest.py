@@ -18,6 +18,10 @@ os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "-1")
 import jax  # noqa: E402
 import pytest  # noqa: E402
 
+# The pytest processes themselves keep one CPU device (unit tests build their own meshes);
+# the CLI's subprocesses get the default, one device per core (--host_devices=auto).
+jax.devices()
+
 _TIMES = os.environ.get("SAGAN_JAX_TEST_TIMES")  # a file: "seconds<TAB>test id" per test
 
 

@@ -56,6 +56,7 @@ def test_grad_map_equals_finite_differences_of_the_score(tiny):
     assert got.shape == (16, 16) and np.all(got >= 0) and got.max() > 0
 
 
+@pytest.mark.float_sensitive
 def test_grad_maps_are_per_image(tiny):
     cfg, state, images = tiny
     variables = variables_of(state)
@@ -69,6 +70,7 @@ def test_grad_maps_are_per_image(tiny):
     np.testing.assert_allclose(shuffled, batched, rtol=1e-5, atol=1e-9)
 
 
+@pytest.mark.float_sensitive
 def test_residual_map_unchanged(tiny):
     cfg, state, images = tiny
     variables = variables_of(state)

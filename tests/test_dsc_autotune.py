@@ -10,7 +10,7 @@ from sagan_jax.config import Config
 from sagan_jax.models import build_models, dsc_autotune
 from sagan_jax.models.layers import auto_dsc_impl
 
-TINY = dict(ngf=16, ndf=8, nz=10, isize=16, batch_size=4)
+TINY = dict(ngf=16, ndf=8, nz=10, isize=16, batch_size=4, dsc_autotune=True)
 
 
 @pytest.fixture(autouse=True)
@@ -93,11 +93,13 @@ def test_forced_choice_is_honoured_by_the_built_model():
 
 
 def test_autotune_off_gives_the_fixed_rule(monkeypatch):
-    cfg = Config(**TINY, dsc_autotune=False)
+    cfg = Config(**dict(TINY, dsc_autotune=False))
     timer = FakeTimer("xla")
     mapping = dsc_autotune.resolve_dsc_impls(cfg, timer=timer)
     assert timer.calls == []
-    rule = {l.name: auto_dsc_impl(l.cin, l.m, l.cout, l.h, l.w, "cpu")
+    table = dsc_autotune.fixed_table()
+    rule = {l.name: table.get(dsc_autotune.table_key(l, "cpu", 1))
+            or auto_dsc_impl(l.cin, l.m, l.cout, l.h, l.w, "cpu")
             for l in dsc_autotune.dsc_layers(cfg)}
     assert dict(mapping) == rule
     assert dsc_autotune.impls_for(cfg) == mapping
@@ -106,6 +108,37 @@ def test_autotune_off_gives_the_fixed_rule(monkeypatch):
     dsc_autotune.clear_memo()
     assert dict(dsc_autotune.resolve_dsc_impls(Config(**TINY), timer=timer)) == rule
     assert timer.calls == []
+
+
+def test_default_is_the_fixed_table_then_the_shape_rule(monkeypatch):
+    """No timing by default: a layer listed in the table gets the table's form (keyed by
+    backend, device count and shape), every other layer the shape rule."""
+    cfg = Config(**dict(TINY, dsc_autotune=False))
+    layers = dsc_autotune.dsc_layers(cfg)
+    first = layers[1]
+    other = next(l for l in layers if dsc_autotune.table_key(l, "cpu", 1)
+                 != dsc_autotune.table_key(first, "cpu", 1))
+    forced = "shift_vjp" if auto_dsc_impl(first.cin, first.m, first.cout, first.h, first.w,
+                                          "cpu") != "shift_vjp" else "dense"
+    monkeypatch.setattr(dsc_autotune, "_TABLE",
+                        {dsc_autotune.table_key(first, "cpu", 1): forced,
+                         dsc_autotune.table_key(other, "cpu", 2): forced, "x": "dense"})
+    mapping = dict(dsc_autotune.resolve_dsc_impls(cfg, timer=FakeTimer("xla")))
+    assert mapping[first.name] == forced
+    assert mapping[other.name] == auto_dsc_impl(other.cin, other.m, other.cout, other.h,
+                                                other.w, "cpu")  # listed for 2 devices only
+    assert dict(dsc_autotune.impls_for(cfg)) == mapping
+    assert Config().dsc_autotune is False
+
+
+def test_shipped_table_names_only_known_forms():
+    with open(dsc_autotune.TABLE_FILE) as f:
+        entries = json.load(f)["entries"]
+    from sagan_jax.config import DSC_IMPLS
+
+    assert all(e["impl"] in DSC_IMPLS and e["impl"] != "auto" for e in entries.values())
+    assert all(k.split("|")[0] in ("cpu", "gpu", "tpu") and k.split("|")[1].startswith("d")
+               for k in entries)
 
 
 def test_non_auto_impl_and_non_cpu_backend(monkeypatch):
@@ -152,3 +185,26 @@ def test_real_timer_runs_inside_a_trace_and_picks_a_candidate():
     traced(jnp.ones(()))
     assert set(seen) == {"shift", "shift_vjp", "dense"}
     assert all(t > 0 for t in seen.values())
+
+
+def test_a_resumed_run_keeps_its_forms_and_refuses_other_ones(monkeypatch, tmp_path):
+    """The DSC forms are part of what defines a run: on resume the checkpoint's forms are used
+    (no timing), and flags that give other forms are refused in one line."""
+    from sagan_jax import checkpoints
+    from sagan_jax.config import ConfigError
+    from sagan_jax.training.loop import resolve_dsc_forms
+    from sagan_jax.training.runs import Run
+
+    cfg = Config(**dict(TINY, dsc_autotune=False), workdir=str(tmp_path))
+    forms = {l.name: "dense" for l in dsc_autotune.dsc_layers(cfg)}
+    assert dict(dsc_autotune.resolve_dsc_impls(cfg)) != forms  # the default is not all dense
+    dsc_autotune.clear_memo()
+    monkeypatch.setattr(checkpoints, "saved_meta", lambda workdir: {"dsc_impls": forms})
+    with pytest.raises(ConfigError, match=f"^{tmp_path} was trained with other DSC forms than "
+                                          "these flags give .*use a new --workdir$"):
+        resolve_dsc_forms([Run("", cfg)], 4)
+    assert resolve_dsc_forms([Run("", cfg.replace(dsc_impl="dense"))], 4) == forms
+    timed = cfg.replace(dsc_autotune=True)
+    monkeypatch.setattr(dsc_autotune, "time_candidates", FakeTimer("shift"))
+    assert resolve_dsc_forms([Run("", timed)], 4) == forms  # pinned, not timed again
+    assert dsc_autotune.impls_for(timed) == tuple(forms.items())

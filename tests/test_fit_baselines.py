@@ -31,6 +31,7 @@ def _components(spec, cfg, params, images_u8):
     return np.asarray(r), np.asarray(lat), np.asarray(recon)
 
 
+@pytest.mark.float_sensitive
 def test_pca_reconstruction_error_equals_sklearn():
     from sklearn.decomposition import PCA
 
@@ -62,6 +63,7 @@ def test_pca_components_spanning_the_data_reconstruct_it():
     assert np.all(r < 1e-8)
 
 
+@pytest.mark.float_sensitive
 @pytest.mark.parametrize("k", [1, 3])
 @pytest.mark.parametrize("chunk", [4, 1024])  # several chunks with padding; one chunk
 def test_knn_distance_equals_brute_force(k, chunk):

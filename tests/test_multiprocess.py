@@ -100,14 +100,19 @@ def test_two_processes_equal_one_and_resume_after_kill(tmp_path):
     # one writer, no duplicate after resume
     assert [r["step"] for r in r2] == list(range(2 * STEPS_PER_EPOCH))
     # Step by step the same training: every step's losses (on the same global batch), and the
-    # first step's losses and gradient norms to 1e-5. Later gradient norms drift apart by
+    # first step's losses and gradient norms to 1e-5 (nothing has been updated yet, so only
+    # the summation order of the cross-process mean differs). Later steps drift apart by
     # design-free float noise: ReLU zeros tie in CBAM's channel max and max-pools, two
-    # compilations route those ties' gradients differently, and Adam turns near-zero gradient
-    # noise into +-lr updates (2e-4 in the second step's G gradient norm with one step per
-    # jitted call, 2% after 8 steps; the losses stay within 3e-4).
+    # compilations route those ties' gradients differently, and Adam turns a near-zero
+    # gradient's noise into a full +-lr update of that parameter. After t steps a parameter
+    # can thus differ by up to 2 t lr (the bound checked on the final state below), and a
+    # loss by what that moves: seen on the losses up to step 7, 3e-4 relative on an AVX-512
+    # Xeon and 2.1e-3 (l_lat) on an AVX2 AMD EPYC; the gradient norms drift faster (2e-4 at
+    # step 1, 2% at step 7). The bounds sit 5x above the worst seen; a wrong batch split or
+    # a resume that repeated or skipped a batch moves the losses by 1e-1 and more.
     for x, y in zip(r1, r2):
         for k in ("l_con", "l_adv", "l_lat", "l_d"):
-            assert y[k] == pytest.approx(x[k], rel=1e-3), (x["step"], k, x[k], y[k])
+            assert y[k] == pytest.approx(x[k], rel=1e-2), (x["step"], k, x[k], y[k])
     for x, y in zip(r1[:2], r2[:2]):
         for k in ("g_grad_norm", "d_grad_norm"):
             assert y[k] == pytest.approx(x[k], rel=1e-3), (x["step"], k, x[k], y[k])

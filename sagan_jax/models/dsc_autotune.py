@@ -63,6 +63,10 @@ log = logging.getLogger(__name__)
 CACHE_ENV = "SAGAN_JAX_AUTOTUNE_CACHE"
 ENABLE_ENV = "SAGAN_JAX_DSC_AUTOTUNE"
 DEFAULT_CACHE = os.path.join("~", ".cache", "sagan_jax", "dsc_autotune.json")
+# The fixed table 'auto' uses by default: per backend, device count and layer shape, the form
+# that was fastest in quiet measurements (experiments/dsc_table.py writes it;
+# docs/benchmarks.md shows it).
+TABLE_FILE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "dsc_table.json")
 CACHE_FILE_NAME = "dsc_autotune.json"
 # Bump when the candidate set or the timing method changes: old entries are then ignored.
 TUNE_VERSION = 1
@@ -139,7 +143,7 @@ def autotune_enabled(cfg) -> bool:
     env = os.environ.get(ENABLE_ENV, "").strip().lower()
     if env in ("0", "false", "no", "off"):
         return False
-    return bool(getattr(cfg, "dsc_autotune", True))
+    return bool(getattr(cfg, "dsc_autotune", False))
 
 
 # ---- the cache file ---------------------------------------------------------------------------
@@ -191,26 +195,34 @@ def save_entries(path: str, new: dict) -> None:
 
 # ---- timing ---------------------------------------------------------------------------------
 def time_candidates(layer: DSCLayer, batch: int, dtype: str, candidates: Sequence[str],
-                    reps: int = REPS) -> Dict[str, float]:
+                    reps: int = REPS, mesh=None) -> Dict[str, float]:
     """Seconds per forward + backward call of each candidate impl on ``layer`` at ``batch``:
     compiled ahead of time, one warm-up call each, candidates slower than PRUNE_FACTOR x the
     fastest warm-up dropped (their warm-up time is reported), the rest timed in ``reps``
     alternating rounds (rotating order) and reported as medians. Runs eagerly even when
     called while a function is being traced."""
     with jax.ensure_compile_time_eval():
-        return _time_candidates(layer, batch, dtype, candidates, reps)
+        return _time_candidates(layer, batch, dtype, candidates, reps, mesh)
 
 
-def _time_candidates(layer, batch, dtype, candidates, reps):
+def _time_candidates(layer, batch, dtype, candidates, reps, mesh=None):
     dt = jnp.dtype(dtype)
     kx, kp, kr = jax.random.split(jax.random.key(0), 3)
     x = jax.random.normal(kx, (batch, layer.h, layer.w, layer.cin), jnp.float32).astype(dt)
     r = jax.random.normal(kr, (batch, layer.h, layer.w, layer.cout), jnp.float32)
+    if mesh is not None:  # ``batch`` split over the mesh's devices, as a training step does
+        from sagan_jax.devices import put_batch
+
+        x, r = put_batch(x, mesh), put_batch(r, mesh)
     argnums = (0, 1) if layer.input_grad else 0
 
     def build(impl):
         mod = DepthwiseSeparableConv(layer.cout, 3, layer.m, impl, dtype=dt)
         params = mod.init(kp, x)
+        if mesh is not None:
+            from sagan_jax.devices import put_replicated
+
+            params = put_replicated(params, mesh)
 
         def loss(p, x):
             return jnp.sum(mod.apply(p, x).astype(jnp.float32) * r)
@@ -262,7 +274,7 @@ stats = {"timed_layers": 0}  # how many layer shapes this process has timed (tes
 def _arch_key(cfg, backend: str) -> tuple:
     return (cfg.model, cfg.isize, cfg.ngf, cfg.use_dsc, cfg.use_cbam, cfg.kernels_per_layer,
             cfg.pool_after_cbam, cfg.dsc_impl, autotune_enabled(cfg), compute_dtype_of(cfg),
-            backend)
+            backend, devices_of(cfg))
 
 
 def clear_memo() -> None:
@@ -270,8 +282,42 @@ def clear_memo() -> None:
     _MEMO.clear()
 
 
-def rule_mapping(layers: Sequence[DSCLayer], backend: str) -> Mapping:
-    return tuple((l.name, auto_dsc_impl(l.cin, l.m, l.cout, l.h, l.w, backend)) for l in layers)
+def table_key(layer: DSCLayer, backend: str, devices: int) -> str:
+    """The key of one layer shape in the fixed table (TABLE_FILE)."""
+    return (f"{backend}|d{devices}|{layer.h}x{layer.w}|{layer.cin}->{layer.cout}|m{layer.m}|"
+            f"{'dx' if layer.input_grad else 'nodx'}")
+
+
+_TABLE: Optional[Dict[str, str]] = None
+
+
+def fixed_table() -> Dict[str, str]:
+    """{table_key: impl} from TABLE_FILE, shipped with the package (read once)."""
+    global _TABLE
+    if _TABLE is None:
+        with open(TABLE_FILE) as f:
+            _TABLE = {k: e["impl"] for k, e in json.load(f)["entries"].items()}
+    return _TABLE
+
+
+def rule_mapping(layers: Sequence[DSCLayer], backend: str, devices: int = 1) -> Mapping:
+    """The deterministic choice per layer: the fixed table's measured winner for this backend,
+    device count and shape, else the shape rule :func:`auto_dsc_impl`. Never times anything,
+    so the same flags give the same compiled program, and the same numbers, on every run."""
+    table = fixed_table()
+    return tuple((l.name, table.get(table_key(l, backend, devices))
+                  or auto_dsc_impl(l.cin, l.m, l.cout, l.h, l.w, backend)) for l in layers)
+
+
+def devices_of(cfg) -> int:
+    """The devices one training batch is split over (--num_devices, else all local ones)."""
+    return cfg.num_devices or jax.local_device_count()
+
+
+def pin(cfg, mapping: Mapping) -> None:
+    """Make ``mapping`` the one every later build of ``cfg``'s architecture in this process
+    uses (a resumed run keeps the forms it was trained with)."""
+    _MEMO[_arch_key(cfg, jax.default_backend())] = tuple(tuple(p) for p in mapping)
 
 
 def resolve_dsc_impls(cfg, batch: Optional[int] = None, *, timer: Optional[Timer] = None,
@@ -294,7 +340,7 @@ def resolve_dsc_impls(cfg, batch: Optional[int] = None, *, timer: Optional[Timer
     elif cfg.dsc_impl != "auto":
         mapping = tuple((l.name, cfg.dsc_impl) for l in layers)
     elif not autotune_enabled(cfg) or (backend not in AUTOTUNE_BACKENDS and candidates is None):
-        mapping = rule_mapping(layers, backend)
+        mapping = rule_mapping(layers, backend, devices_of(cfg))
     else:
         with jax.ensure_compile_time_eval():
             mapping = _autotune(layers, batch or per_device_batch(cfg), compute_dtype_of(cfg),
@@ -346,7 +392,9 @@ def impls_for(cfg) -> Mapping:
     if key in _MEMO:
         return _MEMO[key]
     mapping: Mapping = ()
-    if autotune_enabled(cfg) and backend in AUTOTUNE_BACKENDS:
+    if not autotune_enabled(cfg):
+        mapping = rule_mapping(dsc_layers(cfg), backend, devices_of(cfg))
+    elif backend in AUTOTUNE_BACKENDS:
         path = cache_path()
         if os.path.exists(path):
             entries = load_cache(path)

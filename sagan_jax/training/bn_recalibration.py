@@ -17,6 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from sagan_jax.data.pipeline import to_float_np
+from sagan_jax.devices import local_mesh, put_batch, put_replicated
 from sagan_jax import methods, seeds
 from sagan_jax.models.layers import BatchNorm
 
@@ -55,11 +56,12 @@ def recalibrate_batchnorm(cfg, state, images_u8: np.ndarray, seed: int):
     n_batches = cfg.bn_recalibration_batches
     if n_batches <= 0:
         return state
-    variables = {"g_params": state.g_params, "g_stats": state.g_stats,
-                 "d_params": state.d_params, "d_stats": state.d_stats}
+    mesh = local_mesh()  # each batch split over the local devices; statistics over all of it
+    variables = put_replicated({"g_params": state.g_params, "g_stats": state.g_stats,
+                                "d_params": state.d_params, "d_stats": state.d_stats}, mesh)
     total = None
     for idx in recalibration_batches(len(images_u8), cfg.batch_size, n_batches, seed):
-        stats = _batch_statistics(variables, to_float_np(images_u8[idx]), cfg)
+        stats = _batch_statistics(variables, put_batch(to_float_np(images_u8[idx]), mesh), cfg)
         total = stats if total is None else jax.tree.map(jnp.add, total, stats)
     g_stats, d_stats = jax.tree.map(lambda t: t / n_batches, total)
     return state.replace(g_stats=g_stats, d_stats=d_stats)

@@ -14,6 +14,7 @@ import numpy as np
 
 from sagan_jax import scoring
 from sagan_jax.config import RunNeutral
+from sagan_jax.devices import local_mesh, put_batch, put_replicated
 from sagan_jax.data.pipeline import eval_batches, to_float_np
 from sagan_jax import methods
 from sagan_jax.methods.spec import variables_of
@@ -31,14 +32,15 @@ def _score_batch(variables, x, static):
 def score_images(cfg, state, images_u8: np.ndarray, keep_recon: bool = False):
     """(R, L[, reconstructions]) for uint8 images, in their order. With running averages the
     last batch is padded to the batch size (no recompilation) and the padding dropped."""
-    variables = variables_of(state)
+    mesh = local_mesh()  # each batch split over the local devices (one per core on CPU)
+    variables = put_replicated(variables_of(state), mesh)
     bs = cfg.eval_batch_size
     rs, ls, recons = [], [], []
     for x in eval_batches(images_u8, bs):
         n = len(x)
         if n < bs and not cfg.eval_batch_stats:
             x = np.concatenate([x, np.zeros((bs - n,) + x.shape[1:], x.dtype)])
-        r, lat, recon = _score_batch(variables, jnp.asarray(x), RunNeutral(cfg))
+        r, lat, recon = _score_batch(variables, put_batch(x, mesh), RunNeutral(cfg))
         rs.append(np.asarray(r)[:n])
         ls.append(np.asarray(lat)[:n])
         if keep_recon:

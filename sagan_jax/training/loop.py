@@ -39,6 +39,7 @@ from sagan_jax.training.results import (peak_memory, summarise_history, summaris
                                         summary_markdown, write_json)
 from sagan_jax.training.runs import plan_runs, program_groups
 from sagan_jax.training.state import init_state, make_optimizers
+from sagan_jax.devices import local_mesh, put_replicated
 from sagan_jax.training.step import make_mesh
 
 log = logging.getLogger("sagan_jax")
@@ -188,26 +189,61 @@ class RunTracker:
             self.writer.close()
 
 
+def resolve_dsc_forms(runs, per_device_batch: int):
+    """The exact form of each DSC layer for this program (None without DSCs), before anything
+    is built. The forms are part of what defines a run (other forms round differently, and
+    training amplifies it): a run resumed from a checkpoint keeps the forms it was trained
+    with, and asking for other ones (--dsc_impl, --dsc_autotune, another device count) is
+    refused. A fresh run gets the fixed table's, or with --dsc_autotune this machine's
+    timed, forms."""
+    from sagan_jax.models import dsc_autotune
+
+    cfg = runs[0].cfg
+    if cfg.model != "sagan" or not cfg.use_dsc:
+        return None
+    saved = {}
+    for run in runs:
+        try:
+            forms = checkpoints.saved_meta(run.cfg.workdir).get("dsc_impls")
+        except checkpoints.CheckpointError:
+            continue
+        if forms:
+            saved[run.cfg.workdir] = {k: v for k, v in forms.items()}
+    if len({json.dumps(f, sort_keys=True) for f in saved.values()}) > 1:
+        raise ConfigError("the runs of this program were trained with different DSC forms "
+                          f"({', '.join(sorted(saved))}); resume them in separate commands "
+                          "(--max_runs_per_program=1)")
+    if saved:
+        forms = next(iter(saved.values()))
+        if cfg.dsc_impl == "auto" and dsc_autotune.autotune_enabled(cfg):
+            wanted = forms  # timing would only pick again what the run already uses
+        else:
+            wanted = dict(dsc_autotune.resolve_dsc_impls(cfg, per_device_batch))
+        if wanted != forms:
+            diff = sorted(k for k in forms if wanted.get(k) != forms[k])
+            raise ConfigError(
+                f"{next(iter(saved))} was trained with other DSC forms than these flags give "
+                f"({', '.join(f'{k}: {forms[k]} now {wanted.get(k)}' for k in diff[:3])}"
+                f"{', ...' if len(diff) > 3 else ''}); they round differently, so resume with "
+                "the run's flags (--dsc_impl, --dsc_autotune, --host_devices) or use a new "
+                "--workdir")
+        dsc_autotune.pin(cfg, tuple(forms.items()))
+        return dict(forms)
+    return dict(dsc_autotune.resolve_dsc_impls(cfg, per_device_batch))
+
+
 # ---- one program of runs --------------------------------------------------------------------
 class Trainer:
     """Runs trained together: one jitted chunk program over their states (program.py)."""
 
     def __init__(self, cfg, runs, datas):
         self.cfg, self.runs = cfg, runs
-        self.mesh = make_mesh(cfg.num_devices)
+        self.mesh = make_mesh(cfg.num_devices, cfg.batch_size)
         n_dev = self.mesh.devices.size
         if cfg.batch_size % n_dev:
             raise ConfigError(f"--batch_size={cfg.batch_size} is not divisible by the {n_dev} "
                               f"devices; use a multiple of {n_dev}")
-        if cfg.model == "sagan" and cfg.use_dsc:
-            # --dsc_impl=auto: time each DSC layer's exact forms once (cached on disk) before
-            # anything is built, so every network of this program uses the fastest.
-            from sagan_jax.models import dsc_autotune
-
-            self.dsc_impls = dict(dsc_autotune.resolve_dsc_impls(runs[0].cfg,
-                                                                 cfg.batch_size // n_dev))
-        else:
-            self.dsc_impls = None
+        self.dsc_impls = resolve_dsc_forms(runs, cfg.batch_size // n_dev)
         self.trackers = []
         txs = []
         for run, data in zip(runs, datas):
@@ -232,6 +268,7 @@ class Trainer:
         self.keys = [np.asarray(jax.random.key_data(seeds.step_base_key(r.cfg.seed)))
                      for r in runs]
         self.score_device = jax.local_devices()[0]
+        self.score_mesh = local_mesh()  # scoring splits each batch over the local devices
         self.first_step_s = None
 
     # -- training -------------------------------------------------------------------------
@@ -382,7 +419,7 @@ class Trainer:
             is_best = t.data.val is not None and calib["mean"] < t.best_val
             if t.data.val is not None:
                 t.best_val = min(t.best_val, calib["mean"])
-            extra = {"history": t.history, "calibration": calib,
+            extra = {"history": t.history, "calibration": calib, "dsc_impls": self.dsc_impls,
                      "best_val": t.best_val if math.isfinite(t.best_val) else None,
                      "wall_time_s": round(t.wall_time_s, 2)}
             checkpoints.save(t.mngr, states[k], epoch, t.cfg, extra)
@@ -402,11 +439,12 @@ class Trainer:
             return {k: score_images(self.trackers[k].cfg, states[k], images, keep_recon)
                     for k, images in items}
         bs = cfg.eval_batch_size
-        dev = self.score_device
-        variables = [prog.local_copy(_variables(states[k]), dev) for k, _ in items]
-        images = [prog.device_images(im, bs, dev) for _, im in items]
+        mesh = self.score_mesh
+        variables = [put_replicated(prog.local_copy(_variables(states[k])), mesh)
+                     for k, _ in items]
+        images = [prog.device_images(im, bs, mesh) for _, im in items]
         out = prog.score_runs([self.trackers[k].cfg for k, _ in items], variables, images,
-                              [len(im) for _, im in items], bs, keep_recon)
+                              [len(im) for _, im in items], bs, keep_recon, mesh)
         return {k: o for (k, _), o in zip(items, out)}
 
     # -- the whole program ------------------------------------------------------------------

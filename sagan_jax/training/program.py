@@ -47,7 +47,7 @@ from jax.sharding import PartitionSpec as P
 
 from sagan_jax import methods
 from sagan_jax.config import RunNeutral, run_neutral_key
-from sagan_jax.training.step import DATA_AXIS
+from sagan_jax.devices import DATA_AXIS, put_replicated
 
 
 def to_float(images_u8):
@@ -250,14 +250,17 @@ def unpack_metrics(layout: RunLayout, metrics) -> list:
 
 
 # ---- scoring ------------------------------------------------------------------------------
-@functools.partial(jax.jit, static_argnames=("cfgs", "batch_size", "keep_recon"))
-def _score_runs_batch(variables, images, starts, cfgs, batch_size, keep_recon):
+@functools.partial(jax.jit, static_argnames=("cfgs", "batch_size", "keep_recon", "split"))
+def _score_runs_batch(variables, images, starts, cfgs, batch_size, keep_recon, split=None):
     """(R, L[, recon]) of one batch of every run: run k scores images[k][starts[k]:+bs],
-    gathered on the device from its padded uint8 array."""
+    gathered on the device from its padded uint8 array; with ``split`` (a sharding of the
+    batch axis over the local devices) each device scores its part of the batch."""
     out = []
     for k, cfg in enumerate(c.cfg for c in cfgs):
         im = images[k]
         x = jax.lax.dynamic_slice_in_dim(im, starts[k], batch_size, axis=0)
+        if split is not None:
+            x = jax.lax.with_sharding_constraint(x, split)
         r, lat, recon = methods.get(cfg.model).components(cfg, variables[k], to_float(x),
                                                           cfg.eval_batch_stats)
         out.append((r, lat, recon) if keep_recon else (r, lat))
@@ -265,16 +268,28 @@ def _score_runs_batch(variables, images, starts, cfgs, batch_size, keep_recon):
 
 
 def device_images(images_u8: np.ndarray, batch_size: int, device=None):
-    """A split's uint8 images on one device, zero-padded to a multiple of ``batch_size``."""
+    """A split's uint8 images on one device (or replicated over a local mesh's devices),
+    zero-padded to a multiple of ``batch_size``."""
     n = len(images_u8)
     padded = _pad_first(images_u8, max(batch_size, -(-n // batch_size) * batch_size))
+    if isinstance(device, jax.sharding.Mesh):
+        return put_replicated(padded, device)
     return jax.device_put(padded, device)
 
 
+def batch_split(mesh, batch_size: int):
+    """The sharding that splits a scoring batch over ``mesh`` (None: one device, or a batch
+    that does not divide, scored on one device)."""
+    n = mesh.devices.size
+    return NamedSharding(mesh, P(DATA_AXIS)) if n > 1 and batch_size % n == 0 else None
+
+
 def score_runs(cfgs: Sequence, variables: Sequence, images: Sequence, counts: Sequence[int],
-               batch_size: int, keep_recon: bool = False):
+               batch_size: int, keep_recon: bool = False, mesh=None):
     """Per-image (R, L[, recon]) of each run's images (device arrays from device_images, with
-    ``counts`` real images each), all runs in one program per batch, in image order."""
+    ``counts`` real images each), all runs in one program per batch, in image order; with a
+    local ``mesh`` (variables and images replicated over it) each batch is split over it."""
+    split = batch_split(mesh, batch_size) if mesh is not None else None
     cfgs = tuple(RunNeutral(c) for c in cfgs)  # runs differing only in seed/class: one program
     n_batches = max(-(-n // batch_size) for n in counts)
     parts = [[] for _ in cfgs]
@@ -282,7 +297,7 @@ def score_runs(cfgs: Sequence, variables: Sequence, images: Sequence, counts: Se
         starts = np.array([min(b, max(0, -(-n // batch_size) - 1)) * batch_size
                            for n in counts], np.int32)
         res = jax.device_get(_score_runs_batch(tuple(variables), tuple(images), starts, cfgs,
-                                               batch_size, keep_recon))
+                                               batch_size, keep_recon, split))
         for k, n in enumerate(counts):
             if b * batch_size < n:
                 parts[k].append(res[k])

@@ -23,11 +23,11 @@ from jax.sharding import PartitionSpec as P
 
 from sagan_jax import losses
 from sagan_jax.config import ConfigError
+from sagan_jax.devices import DATA_AXIS, devices_for_batch
 from sagan_jax.models import build_models
 from sagan_jax.training.state import TrainState, init_discriminator
 from sagan_jax.training.updates import grad_update, pmean
 
-DATA_AXIS = "batch"
 
 
 def train_step(state: TrainState, batch, rng, *, cfg, g_tx, d_tx, axis_name=None):
@@ -110,15 +110,17 @@ def finish_step(state, cfg, rng, x, g_params, g_stats, g_opt_state, d_params, d_
 
 
 
-def make_mesh(num_devices: int = 0):
-    """A one-axis mesh over the first ``num_devices`` local devices (0 = all); in a
+def make_mesh(num_devices: int = 0, batch_size: int = 0):
+    """A one-axis mesh over the first ``num_devices`` local devices (0 = all, or with
+    ``batch_size`` the most of them that split it evenly, so a batch is never resized); in a
     multi-process run, over every device of every process."""
     if jax.process_count() > 1:  # one global mesh over every process's devices
         if num_devices:
             raise ConfigError("--num_devices must be 0 (all devices) in a multi-process run")
         return jax.sharding.Mesh(np.array(jax.devices()), (DATA_AXIS,))
     devices = jax.local_devices()
-    n = num_devices or len(devices)
+    n = num_devices or (devices_for_batch(len(devices), batch_size) if batch_size
+                        else len(devices))
     if n > len(devices):
         raise ConfigError(f"--num_devices={n} but only {len(devices)} local devices exist; "
                           f"use --num_devices between 1 and {len(devices)} (0 = all)")

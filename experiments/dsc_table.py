@@ -1,0 +1,82 @@
+"""Measure the fixed table that ``--dsc_impl=auto`` reads (sagan_jax/models/dsc_table.json).
+
+For each generator shape below and one device count, every depthwise-separable layer's exact
+forms are timed (forward + backward at the default global batch 64, split over the devices as
+a training step splits it; dsc_autotune.time_candidates: compiled ahead, warm-up, alternating
+rounds, medians) and the fastest is written to the table with its timings, the machine, the
+load and the date. Run it once per device count on a quiet machine:
+
+    python -m experiments.dsc_table --devices 1
+    python -m experiments.dsc_table --devices 2
+
+Run time: a few minutes per device count on a 2-core machine. Timing never happens at run
+time unless a user opts in with --dsc_autotune, so every run with the same flags computes
+the same forms, and the same numbers.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+
+SHAPES = [  # (ngf, kernels_per_layer) at isize 32: the paper's, the authors' code's, narrow
+    (64, 2), (64, 1), (32, 2), (32, 1), (16, 2), (16, 1)]
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--devices", type=int, required=True, help="XLA host devices to time on")
+    ap.add_argument("--batch", type=int, default=64, help="global training batch")
+    ap.add_argument("--isize", type=int, default=32)
+    ap.add_argument("--out", default=None, help="table file (default: the package's)")
+    args = ap.parse_args()
+
+    from experiments.common import cpu_model
+    from sagan_jax.devices import configure
+
+    configure(str(args.devices), args.batch, args.batch)
+    import jax
+
+    from sagan_jax.config import Config
+    from sagan_jax.devices import local_mesh
+    from sagan_jax.models import dsc_autotune as at
+
+    path = args.out or at.TABLE_FILE
+    mesh = local_mesh() if args.devices > 1 else None
+    backend = jax.default_backend()
+    with open(path) if os.path.exists(path) else open(os.devnull) as f:
+        text = f.read()
+    table = json.loads(text) if text.strip() else {"entries": {}}
+    load_before = os.getloadavg()[0]
+    done = set()
+    for ngf, m in SHAPES:
+        cfg = Config(ngf=ngf, kernels_per_layer=m, isize=args.isize, batch_size=args.batch,
+                     num_devices=args.devices)
+        for layer in at.dsc_layers(cfg):
+            key = at.table_key(layer, backend, args.devices)
+            if key in done:
+                continue
+            done.add(key)
+            times = at.time_candidates(layer, args.batch, "float32",
+                                       at.candidates_for(backend, layer.m), mesh=mesh)
+            impl = min(times, key=times.get)
+            table["entries"][key] = {"impl": impl,
+                                     "ms": {i: round(1e3 * t, 3) for i, t in times.items()}}
+            print(f"{key}: {impl}  " + " ".join(f"{i}={1e3 * t:.2f}ms"
+                                                 for i, t in sorted(times.items())), flush=True)
+    table.setdefault("measured", {})[f"{backend}|d{args.devices}"] = {
+        "date": datetime.date.today().isoformat(), "machine": cpu_model(), "cores": os.cpu_count(), "jax": jax.__version__,
+        "global_batch": args.batch, "load_1min": [round(load_before, 2),
+                                                  round(os.getloadavg()[0], 2)]}
+    table["entries"] = dict(sorted(table["entries"].items()))
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump(table, f, indent=1)
+        f.write("\n")
+    os.replace(tmp, path)
+    print(f"wrote {len(done)} entries to {path}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,108 @@
+"""One XLA device per CPU core, and the data-parallel layout that every jitted program uses.
+
+XLA:CPU runs one device's program on a thread pool, but its convolutions leave most of a
+second core idle; splitting the batch over one host device per core keeps every core busy
+(docs/benchmarks.md has the measurements). ``--host_devices`` picks the number of host
+devices; it must be applied before JAX creates its CPU client, which the entry points do
+first thing (:func:`configure`). GPUs and TPUs are not affected.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import sys
+
+import numpy as np
+
+DATA_AXIS = "batch"
+log = logging.getLogger("sagan_jax")
+
+
+def usable_cores() -> int:
+    """The cores this process may run on (its CPU affinity, else the machine's count)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def parse_host_devices(value: str) -> int:
+    """``--host_devices`` as a number: 0 for 'auto', else the positive count it names."""
+    v = str(value).strip().lower()
+    if v == "auto":
+        return 0
+    if v.isdigit() and int(v) > 0:
+        return int(v)
+    raise ValueError(value)
+
+
+def host_device_count(host_devices: str, *batch_sizes: int) -> int:
+    """How many host devices ``--host_devices`` asks for. 'auto': the usable cores, lowered to
+    the largest count that divides every batch size given (a batch is never resized)."""
+    n = parse_host_devices(host_devices)
+    if n:
+        return n
+    n = usable_cores()
+    while n > 1 and any(b % n for b in batch_sizes):
+        n -= 1
+    return n
+
+
+def devices_for_batch(n_devices: int, batch_size: int) -> int:
+    """The most of ``n_devices`` that split ``batch_size`` evenly (1 at worst)."""
+    n = n_devices
+    while n > 1 and batch_size % n:
+        n -= 1
+    return n
+
+
+def configure(host_devices: str, *batch_sizes: int) -> int:
+    """Ask JAX for that many CPU devices; returns the count asked for. Called before anything
+    touches a JAX backend: before JAX is imported it only sets $JAX_NUM_CPU_DEVICES (so a
+    process that never uses JAX does not load it, and worker processes inherit the count).
+    When a backend already exists (a program that used JAX before calling us), its devices
+    stay and a debug line says so."""
+    n = host_device_count(host_devices, *batch_sizes)
+    if "jax" not in sys.modules:
+        os.environ["JAX_NUM_CPU_DEVICES"] = str(n)
+        return n
+    import jax
+    from jax._src import xla_bridge
+
+    if xla_bridge.backends_are_initialized():
+        log.debug("JAX's backends already exist; --host_devices=%s not applied", host_devices)
+        return len(jax.local_devices())
+    jax.config.update("jax_num_cpu_devices", n)
+    return n
+
+
+def local_mesh():
+    """A one-axis mesh over this process's devices (scoring and recalibration run per
+    process; training uses a global mesh, sagan_jax.training.step.make_mesh)."""
+    import jax
+
+    return jax.sharding.Mesh(np.array(jax.local_devices()), (DATA_AXIS,))
+
+
+def put_batch(x, mesh=None):
+    """``x`` on the devices, split along its first axis when it divides evenly over them
+    (else on the first device): a jitted function of it then runs data-parallel."""
+    import jax
+    from jax.sharding import NamedSharding, PartitionSpec as P
+
+    mesh = mesh if mesh is not None else local_mesh()
+    n = mesh.devices.size
+    if n > 1 and len(x) % n == 0:
+        return jax.device_put(x, NamedSharding(mesh, P(DATA_AXIS)))
+    return jax.device_put(x, mesh.devices.flat[0])
+
+
+def put_replicated(tree, mesh=None):
+    """``tree`` replicated over the devices of ``mesh`` (default: this process's)."""
+    import jax
+    from jax.sharding import NamedSharding, PartitionSpec as P
+
+    mesh = mesh if mesh is not None else local_mesh()
+    if mesh.devices.size == 1:
+        return jax.device_put(tree, mesh.devices.flat[0])
+    return jax.device_put(tree, NamedSharding(mesh, P()))
