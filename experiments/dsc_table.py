@@ -8,6 +8,7 @@ load and the date. Run it once per device count on a quiet machine:
 
     python -m experiments.dsc_table --devices 1
     python -m experiments.dsc_table --devices 2
+    python -m experiments.dsc_table --report     # the table -> docs/benchmarks.md (dsc_table)
 
 Run time: a few minutes per device count on a 2-core machine. Timing never happens at run
 time unless a user opts in with --dsc_autotune, so every run with the same flags computes
@@ -26,11 +27,17 @@ SHAPES = [  # (ngf, kernels_per_layer) at isize 32: the paper's, the authors' co
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--devices", type=int, required=True, help="XLA host devices to time on")
+    ap.add_argument("--devices", type=int, help="XLA host devices to time on")
+    ap.add_argument("--report", action="store_true",
+                    help="write the table file's contents to docs/benchmarks.md and stop")
     ap.add_argument("--batch", type=int, default=64, help="global training batch")
     ap.add_argument("--isize", type=int, default=32)
     ap.add_argument("--out", default=None, help="table file (default: the package's)")
     args = ap.parse_args()
+    if args.report:
+        return report(args.out)
+    if not args.devices or args.devices < 1:
+        ap.error("--devices=N (a positive number) or --report is required")
 
     from experiments.common import cpu_model
     from sagan_jax.devices import configure
@@ -76,6 +83,34 @@ def main():
         f.write("\n")
     os.replace(tmp, path)
     print(f"wrote {len(done)} entries to {path}")
+
+
+def report(path=None) -> None:
+    """docs/benchmarks.md's dsc_table section, rebuilt from the table file."""
+    from experiments import common
+    from sagan_jax.models import dsc_autotune as at
+
+    with open(path or at.TABLE_FILE) as f:
+        table = json.load(f)
+    lines = []
+    for where, m in sorted(table.get("measured", {}).items()):
+        lines.append(f"- `{where}`: {m['date']}, {m['machine']}, {m['cores']} logical CPUs, "
+                     f"jax {m['jax']}, global batch {m['global_batch']}, 1-minute load "
+                     f"{m['load_1min'][0]} before and {m['load_1min'][1]} after.")
+    lines += ["", "| backend, devices | map | channels | m | input grad | chosen | "
+              "dense ms | shift ms | shift_vjp ms |", "|---|---|---|---:|---|---|---:|---:|---:|"]
+    for key, e in table["entries"].items():
+        backend, dev, hw, ch, m, dx = key.split("|")
+        ms = e["ms"]
+        lines.append(f"| {backend}, {dev[1:]} | {hw} | {ch} | {m[1:]} | "
+                     f"{'yes' if dx == 'dx' else 'no'} | **{e['impl']}** | "
+                     + " | ".join(f"{ms[i]:.1f}" if i in ms else "-"
+                                  for i in ("dense", "shift", "shift_vjp")) + " |")
+    lines += ["", "Command: `python -m experiments.dsc_table --devices N` per device count, then "
+              "`python -m experiments.dsc_table --report`."]
+    common.replace_section(common.BENCHMARKS_MD, "dsc_table", "\n".join(lines),
+                           heading="## Depthwise-separable convolution forms (the fixed table)")
+    print(f"wrote the dsc_table section of {common.BENCHMARKS_MD}")
 
 
 if __name__ == "__main__":

@@ -1,43 +1,24 @@
-"""Per-layer autotuning of how depthwise-separable convolutions are computed (``--dsc_impl=auto``).
+"""How each depthwise-separable convolution is computed under ``--dsc_impl=auto``.
 
-Every ``DepthwiseSeparableConv`` impl computes the same function with the same parameters
-(sagan_jax.models.layers); which one is fastest depends on the layer's shape, the channel
-multiplier, the dtype and the backend (SPEC section 10). A fixed rule
-(:func:`sagan_jax.models.layers.auto_dsc_impl`) picks one from the shape; this module instead
-*measures* the candidates on the real shapes, once per machine:
+Every ``DepthwiseSeparableConv`` form computes the same function with the same parameters
+(sagan_jax.models.layers), but they round differently and their speed depends on the layer's
+shape, the channel multiplier, the device count and the backend.
 
-  - :func:`resolve_dsc_impls(cfg, batch)` lists the generator's DSC layers (their input shapes,
-    from an abstract trace), and for each layer shape not yet in the on-disk cache times the
-    candidates' forward + backward pass (gradients w.r.t. the parameters and, except for the
-    first layer, the input: what a training step computes) at ``batch`` (the per-device
-    training batch), picks the fastest, and stores the choice. It returns a per-layer mapping
-    ((layer, impl), ...), a static tuple that the generator takes as ``dsc_impls``.
-  - The choice is cached in a JSON file keyed by (backend, device kind, jax version, dtype,
-    batch, H x W, cin -> cout, kernels_per_layer), default ``~/.cache/sagan_jax/
-    dsc_autotune.json``, or the file (or folder) named by ``$SAGAN_JAX_AUTOTUNE_CACHE``.
-    A second build of the same shapes reads the file and times nothing.
-  - :func:`impls_for(cfg)` is what model building uses (sagan_jax.methods.sagan.build): the
-    mapping the last ``resolve_dsc_impls`` of this process returned for this architecture,
-    else the cached choices for the default per-device batch if the file has them all, else
-    () (the fixed rule). It never times anything, so building a model inside a trace, for a
-    summary or for scoring stays cheap; the training entry point calls ``resolve_dsc_impls``.
+- Default: :func:`rule_mapping`, a fixed table (``dsc_table.json`` beside this file, measured
+  on a quiet machine by experiments/dsc_table.py and shown in docs/benchmarks.md), keyed by
+  backend, device count and layer shape, else the shape rule
+  :func:`sagan_jax.models.layers.auto_dsc_impl`. Nothing is timed, so the same flags give
+  the same program and the same numbers on every run.
+- Opt-in (``--dsc_autotune``): :func:`resolve_dsc_impls` times the candidate forms of each
+  layer shape on this machine (compiled ahead, a warm-up, alternating rounds, medians) and
+  caches the winners on disk (``~/.cache/sagan_jax/dsc_autotune.json`` or
+  ``$SAGAN_JAX_AUTOTUNE_CACHE``). Timings under load can pick other forms.
+- Either way the chosen forms are written to metrics.json and the checkpoint; a resumed run
+  keeps them (sagan_jax.training.loop.resolve_dsc_forms) and scoring uses them (:func:`pin`).
 
-Timing is made robust on a shared, noisy machine: all candidates are compiled ahead of time
-(compilation is not timed), each is run once as a warm-up, candidates slower than
-``PRUNE_FACTOR`` x the fastest warm-up are dropped, and the rest are timed in alternating
-rounds (the order rotates each round) and compared by their median. Timing runs outside any
-trace (``jax.ensure_compile_time_eval``), so ``resolve_dsc_impls`` may be called anywhere.
-
-Backends: on CPU the candidates are 'shift', 'shift_vjp' and 'dense'. XLA:CPU's grouped
-convolution is left out (each candidate costs a compilation, the dominant cost of tuning a
-shape): 'xla' with a channel multiplier takes 17-70 s for one gradient (SPEC section 10),
-'repeat' was 2.6-35x slower than the fastest impl on every generator layer at
-kernels_per_layer 2, and with kernels_per_layer 1 (where 'repeat' = 'xla') 2.6-20x slower on
-every layer (experiments/bench_dsc.py, ngf 64, batch 64). ``candidates=`` times any set.
-Other backends (GPU, TPU) are not autotuned yet: 'auto' means XLA's own grouped convolution
-('xla') there until measured (``AUTOTUNE_BACKENDS``; pass ``candidates=`` to measure).
-
-``--dsc_autotune=false`` or ``$SAGAN_JAX_DSC_AUTOTUNE=0`` uses the fixed rule instead.
+On CPU the candidates are 'shift', 'shift_vjp' and 'dense': XLA:CPU's grouped convolution
+('xla', 'repeat') is many times slower there (docs/benchmarks.md). Other backends use 'xla'
+until measured (``candidates=`` times any set).
 """
 from __future__ import annotations
 

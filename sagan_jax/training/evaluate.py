@@ -31,7 +31,13 @@ def _score_batch(variables, x, static):
 
 def score_images(cfg, state, images_u8: np.ndarray, keep_recon: bool = False):
     """(R, L[, reconstructions]) for uint8 images, in their order. With running averages the
-    last batch is padded to the batch size (no recompilation) and the padding dropped."""
+    last batch is padded to the batch size (no recompilation) and the padding dropped.
+
+    An image's score reads only that image, so it does not depend on the other images or
+    their order; bit for bit only where the image keeps its batch position (the same input
+    in the same order gives the same bits). At another position a CPU's convolution kernels
+    may sum in another order: a few float32 ulps (1 ulp, 9.4e-8 relative, seen on an AVX2
+    machine; tests/test_scoring.py bounds it at 5e-6)."""
     mesh = local_mesh()  # each batch split over the local devices (one per core on CPU)
     variables = put_replicated(variables_of(state), mesh)
     bs = cfg.eval_batch_size
