@@ -99,6 +99,17 @@ def say(message: str) -> None:
         print(message)
 
 
+def f1_text(result: dict) -> str:
+    """The F1 part of a result line: the F1 of the run's own decisions at its calibrated
+    threshold, then the oracle F1 (threshold chosen on the test labels), labelled as such."""
+    oracle = f"oracle F1 {result['f1_oracle']:.4f} (best threshold on the test set)"
+    if result.get("f1") is None:
+        return oracle
+    where = f", from {result['threshold_source']}" if result.get("threshold_source") else ""
+    return (f"F1 {result['f1']:.4f} at the calibrated threshold {result['threshold']:.4g}"
+            f"{where}; {oracle}")
+
+
 def run(cfg: Config) -> dict:
     from sagan_jax.models.summary import summary_text
 
@@ -128,7 +139,7 @@ def run(cfg: Config) -> dict:
                     f"{len(diverged)} of {len(result['results'])} runs diverged and stopped "
                     f"({', '.join(diverged)}); the others finished (see summary.json)")
             return result
-        say(f"AUC {result['auc']:.4f}  AP {result['ap']:.4f}  F1 {result['f1']:.4f}  "
+        say(f"AUC {result['auc']:.4f}  AP {result['ap']:.4f}  {f1_text(result)}  "
               f"(last epoch {result['last_epoch']}; wall time {result['wall_time_s']:.1f} s; "
               f"metrics in {os.path.join(cfg.workdir, 'metrics.json')})")
         return result
@@ -143,7 +154,7 @@ def run(cfg: Config) -> dict:
     from sagan_jax.training.evaluate import evaluate_checkpoint
 
     result = evaluate_checkpoint(cfg, load_data(cfg))
-    say(f"AUC {result['auc']:.4f}  AP {result['ap']:.4f}  F1 {result['f1']:.4f}  "
+    say(f"AUC {result['auc']:.4f}  AP {result['ap']:.4f}  {f1_text(result)}  "
           f"(checkpoint step {result['step']}; {os.path.join(cfg.workdir, 'eval.json')})")
     return result
 

@@ -42,7 +42,7 @@ from sagan_jax.training.state import init_state, make_optimizers
 from sagan_jax.training.step import make_mesh
 
 log = logging.getLogger("sagan_jax")
-TEST_KEYS = ("auc", "ap", "f1", "auc_r", "auc_lat", "pixel_auc", "f1_at_threshold",
+TEST_KEYS = ("auc", "ap", "f1", "threshold", "f1_oracle", "auc_r", "auc_lat", "pixel_auc",
              "auc_per_class")
 make_chunk_program = prog.make_chunk_program  # module attribute, so tests can wrap it
 
@@ -346,6 +346,7 @@ class Trainer:
                                                class_names=t.data.class_names)
                     t.last_test = test
                     record.update({f"test_{key}": test[key] for key in TEST_KEYS if key in test})
+                    record["threshold_source"] = calib["source"]
                     if t.cfg.eval_originals:  # issue 13's evaluation (a): never the result
                         record["test_auc_originals"] = originals_auc(t.cfg, states[k],
                                                                      t.data.test)
@@ -354,10 +355,11 @@ class Trainer:
                                  f"{t.run.name}: " if t.run.name else "", epoch + 1,
                                  cfg.epochs, t.cfg.originals_score_lambda,
                                  record["test_auc_originals"])
-                    log.info("%sepoch %d/%d: test AUC %.4f AP %.4f F1 %.4f (F1 at the threshold "
-                             "%.4f; AUC of R alone %.4f, of L alone %.4f%s; %.1f img/s)",
+                    log.info("%sepoch %d/%d: test AUC %.4f AP %.4f F1 %.4f at the calibrated "
+                             "threshold (oracle F1 %.4f, threshold chosen on the test set; AUC "
+                             "of R alone %.4f, of L alone %.4f%s; %.1f img/s)",
                              f"{t.run.name}: " if t.run.name else "", epoch + 1, cfg.epochs,
-                             test["auc"], test["ap"], test["f1"], test["f1_at_threshold"],
+                             test["auc"], test["ap"], test["f1"], test["f1_oracle"],
                              test["auc_r"], test["auc_lat"],
                              f"; pixel AUROC {test['pixel_auc']:.4f}" if "pixel_auc" in test
                              else "", record["train_img_per_s"])
