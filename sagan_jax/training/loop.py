@@ -45,6 +45,7 @@ log = logging.getLogger("sagan_jax")
 TEST_KEYS = ("auc", "ap", "f1", "threshold", "f1_oracle", "auc_r", "auc_lat", "pixel_auc",
              "auc_per_class")
 make_chunk_program = prog.make_chunk_program  # module attribute, so tests can wrap it
+COMPILING = "compiling the training step (first call, cached afterwards)"
 
 
 def is_writer() -> bool:
@@ -186,6 +187,9 @@ class RunTracker:
     def close(self):
         if self.writer is not None:
             self.writer.close()
+        for mngr in (self.mngr, self.best_mngr):  # waits for checkpoints still being written
+            if mngr is not None:
+                mngr.close()
 
 
 # ---- one program of runs --------------------------------------------------------------------
@@ -242,8 +246,12 @@ class Trainer:
                   else None for t, a in zip(self.trackers, active_runs)]
         total = max(t.steps_per_epoch for t, a in zip(self.trackers, active_runs) if a)
         first = [int(t.history[-1]["step"]) if t.history else 0 for t in self.trackers]
-        bar = _progress(total, not (cfg.progress and is_writer()),
-                        f"epoch {epoch + 1}/{cfg.epochs}")
+        show = cfg.progress and is_writer()
+        bar = None  # started once the program is compiled: its ETA never counts compilation
+        if self.first_step_s is None and is_writer():
+            log.info(COMPILING)
+        else:
+            bar = _progress(total, not show, f"epoch {epoch + 1}/{cfg.epochs}")
         t_start = time.time()
         pending = None
         for c0 in range(0, total, n):
@@ -264,12 +272,15 @@ class Trainer:
             if self.first_step_s is None:
                 jax.block_until_ready(metrics)
                 self.first_step_s = time.time() - self.trackers[0].t0
+            if bar is None:
+                bar = _progress(total, not show, f"epoch {epoch + 1}/{cfg.epochs}")
             if pending is not None:
                 self._flush(*pending, bar)
             pending = (c0, metrics, act, first)
         if pending is not None:
             self._flush(*pending, bar)
-        bar.close()
+        if bar is not None:
+            bar.close()
         return time.time() - t_start
 
     def _flush(self, c0, metrics, act, first, bar):
