@@ -246,7 +246,12 @@ def flags_parser(argv):
 
 
 def console() -> None:
-    """The ``sagan-jax`` console command: ``python -m sagan_jax.main``."""
+    """The ``sagan-jax`` console command: ``python -m sagan_jax.main``, its help included (absl
+    shows the __main__ module's docstring and the flags it defines)."""
+    if not getattr(sys.modules["__main__"], "__doc__", None):
+        sys.modules["__main__"].__doc__ = __doc__
+    for f in dataclasses.fields(Config):
+        FLAGS.register_flag_by_module(sys.argv[0], FLAGS[f.name])
     app.run(main, flags_parser=flags_parser)
 
 
