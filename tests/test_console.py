@@ -16,6 +16,14 @@ from sagan_jax.config import Config
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
+def documented_keys() -> set:
+    """Every `key` docs/metrics.md names."""
+    import re
+
+    with open(os.path.join(ROOT, "docs", "metrics.md")) as f:
+        return set(re.findall(r"`([a-z][a-z0-9_]*)`", f.read()))
+
+
 def cli(*args, cwd=ROOT, **env):
     env = dict(os.environ, PYTHONPATH=ROOT, **env)
     return subprocess.run([sys.executable, "-m", "sagan_jax.main", *args], cwd=cwd,
@@ -64,6 +72,8 @@ def test_compile_line_before_the_progress_bar_and_f1_at_the_threshold(tmp_path, 
     assert m["threshold"] == pytest.approx(m["history"][-1]["test_threshold"])
     assert 0.0 <= m["f1"] <= m["f1_oracle"] <= 1.0  # the oracle's threshold is the test's best
     assert "oracle" in m["f1_oracle_note"]
+    keys = set(m) | set(m["history"][-1]) | set(m["data"]) | set(m["data"]["counts"])
+    assert keys - documented_keys() == set()  # docs/metrics.md explains every key
 
 
 def test_packaged_flagfile_from_any_folder_and_no_library_info_lines(tmp_path):

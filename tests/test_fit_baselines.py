@@ -178,6 +178,12 @@ def test_cli_fit_run_axis_writes_summary(tmp_path):
            for n in ("0_seed0", "0_seed1")]
     assert row["f1_mean"] == pytest.approx(np.mean(f1s)) and "f1_oracle_mean" in row
     assert "f1_oracle: the best F1 over every threshold" in summary["note"]
+    import re
+
+    with open(os.path.join(ROOT, "docs", "metrics.md")) as f:  # explains every key
+        documented = set(re.findall(r"`([a-z][a-z0-9_]*)`", f.read()))
+    m = json.loads((work / "runs" / "0_seed0" / "metrics.json").read_text())  # fitted: fit_s
+    assert (set(summary) | set(row) | set(m) | set(m["history"][0])) - documented == set()
     assert f"| {row['f1_mean']:.4f} ± {row['f1_std']:.4f} |" in out.stdout  # the printed table
     assert "| 0 |" in (work / "summary.md").read_text() and "knn AUC" in out.stdout
 
