@@ -1,28 +1,36 @@
 # Two entry points on a fresh machine (Python 3.11+ with venv):
-#   make demo   installs everything into .venv, trains SAGAN (3 seeds) on the embedded digits and
-#               prints its AUC beside the PCA and kNN baselines' on the same splits
-#   make test   installs everything into .venv and runs the test suite
+#   make demo   installs the package (no extras: no TensorFlow, no PyTorch) into .venv, trains
+#               SAGAN (3 seeds) on the embedded digits and prints its AUC beside the PCA and
+#               kNN baselines' on the same splits
+#   make test   adds the test, torch and tfds extras to .venv and runs the test suite
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: install demo test clean
+.PHONY: install install-test demo test clean
 
 $(VENV)/.installed: setup.cfg requirements.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -r requirements.txt
+	$(PY) -m pip install --quiet -e .
+	touch $@
+
+$(VENV)/.installed-test: $(VENV)/.installed requirements-test.txt
+	$(PY) -m pip install --quiet -r requirements-test.txt
 	$(PY) -m pip install --quiet -e ".[torch,test,tfds]"
 	touch $@
 
 install: $(VENV)/.installed
+
+install-test: $(VENV)/.installed-test
 
 demo: install
 	$(PY) -m experiments.demo
 
 # The float-sensitive tests run again under a second XLA:CPU setting (AVX2 code, one thread),
 # so an assertion that holds on one CPU only fails here before it fails for a user.
-test: install
+test: install-test
 	$(PY) -m pytest -q -n 2 --dist loadfile tests
 	XLA_FLAGS="--xla_cpu_max_isa=AVX2 --xla_cpu_multi_thread_eigen=false" \
 	    $(PY) -m pytest -q -p no:xdist -m float_sensitive tests

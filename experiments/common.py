@@ -99,6 +99,10 @@ def config_from_flagfiles(*flagfiles: str, overrides: Optional[Mapping[str, obje
     (command-line strings such as ``--epochs=2``); later settings win. Relative paths, also of
     flagfiles nested in flagfiles, are relative to the working directory (absl's rule).
     Raises FlagError with one line naming the problem."""
+    from sagan_jax import configs
+
+    # a missing path that names a packaged flagfile (quickstart.cfg) is that file
+    flagfiles = tuple(configs.resolve(f) or f for f in flagfiles)
     argv = [f"--flagfile={f}" for f in flagfiles] + flag_args(overrides) + list(args)
     fv = define_config_flags(flags.FlagValues())
     where = ", ".join(_short_path(f) for f in flagfiles)

@@ -14,7 +14,6 @@ measured sweep in docs/results.md (`python -m experiments.demo_sweep`).
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 import time
 
@@ -110,9 +109,9 @@ def main(argv=None):
                                            args=common.set_args(args.set))
     except common.FlagError as e:
         common.fail(str(e))
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", force=True)
-    logging.getLogger("absl").setLevel(logging.WARNING)
-    from sagan_jax.main import enable_compilation_cache
+    from sagan_jax.main import configure_logging, enable_compilation_cache
+
+    configure_logging()
     from sagan_jax.training.loop import train
 
     enable_compilation_cache(cfg.compilation_cache)

@@ -452,9 +452,9 @@ if paper is None and os.path.exists(os.path.join(pw, "metrics.jsonl")):
 if paper is not None:
     with open(os.path.join(out, "paper_metrics.json"), "w") as f:
         json.dump(paper, f, indent=1)
-    keep = ("auc", "ap", "f1", "last_epoch", "epochs", "wall_time_s", "time_to_first_step_s",
-            "peak_host_memory_mb", "peak_device_memory_mb", "partial", "epochs_finished", "data",
-            "devices")
+    keep = ("auc", "ap", "f1", "threshold", "f1_oracle", "last_epoch", "epochs", "wall_time_s",
+            "time_to_first_step_s", "peak_host_memory_mb", "peak_device_memory_mb", "partial",
+            "epochs_finished", "data", "devices")
     rep["paper"] = {k: paper[k] for k in keep if k in paper}
     hist = paper.get("history") or []
     rep["paper"]["train_img_per_s_by_epoch"] = [r.get("train_img_per_s") for r in hist]

@@ -12,7 +12,8 @@ loop does that; one stopped in the earlier layout resumes there, alone). Then wr
                   per model the paper's row, our last-epoch row (the result) and our
                   best-epoch row (selected on the test set, the paper's protocol: not a result)
   OUT/runs.csv    one line per run: model, class, seed, epochs, last-epoch AUC, best-epoch AUC
-                  (test-set selected), the three-way AUCs, AP, F1, wall time, workdir, runs in
+                  (test-set selected), the three-way AUCs, AP, F1 at the calibrated threshold,
+                  oracle F1 (threshold chosen on the test set), wall time, workdir, runs in
                   its program (runs trained together share one wall time: the program's), and
                   the flags that define the run (JSON; what --record compares)
 
@@ -102,14 +103,18 @@ BUDGETS = {
 CSV_FIELDS = ("model", "abnormal_class", "seed", "epochs", "auc_last_epoch",
               "auc_best_epoch_test_selected", "best_epoch", "auc_originals_evaluation",
               "originals_best_epoch", "auc_val_selected", "val_selected_epoch",
-              "ap_last_epoch", "f1_last_epoch",
+              "ap_last_epoch", "f1_last_epoch", "f1_oracle_last_epoch",
               "wall_time_s", "train_s", "budget", "dataset", "protocol", "workdir",
               "runs_in_program", "flags")
 # Value types of a row read back from a CSV (runs.csv, a --record); every other field is text.
 INT_FIELDS = ("seed", "epochs", "best_epoch", "originals_best_epoch", "val_selected_epoch",
               "runs_in_program")
 FLOAT_FIELDS = ("auc_last_epoch", "auc_best_epoch_test_selected", "auc_originals_evaluation",
-                "auc_val_selected", "ap_last_epoch", "f1_last_epoch", "wall_time_s", "train_s")
+                "auc_val_selected", "ap_last_epoch", "f1_last_epoch", "f1_oracle_last_epoch",
+                "wall_time_s", "train_s")
+# Records written before the F1 rename: their f1_last_epoch was the oracle F1 (the best over
+# thresholds chosen on the test set); read as f1_oracle_last_epoch, f1_last_epoch not measured.
+LEGACY_COLUMNS = {"f1_last_epoch": "f1_oracle_last_epoch"}
 # Of checkpoints.RESUMABLE_CHANGES (flags a resumed run may change), the ones that do change a
 # finished run's numbers (eval_batch_size: with --eval_batch_stats), so the record keeps them.
 RECORD_DEFINING = ("epochs", "eval_every", "eval_batch_size")
@@ -231,6 +236,11 @@ def read_record(path: str) -> dict:
         with open(path, newline="") as f:
             reader = csv.DictReader(f)
             columns = list(reader.fieldnames or ())
+            legacy = {old: new for old, new in LEGACY_COLUMNS.items()
+                      if old in columns and new not in columns}
+            columns = [legacy.get(k, k) for k in columns]
+            for old, new in legacy.items():
+                columns.insert(columns.index(new), old)
             missing = [k for k in CSV_FIELDS if k not in columns]
             extra = [k for k in columns if k not in CSV_FIELDS]
             if missing or extra:
@@ -238,7 +248,8 @@ def read_record(path: str) -> dict:
                           f"column {extra[0]} is not a record column",
                           "give a file this script wrote, or a new path" if missing else
                           "remove it (the record keeps only what table2 writes)")
-            raw = list(reader)
+            raw = [{**r, **{new: r[old] for old, new in legacy.items()},
+                    **{old: "" for old in legacy}} if legacy else r for r in reader]
     except OSError as e:
         raise bad(f"cannot be read ({e.strerror})", "give a CSV file's path") from None
     out = {}
@@ -331,6 +342,10 @@ class DataCache:
         return self.data[key]
 
 
+def _rounded(value):
+    return "" if value is None else round(value, 4)
+
+
 def row_of(cfg: Config, metrics: dict, budget: str) -> dict:
     best = metrics["best_epoch_on_test_set"]
     orig = metrics.get("originals_evaluation") or {}
@@ -343,7 +358,11 @@ def row_of(cfg: Config, metrics: dict, budget: str) -> dict:
         "model": cfg.model, "abnormal_class": cfg.abnormal_class, "seed": cfg.seed,
         "epochs": metrics["last_epoch"], "auc_last_epoch": round(metrics["auc"], 4),
         "auc_best_epoch_test_selected": round(best["auc"], 4), "best_epoch": best["epoch"],
-        "ap_last_epoch": round(metrics["ap"], 4), "f1_last_epoch": round(metrics["f1"], 4),
+        "ap_last_epoch": round(metrics["ap"], 4),
+        # metrics.json written before the rename: f1 was the oracle F1, f1_at_threshold ours
+        "f1_last_epoch": _rounded(metrics.get("f1_at_threshold" if "f1_oracle" not in metrics
+                                              else "f1")),
+        "f1_oracle_last_epoch": _rounded(metrics.get("f1_oracle", metrics.get("f1"))),
         "wall_time_s": metrics["wall_time_s"],
         "train_s": round(sum(r.get("train_s", 0.0) for r in metrics.get("history", [])), 2),
         "budget": budget, "dataset": cfg.dataset,

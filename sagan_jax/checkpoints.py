@@ -62,10 +62,12 @@ def _no_checkpoint(workdir: str) -> CheckpointError:
     names = sorted(n for n in os.listdir(runs)
                    if os.path.isdir(os.path.join(runs, n, "checkpoints"))) \
         if os.path.isdir(runs) else []
-    hint = (f"; this workdir holds several runs: pass --workdir={os.path.join(runs, names[0])} "
-            f"(runs: {', '.join(names)})" if names else
-            "; train first with --mode=train and the same --workdir")
-    return CheckpointError(f"no checkpoint in {where}{hint}")
+    if names:  # a run list (--seeds, --abnormal_classes): each run has its own checkpoints
+        return CheckpointError(
+            f"{workdir} holds {len(names)} runs, each with its own checkpoint; choose one: "
+            + " or ".join(f"--workdir={os.path.join(runs, n)}" for n in names))
+    return CheckpointError(f"no checkpoint in {where}; train first with --mode=train and the "
+                           "same --workdir")
 
 
 def saved_meta(workdir: str) -> dict:

@@ -1,4 +1,7 @@
-"""Command line: python -m sagan_jax.main --flagfile=experiments/NAME.cfg [--flag=value ...]
+"""Command line: sagan-jax (or python -m sagan_jax.main) --flagfile=NAME.cfg [--flag=value ...]
+
+NAME.cfg: a flagfile's path, or the name of one shipped with the package (sagan_jax/configs;
+experiments/NAME.cfg in a checkout).
 
 Every field of sagan_jax.config.Config is a flag of the same name. Invalid input exits with
 status 2 and one line on stderr that says what is wrong and what is allowed.
@@ -57,18 +60,36 @@ def config_from_flags() -> Config:
     return Config(**values)
 
 
+def configure_logging() -> None:
+    """This package's messages at INFO; every other library's (jax's backend probing, e.g.
+    the libtpu line; orbax; matplotlib) only from WARNING up."""
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(message)s", force=True)
+    logging.getLogger("sagan_jax").setLevel(logging.INFO)
+    logging.getLogger("absl").setLevel(logging.WARNING)
+
+
 def fail(message: str) -> typing.NoReturn:
     print(f"sagan_jax: error: {message}", file=sys.stderr)
     sys.exit(2)
 
 
-def check_flagfiles(argv) -> None:
+def check_flagfiles(argv) -> list:
+    """``argv`` with each --flagfile resolved: an existing path, else the packaged flagfile of
+    that name (sagan_jax.configs); a flagfile that is neither stops with one line."""
+    from sagan_jax import configs
+
+    out = list(argv[:1])
     for arg in argv[1:]:
         if arg.startswith("--flagfile="):
             path = arg.split("=", 1)[1]
-            if not os.path.isfile(path):
-                fail(f"flagfile {path!r} does not exist; pass an existing file, e.g. "
-                     "--flagfile=experiments/quickstart.cfg")
+            found = configs.resolve(path)
+            if found is None:
+                fail(f"flagfile {path!r} does not exist; pass an existing file or a packaged "
+                     f"flagfile's name ({', '.join(configs.names())}), e.g. "
+                     "--flagfile=quickstart.cfg")
+            arg = f"--flagfile={found}"
+        out.append(arg)
+    return out
 
 
 def check_workdir(path: str) -> None:
@@ -97,6 +118,17 @@ def say(message: str) -> None:
 
     if jax.process_index() == 0:
         print(message)
+
+
+def f1_text(result: dict) -> str:
+    """The F1 part of a result line: the F1 of the run's own decisions at its calibrated
+    threshold, then the oracle F1 (threshold chosen on the test labels), labelled as such."""
+    oracle = f"oracle F1 {result['f1_oracle']:.4f} (best threshold on the test set)"
+    if result.get("f1") is None:
+        return oracle
+    where = f", from {result['threshold_source']}" if result.get("threshold_source") else ""
+    return (f"F1 {result['f1']:.4f} at the calibrated threshold {result['threshold']:.4g}"
+            f"{where}; {oracle}")
 
 
 def run(cfg: Config) -> dict:
@@ -129,7 +161,7 @@ def run(cfg: Config) -> dict:
                     f"{len(diverged)} of {len(result['results'])} runs diverged and stopped "
                     f"({', '.join(diverged)}); the others finished (see summary.json)")
             return result
-        say(f"AUC {result['auc']:.4f}  AP {result['ap']:.4f}  F1 {result['f1']:.4f}  "
+        say(f"AUC {result['auc']:.4f}  AP {result['ap']:.4f}  {f1_text(result)}  "
               f"(last epoch {result['last_epoch']}; wall time {result['wall_time_s']:.1f} s; "
               f"metrics in {os.path.join(cfg.workdir, 'metrics.json')})")
         return result
@@ -144,7 +176,7 @@ def run(cfg: Config) -> dict:
     from sagan_jax.training.evaluate import evaluate_checkpoint
 
     result = evaluate_checkpoint(cfg, load_data(cfg))
-    say(f"AUC {result['auc']:.4f}  AP {result['ap']:.4f}  F1 {result['f1']:.4f}  "
+    say(f"AUC {result['auc']:.4f}  AP {result['ap']:.4f}  {f1_text(result)}  "
           f"(checkpoint step {result['step']}; {os.path.join(cfg.workdir, 'eval.json')})")
     return result
 
@@ -194,8 +226,7 @@ def warn_unused_flags(cfg: Config) -> None:
 def main(argv):
     if len(argv) > 1:
         fail(f"unexpected arguments {argv[1:]}; flags look like --name=value")
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", force=True)
-    logging.getLogger("absl").setLevel(logging.WARNING)
+    configure_logging()
     try:
         cfg = config_from_flags()
         warn_unused_flags(cfg)
@@ -215,12 +246,22 @@ def main(argv):
 
 
 def flags_parser(argv):
-    check_flagfiles(argv)
+    argv = check_flagfiles(argv)
     try:
         return FLAGS(argv)
     except flags.Error as e:
         fail(f"{e}; run with --helpfull to list the flags")
 
 
-if __name__ == "__main__":
+def console() -> None:
+    """The ``sagan-jax`` console command: ``python -m sagan_jax.main``, its help included (absl
+    shows the __main__ module's docstring and the flags it defines)."""
+    if not getattr(sys.modules["__main__"], "__doc__", None):
+        sys.modules["__main__"].__doc__ = __doc__
+    for f in dataclasses.fields(Config):
+        FLAGS.register_flag_by_module(sys.argv[0], FLAGS[f.name])
     app.run(main, flags_parser=flags_parser)
+
+
+if __name__ == "__main__":
+    console()

@@ -28,7 +28,9 @@ def minmax(scores):
 
 
 def detection_metrics(labels, scores) -> dict:
-    """ROC AUC, average precision and the best F1 over thresholds (label 1 = abnormal)."""
+    """ROC AUC, average precision and ``f1_oracle``, the best F1 over every threshold (label 1
+    = abnormal): that threshold is chosen on these labels, so it is an oracle's, never a
+    result; the F1 of a model's own decisions is ``f1_at`` of its calibrated threshold."""
     labels = np.asarray(labels).astype(int)
     scores = np.asarray(scores, np.float64)
     if labels.shape != scores.shape:
@@ -41,8 +43,8 @@ def detection_metrics(labels, scores) -> dict:
     return {
         "auc": float(skm.roc_auc_score(labels, scores)),
         "ap": float(skm.average_precision_score(labels, scores)),
-        "f1": float(f1[best]),
-        "f1_threshold": float(thresholds[best]) if len(thresholds) else float("nan"),
+        "f1_oracle": float(f1[best]),
+        "f1_oracle_threshold": float(thresholds[best]) if len(thresholds) else float("nan"),
     }
 
 

@@ -298,6 +298,50 @@ def test_history_gives_the_three_evaluations():
     assert "val_selected_epoch" not in out and "originals_evaluation" not in out
 
 
+def test_history_f1_names_current_and_before_the_rename():
+    """metrics.json's f1 is the F1 at the calibrated threshold, beside threshold and its source;
+    the test-set-best F1 is f1_oracle, labelled. A history written before the rename (test_f1
+    was the oracle's, test_f1_at_threshold ours) reads back under today's names."""
+    from sagan_jax.training.results import summarise_history
+
+    base = {"epoch": 0, "test_auc": 0.6, "test_ap": 0.5, "test_auc_r": 0.5, "test_auc_lat": 0.5}
+    now = summarise_history([dict(base, test_f1=0.2, test_threshold=0.01, test_f1_oracle=0.7,
+                                  threshold_source="validation normals")])
+    before = summarise_history([dict(base, test_f1=0.7, test_f1_at_threshold=0.2)])
+    for out in (now, before):
+        assert out["f1"] == 0.2 and out["f1_oracle"] == 0.7
+        assert "oracle, not the result" in out["f1_oracle_note"]
+        assert "f1_at_threshold" not in out
+    assert now["threshold"] == 0.01 and now["threshold_source"] == "validation normals"
+    torch_ref = summarise_history([dict(base, test_f1_oracle=0.7)])  # no calibrated threshold
+    assert "f1" not in torch_ref and torch_ref["f1_oracle"] == 0.7
+
+
+def test_table2_reads_a_record_written_before_the_f1_rename(tmp_path):
+    """A per-run record whose f1_last_epoch column held the oracle F1 (before the rename) reads
+    back with that value as f1_oracle_last_epoch and f1_last_epoch not measured; a current
+    record reads back as written."""
+    import csv
+
+    from experiments import table2
+
+    old_fields = [k for k in table2.CSV_FIELDS if k != "f1_oracle_last_epoch"]
+    row = {k: "" for k in old_fields}
+    row.update(model="sagan", abnormal_class="bird", seed="0", f1_last_epoch="0.61", flags="{}")
+    path = tmp_path / "old.csv"
+    with open(path, "w", newline="") as f:
+        w = csv.DictWriter(f, old_fields)
+        w.writeheader()
+        w.writerow(row)
+    got = table2.read_record(str(path))[("sagan", "bird", 0)]
+    assert got["f1_oracle_last_epoch"] == 0.61 and got["f1_last_epoch"] == ""
+    cur = table2.row_of(table2.Config(), {"auc": 0.6, "ap": 0.5, "f1": 0.2, "f1_oracle": 0.61,
+                                          "last_epoch": 1, "wall_time_s": 1.0,
+                                          "best_epoch_on_test_set": {"auc": 0.6, "epoch": 1}},
+                        "tiny")
+    assert cur["f1_last_epoch"] == 0.2 and cur["f1_oracle_last_epoch"] == 0.61
+
+
 def test_three_way_table():
     from experiments import table2
 
@@ -553,7 +597,7 @@ def test_table2_keeps_no_row_of_an_unfinished_run(tmp_path, monkeypatch):
     import sagan_jax.training.loop as loop
 
     def metrics(auc, last_epoch, diverged=None):
-        m = {"auc": auc, "ap": 0.5, "f1": 0.5, "last_epoch": last_epoch, "wall_time_s": 1.0,
+        m = {"auc": auc, "ap": 0.5, "f1": 0.5, "f1_oracle": 0.6, "last_epoch": last_epoch, "wall_time_s": 1.0,
              "best_epoch_on_test_set": {"auc": auc, "epoch": 1}}
         return dict(m, diverged=diverged) if diverged else m
 
@@ -574,7 +618,8 @@ def _fake_train(calls):
         seeds = [int(s) for s in cfg.seeds.split(",")] if cfg.seeds else [cfg.seed]
         runs = [(c, s) for c in classes for s in seeds]
         calls.extend(runs)
-        results = [{"auc": 0.5 + int(c) / 10, "ap": 0.5, "f1": 0.25, "last_epoch": cfg.epochs,
+        results = [{"auc": 0.5 + int(c) / 10, "ap": 0.5, "f1": 0.25, "f1_oracle": 0.3,
+                    "last_epoch": cfg.epochs,
                     "wall_time_s": 12.5, "history": [{"train_s": 4.0}],
                     "best_epoch_on_test_set": {"auc": 0.9, "epoch": 1},
                     "originals_evaluation": {"auc": 0.8, "epoch": 1},

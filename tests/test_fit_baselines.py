@@ -97,7 +97,8 @@ def cli(*args):
                           capture_output=True, text=True, env=env, timeout=600)
 
 
-GAN_KEYS = ("auc", "ap", "f1", "auc_r_alone", "auc_lat_alone", "f1_at_threshold", "last_epoch",
+GAN_KEYS = ("auc", "ap", "f1", "threshold", "threshold_source", "f1_oracle", "f1_oracle_note",
+            "auc_r_alone", "auc_lat_alone", "last_epoch",
             "best_epoch_on_test_set", "history", "wall_time_s", "flags", "data")
 
 
@@ -114,6 +115,11 @@ def test_cli_fit_on_digits_writes_gan_metrics(tmp_path, model, extra):
     assert m["best_epoch_on_test_set"]["note"].startswith("selected on the test set")
     assert m["auc_lat_alone"] == 0.5  # L = 0
     assert f"AUC {m['auc']:.4f}" in out.stdout
+    assert "f1_at_threshold" not in m and "f1_at_threshold" not in m["history"][0]
+    assert m["threshold_source"] == "training normals (no val split)"
+    assert (f"F1 {m['f1']:.4f} at the calibrated threshold {m['threshold']:.4g}, from training "
+            f"normals (no val split); oracle F1 {m['f1_oracle']:.4f} (best threshold on the test "
+            "set)") in out.stdout
     assert (work / "checkpoints").is_dir()
     # rerun: the finished fit is read back, not refitted
     again = cli(f"--model={model}", *extra, "--abnormal_class=4", f"--workdir={work}", *FAST)
@@ -169,6 +175,18 @@ def test_cli_fit_run_axis_writes_summary(tmp_path):
         m = json.loads((work / "runs" / name / "metrics.json").read_text())
         assert m["run"] == name and m["auc"] > 0.9
     assert summary["per_class"][0]["auc_mean"] > 0.9
+    row = summary["per_class"][0]
+    f1s = [json.loads((work / "runs" / n / "metrics.json").read_text())["f1"]
+           for n in ("0_seed0", "0_seed1")]
+    assert row["f1_mean"] == pytest.approx(np.mean(f1s)) and "f1_oracle_mean" in row
+    assert "f1_oracle: the best F1 over every threshold" in summary["note"]
+    import re
+
+    with open(os.path.join(ROOT, "docs", "metrics.md")) as f:  # explains every key
+        documented = set(re.findall(r"`([a-z][a-z0-9_]*)`", f.read()))
+    m = json.loads((work / "runs" / "0_seed0" / "metrics.json").read_text())  # fitted: fit_s
+    assert (set(summary) | set(row) | set(m) | set(m["history"][0])) - documented == set()
+    assert f"| {row['f1_mean']:.4f} ± {row['f1_std']:.4f} |" in out.stdout  # the printed table
     assert "| 0 |" in (work / "summary.md").read_text() and "knn AUC" in out.stdout
 
 

@@ -31,16 +31,39 @@ def test_minmax():
 def test_metrics_on_hand_made_scores():
     labels = [0, 0, 0, 1, 1]
     perfect = scoring.detection_metrics(labels, [0.1, 0.2, 0.3, 0.8, 0.9])
-    assert perfect["auc"] == 1.0 and perfect["ap"] == 1.0 and perfect["f1"] == 1.0
+    assert perfect["auc"] == 1.0 and perfect["ap"] == 1.0 and perfect["f1_oracle"] == 1.0
+    assert "f1" not in perfect  # no calibrated threshold here: only the oracle's F1
     # One abnormal (0.25) ranked below two normals: 4 of the 6 pairs ordered right.
     m = scoring.detection_metrics(labels, [0.1, 0.3, 0.4, 0.25, 0.9])
     assert m["auc"] == pytest.approx(4 / 6)
     # AP: ranks 0.9 (abn), 0.4, 0.3, 0.25 (abn) -> precision 1 at recall .5, 2/4 at recall 1.
     assert m["ap"] == pytest.approx(0.5 * 1.0 + 0.5 * 0.5)
     # Best F1: threshold 0.9 -> P=1, R=.5, F1=2/3; threshold 0.25 -> P=.5, R=1, F1=2/3.
-    assert m["f1"] == pytest.approx(2 / 3)
+    assert m["f1_oracle"] == pytest.approx(2 / 3)
     inverted = scoring.detection_metrics(labels, [0.9, 0.8, 0.7, 0.2, 0.1])
     assert inverted["auc"] == 0.0
+
+
+def test_f1_is_at_the_calibrated_threshold_and_the_oracle_is_labelled():
+    """metrics_from_scores: ``f1`` is the F1 of the decisions ``raw score > threshold`` with
+    the threshold given (calibrated on normal images), written beside it; ``f1_oracle`` is
+    the best F1 over thresholds chosen on the test labels."""
+    from types import SimpleNamespace
+
+    from sagan_jax.training.evaluate import metrics_from_scores
+
+    cfg = Config(model="pca")  # final score = R
+    labels = np.array([0, 0, 0, 0, 1, 1])
+    r = np.array([0.1, 0.2, 0.3, 0.6, 0.5, 0.9])
+    split = SimpleNamespace(labels=labels, classes=None, masks=None)
+    m = metrics_from_scores(cfg, split, r, np.zeros_like(r), threshold=0.55)
+    # > 0.55: 0.6 (normal), 0.9 (abnormal) -> P = 1/2, R = 1/2, F1 = 1/2
+    assert m["f1"] == pytest.approx(0.5) and m["threshold"] == 0.55
+    # best over thresholds: > 0.4 flags 0.5, 0.6, 0.9 -> P = 2/3, R = 1, F1 = 0.8
+    assert m["f1_oracle"] == pytest.approx(0.8)
+    assert scoring.f1_at(labels, r, 0.95) == 0.0  # nothing flagged
+    without = metrics_from_scores(cfg, split, r, np.zeros_like(r))
+    assert "f1" not in without and "threshold" not in without
 
 
 def test_metrics_reject_bad_input():

@@ -12,7 +12,7 @@ drawn by torch's own initialiser (``torch.manual_seed(cfg.seed)``), and float ro
   - before each evaluation: running statistics recomputed from
     ``cfg.bn_recalibration_batches`` training batches (the JAX loop's batches, from
     ``recalibration_batches``), G on x, D on x and on G(x);
-  - score: cfg.score_lambda R + (1 - cfg.score_lambda) L, min-max scaled, AUC / AP / F1 by
+  - score: cfg.score_lambda R + (1 - cfg.score_lambda) L, min-max scaled, AUC / AP / oracle F1 (no calibrated threshold here) by
     ``sagan_jax.scoring.detection_metrics``.
 
 Only the SAGAN step is implemented (``--model=sagan``, with or without DSC / CBAM).
@@ -132,7 +132,8 @@ def train_and_evaluate(cfg, data, threads: int | None = None,
             recalibrate_batchnorm(trainer, images, cfg.bn_recalibration_batches,
                                   cfg.batch_size, seeds.recalibration_seed(cfg.seed, epoch))
             test = evaluate(cfg, trainer, data.test)
-            record.update({f"test_{k}": test[k] for k in ("auc", "ap", "f1", "auc_r", "auc_lat")})
+            record.update({f"test_{k}": test[k] for k in ("auc", "ap", "f1_oracle", "auc_r",
+                                                            "auc_lat")})
             log.info("torch epoch %d/%d: test AUC %.4f (%.1f img/s)", epoch + 1, cfg.epochs,
                      test["auc"], record["train_img_per_s"])
         history.append(record)

@@ -169,8 +169,9 @@ def metrics_from_scores(cfg, split, r, lat, recon=None, threshold=None, variable
                         class_names=None) -> dict:
     """split_metrics plus, with defect masks, the pixel AUROC of the ``--anomaly_map`` maps
     (residual: needs ``recon``; grad: needs ``variables``, variables_of(state)), with a
-    calibrated ``threshold`` the F1 of its decisions (beside the best F1 over thresholds), and
-    with several abnormal classes (defect types) the AUC of each."""
+    calibrated ``threshold`` (chosen without test labels) ``f1``, the F1 of its decisions, and
+    ``threshold`` itself (beside ``f1_oracle``, the best F1 over thresholds chosen on the test
+    labels), and with several abnormal classes (defect types) the AUC of each."""
     if not (np.all(np.isfinite(r)) and np.all(np.isfinite(lat))):
         raise FloatingPointError("the test scores are not finite")
     result = split_metrics(cfg, split.labels, r, lat)
@@ -183,7 +184,8 @@ def metrics_from_scores(cfg, split, r, lat, recon=None, threshold=None, variable
         result["pixel_auc"] = scoring.pixel_auroc(split.masks,
                                                   pixel_maps(cfg, split, recon, variables))
     if threshold is not None:
-        result["f1_at_threshold"] = scoring.f1_at(split.labels, result["scores"], threshold)
+        result["f1"] = scoring.f1_at(split.labels, result["scores"], threshold)
+        result["threshold"] = float(threshold)
     return result
 
 
@@ -214,7 +216,12 @@ def evaluate_checkpoint(cfg, data) -> dict:
         raise CheckpointError(f"the checkpoint in {cfg.workdir} holds non-finite weights; "
                               "it cannot be scored")
     test = evaluate(cfg, state, data.test)
-    result = {k: test[k] for k in ("auc", "ap", "f1", "auc_r", "auc_lat")}
+    result = {k: test[k] for k in ("auc", "ap", "auc_r", "auc_lat")}
+    calib = meta.get("calibration")
+    if calib is not None:  # the F1 of the run's own decisions, at its calibrated threshold
+        result["f1"] = scoring.f1_at(data.test.labels, test["scores"], calib["threshold"])
+        result.update(threshold=calib["threshold"], threshold_source=calib["source"])
+    result["f1_oracle"] = test["f1_oracle"]
     per_class = auc_per_class(data.test.labels, test["scores"], data.test.classes,
                               data.class_names)
     if per_class:
@@ -223,10 +230,6 @@ def evaluate_checkpoint(cfg, data) -> dict:
                                             data.test, test)
     if "pixel_auc" in test:
         result["pixel_auc"] = test["pixel_auc"]
-    calib = meta.get("calibration")
-    if calib is not None:
-        result["f1_at_threshold"] = scoring.f1_at(data.test.labels, test["scores"],
-                                                  calib["threshold"])
     result.update(step=int(state.step), epoch=meta["epoch"] + 1,
                   eval_batch_stats=cfg.eval_batch_stats, data=data.counts())
     write_json(os.path.join(cfg.workdir, "eval.json"), result)

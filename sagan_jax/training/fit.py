@@ -5,7 +5,7 @@ training images in one call, then treated exactly as a GAN run after its last ep
 set is scored with the model's components (R, L) and final score, the decision threshold is
 calibrated on normal images (evaluate.calibrate: calibration_images, calibration_from_scores and
 the anomaly maps' colour scale), and the
-run writes WORKDIR/metrics.json with a GAN run's keys (auc, ap, f1, auc_r_alone, ...; history
+run writes WORKDIR/metrics.json with a GAN run's keys (auc, ap, f1, threshold, f1_oracle, ...; history
 with one record, epoch 0; best_epoch_on_test_set labelled as test-selected), metrics.jsonl,
 pictures, and an orbax checkpoint (the fitted arrays, the calibration and the arrays' shapes in
 its metadata) that --mode=eval and --mode=score restore. Rerunning a finished run with the same
@@ -28,7 +28,7 @@ from sagan_jax.training.metric_writer import MetricWriter
 from sagan_jax.training.results import peak_memory, summarise_history, write_json
 
 log = logging.getLogger("sagan_jax")
-TEST_KEYS = ("auc", "ap", "f1", "auc_r", "auc_lat", "pixel_auc", "f1_at_threshold")
+TEST_KEYS = ("auc", "ap", "f1", "threshold", "f1_oracle", "auc_r", "auc_lat", "pixel_auc")
 
 
 def is_fitted(cfg) -> bool:
@@ -64,14 +64,15 @@ def fit_and_evaluate(run, data) -> dict:
                                out[2] if need_recon else None, threshold=calib["threshold"],
                                variables=variables_of(state))
     record = {"epoch": 0, "step": 0, "fit_s": round(fit_s, 2),
-              **{f"test_{k}": test[k] for k in TEST_KEYS if k in test}}
+              **{f"test_{k}": test[k] for k in TEST_KEYS if k in test},
+              "threshold_source": calib["source"]}
     if data.val is not None:
         record["val_score_mean"] = calib["mean"]
     if cfg.eval_originals:  # no BatchNorm, no epochs, no score weight: the same number
         record["test_auc_originals"] = test["auc"]
-    log.info("%s%s fitted in %.1f s: test AUC %.4f AP %.4f F1 %.4f (F1 at the threshold %.4f)",
-             prefix, cfg.model, fit_s, test["auc"], test["ap"], test["f1"],
-             test["f1_at_threshold"])
+    log.info("%s%s fitted in %.1f s: test AUC %.4f AP %.4f F1 %.4f at the calibrated threshold "
+             "(oracle F1 %.4f, threshold chosen on the test set)", prefix, cfg.model, fit_s,
+             test["auc"], test["ap"], test["f1"], test["f1_oracle"])
     history = [record]
     wall = time.time() - t0
     if mngr.latest_step() is not None:  # a fit that stopped before its metrics.json: redo it

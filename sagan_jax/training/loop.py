@@ -43,9 +43,10 @@ from sagan_jax.devices import local_mesh, put_replicated
 from sagan_jax.training.step import make_mesh
 
 log = logging.getLogger("sagan_jax")
-TEST_KEYS = ("auc", "ap", "f1", "auc_r", "auc_lat", "pixel_auc", "f1_at_threshold",
+TEST_KEYS = ("auc", "ap", "f1", "threshold", "f1_oracle", "auc_r", "auc_lat", "pixel_auc",
              "auc_per_class")
 make_chunk_program = prog.make_chunk_program  # module attribute, so tests can wrap it
+COMPILING = "compiling the training step (first call, cached afterwards)"
 
 
 def is_writer() -> bool:
@@ -187,6 +188,9 @@ class RunTracker:
     def close(self):
         if self.writer is not None:
             self.writer.close()
+        for mngr in (self.mngr, self.best_mngr):  # waits for checkpoints still being written
+            if mngr is not None:
+                mngr.close()
 
 
 def resolve_dsc_forms(runs, per_device_batch: int):
@@ -279,8 +283,12 @@ class Trainer:
                   else None for t, a in zip(self.trackers, active_runs)]
         total = max(t.steps_per_epoch for t, a in zip(self.trackers, active_runs) if a)
         first = [int(t.history[-1]["step"]) if t.history else 0 for t in self.trackers]
-        bar = _progress(total, not (cfg.progress and is_writer()),
-                        f"epoch {epoch + 1}/{cfg.epochs}")
+        show = cfg.progress and is_writer()
+        bar = None  # started once the program is compiled: its ETA never counts compilation
+        if self.first_step_s is None and is_writer():
+            log.info(COMPILING)
+        else:
+            bar = _progress(total, not show, f"epoch {epoch + 1}/{cfg.epochs}")
         t_start = time.time()
         pending = None
         for c0 in range(0, total, n):
@@ -301,12 +309,15 @@ class Trainer:
             if self.first_step_s is None:
                 jax.block_until_ready(metrics)
                 self.first_step_s = time.time() - self.trackers[0].t0
+            if bar is None:
+                bar = _progress(total, not show, f"epoch {epoch + 1}/{cfg.epochs}")
             if pending is not None:
                 self._flush(*pending, bar)
             pending = (c0, metrics, act, first)
         if pending is not None:
             self._flush(*pending, bar)
-        bar.close()
+        if bar is not None:
+            bar.close()
         return time.time() - t_start
 
     def _flush(self, c0, metrics, act, first, bar):
@@ -383,6 +394,7 @@ class Trainer:
                                                class_names=t.data.class_names)
                     t.last_test = test
                     record.update({f"test_{key}": test[key] for key in TEST_KEYS if key in test})
+                    record["threshold_source"] = calib["source"]
                     if t.cfg.eval_originals:  # issue 13's evaluation (a): never the result
                         record["test_auc_originals"] = originals_auc(t.cfg, states[k],
                                                                      t.data.test)
@@ -391,10 +403,11 @@ class Trainer:
                                  f"{t.run.name}: " if t.run.name else "", epoch + 1,
                                  cfg.epochs, t.cfg.originals_score_lambda,
                                  record["test_auc_originals"])
-                    log.info("%sepoch %d/%d: test AUC %.4f AP %.4f F1 %.4f (F1 at the threshold "
-                             "%.4f; AUC of R alone %.4f, of L alone %.4f%s; %.1f img/s)",
+                    log.info("%sepoch %d/%d: test AUC %.4f AP %.4f F1 %.4f at the calibrated "
+                             "threshold (oracle F1 %.4f, threshold chosen on the test set; AUC "
+                             "of R alone %.4f, of L alone %.4f%s; %.1f img/s)",
                              f"{t.run.name}: " if t.run.name else "", epoch + 1, cfg.epochs,
-                             test["auc"], test["ap"], test["f1"], test["f1_at_threshold"],
+                             test["auc"], test["ap"], test["f1"], test["f1_oracle"],
                              test["auc_r"], test["auc_lat"],
                              f"; pixel AUROC {test['pixel_auc']:.4f}" if "pixel_auc" in test
                              else "", record["train_img_per_s"])
