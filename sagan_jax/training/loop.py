@@ -42,8 +42,9 @@ from sagan_jax.training.state import init_state, make_optimizers
 from sagan_jax.training.step import make_mesh
 
 log = logging.getLogger("sagan_jax")
-TEST_KEYS = ("auc", "ap", "f1", "auc_r", "auc_lat", "pixel_auc", "f1_at_threshold",
-             "auc_per_class")
+TEST_KEYS = ("auc", "ap", "f1", "auc_r", "auc_lat", "pixel_auc", "pixel_aupro",
+             "f1_at_threshold", "auc_per_class", "auc_per_defect", "fpr_at_threshold",
+             "metrics_absent")
 make_chunk_program = prog.make_chunk_program  # module attribute, so tests can wrap it
 
 
@@ -346,7 +347,12 @@ class Trainer:
                                                class_names=t.data.class_names)
                     t.last_test = test
                     record.update({f"test_{key}": test[key] for key in TEST_KEYS if key in test})
-                    if t.cfg.eval_originals:  # issue 13's evaluation (a): never the result
+                    if "metrics_absent" in test:  # good images only
+                        log.info("%sepoch %d/%d: %.4f of %d normal test images flagged at the "
+                                 "threshold; %s", f"{t.run.name}: " if t.run.name else "",
+                                 epoch + 1, cfg.epochs, test["fpr_at_threshold"],
+                                 test["n_normal"], test["metrics_absent"])
+                    elif t.cfg.eval_originals:  # issue 13's evaluation (a): never the result
                         record["test_auc_originals"] = originals_auc(t.cfg, states[k],
                                                                      t.data.test)
                         log.info("%sepoch %d/%d: test AUC under the originals' evaluation "
@@ -354,13 +360,15 @@ class Trainer:
                                  f"{t.run.name}: " if t.run.name else "", epoch + 1,
                                  cfg.epochs, t.cfg.originals_score_lambda,
                                  record["test_auc_originals"])
-                    log.info("%sepoch %d/%d: test AUC %.4f AP %.4f F1 %.4f (F1 at the threshold "
-                             "%.4f; AUC of R alone %.4f, of L alone %.4f%s; %.1f img/s)",
-                             f"{t.run.name}: " if t.run.name else "", epoch + 1, cfg.epochs,
-                             test["auc"], test["ap"], test["f1"], test["f1_at_threshold"],
-                             test["auc_r"], test["auc_lat"],
-                             f"; pixel AUROC {test['pixel_auc']:.4f}" if "pixel_auc" in test
-                             else "", record["train_img_per_s"])
+                    if "metrics_absent" not in test:
+                        log.info("%sepoch %d/%d: test AUC %.4f AP %.4f F1 %.4f (F1 at the "
+                                 "threshold %.4f; AUC of R alone %.4f, of L alone %.4f%s; "
+                                 "%.1f img/s)", f"{t.run.name}: " if t.run.name else "",
+                                 epoch + 1, cfg.epochs, test["auc"], test["ap"], test["f1"],
+                                 test["f1_at_threshold"], test["auc_r"], test["auc_lat"],
+                                 f"; pixel AUROC {test['pixel_auc']:.4f} AUPRO "
+                                 f"{test['pixel_aupro']:.4f}" if "pixel_auc" in test else "",
+                                 record["train_img_per_s"])
                 else:
                     log.info("%sepoch %d/%d: trained (%.1f img/s); test set not scored "
                              "(--eval_every=%d)", f"{t.run.name}: " if t.run.name else "",
@@ -445,7 +453,7 @@ class Trainer:
             result["dsc_impls"] = self.dsc_impls
         if t.diverged is not None:
             result["diverged"] = t.diverged
-        if any("test_auc" in r for r in t.history):
+        if any("test_auc" in r or "test_fpr_at_threshold" in r for r in t.history):
             result.update(summarise_history(t.history))
         elif t.diverged is None:
             raise ConfigError(f"--epochs={t.cfg.epochs} trains nothing: no epochs were run")
@@ -456,7 +464,7 @@ class Trainer:
             if test is not None:  # the last scored epoch's per-image scores
                 result["scores_csv"] = write_scores_csv(
                     os.path.join(t.cfg.workdir, "test_scores.csv"), t.data.test, test)
-            if t.cfg.plots and t.diverged is None:
+            if t.cfg.plots and t.diverged is None and "auc" in result:  # ROC: needs both labels
                 result["plots"] = self._plots(k)
             write_json(os.path.join(t.cfg.workdir, "metrics.json"), result)
         return result

@@ -21,6 +21,12 @@ def summarise_history(history: list) -> dict:
     """The reported result of a run: the LAST scored epoch's test metrics, plus the best epoch
     on the test set, labelled as test-selected."""
     scored = [r for r in history if "test_auc" in r]
+    normal_only = [r for r in history if "test_fpr_at_threshold" in r]
+    if not scored and normal_only:  # good images only: no AUC, the false-positive rate
+        final = normal_only[-1]
+        return {"fpr_at_threshold": final["test_fpr_at_threshold"],
+                "metrics_absent": final.get("test_metrics_absent"),
+                "last_epoch": final["epoch"] + 1}
     if not scored:
         raise ValueError("no epoch was scored on the test set")
     final, best = scored[-1], max(scored, key=lambda r: r["test_auc"])
@@ -31,7 +37,8 @@ def summarise_history(history: list) -> dict:
         "best_epoch_on_test_set": {"epoch": best["epoch"] + 1, "auc": best["test_auc"],
                                    "note": TEST_SELECTED},
     }
-    for key in ("f1_at_threshold", "pixel_auc", "auc_per_class"):
+    for key in ("f1_at_threshold", "pixel_auc", "pixel_aupro", "auc_per_class",
+                "auc_per_defect"):
         if f"test_{key}" in final:
             out[key] = final[f"test_{key}"]
     with_val = [r for r in scored if r.get("val_score_mean") is not None]
