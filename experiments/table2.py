@@ -12,9 +12,10 @@ loop does that; one stopped in the earlier layout resumes there, alone). Then wr
                   per model the paper's row, our last-epoch row (the result) and our
                   best-epoch row (selected on the test set, the paper's protocol: not a result)
   OUT/runs.csv    one line per run: model, class, seed, epochs, last-epoch AUC, best-epoch AUC
-                  (test-set selected), the three-way AUCs, AP, F1, wall time, workdir, runs in
-                  its program (runs trained together share one wall time: the program's), and
-                  the flags that define the run (JSON; what --record compares)
+                  (test-set selected), the three-way AUCs, AP, F1, pixel AUROC and AUPRO (with
+                  defect masks; empty otherwise), wall time, workdir, runs in its program (runs
+                  trained together share one wall time: the program's), and the flags that
+                  define the run (JSON; what --record compares)
 
 Each model starts from its flagfile experiments/model_<model>.cfg (its originals' weights,
 score lambda and learning rate; see those files), then the budget preset, then --set; the
@@ -102,14 +103,18 @@ BUDGETS = {
 CSV_FIELDS = ("model", "abnormal_class", "seed", "epochs", "auc_last_epoch",
               "auc_best_epoch_test_selected", "best_epoch", "auc_originals_evaluation",
               "originals_best_epoch", "auc_val_selected", "val_selected_epoch",
-              "ap_last_epoch", "f1_last_epoch",
+              "ap_last_epoch", "f1_last_epoch", "pixel_auc_last_epoch", "pixel_aupro_last_epoch",
               "wall_time_s", "train_s", "budget", "dataset", "protocol", "workdir",
               "runs_in_program", "flags")
 # Value types of a row read back from a CSV (runs.csv, a --record); every other field is text.
 INT_FIELDS = ("seed", "epochs", "best_epoch", "originals_best_epoch", "val_selected_epoch",
               "runs_in_program")
 FLOAT_FIELDS = ("auc_last_epoch", "auc_best_epoch_test_selected", "auc_originals_evaluation",
-                "auc_val_selected", "ap_last_epoch", "f1_last_epoch", "wall_time_s", "train_s")
+                "auc_val_selected", "ap_last_epoch", "f1_last_epoch", "pixel_auc_last_epoch",
+                "pixel_aupro_last_epoch", "wall_time_s", "train_s")
+# Columns a record written before they existed may lack (read as '': not measured). The pixel
+# metrics need defect masks (an anomaly folder with ground truth): empty for CIFAR-10 and digits.
+OPTIONAL_FIELDS = ("pixel_auc_last_epoch", "pixel_aupro_last_epoch")
 # Of checkpoints.RESUMABLE_CHANGES (flags a resumed run may change), the ones that do change a
 # finished run's numbers (eval_batch_size: with --eval_batch_stats), so the record keeps them.
 RECORD_DEFINING = ("epochs", "eval_every", "eval_batch_size")
@@ -231,7 +236,7 @@ def read_record(path: str) -> dict:
         with open(path, newline="") as f:
             reader = csv.DictReader(f)
             columns = list(reader.fieldnames or ())
-            missing = [k for k in CSV_FIELDS if k not in columns]
+            missing = [k for k in CSV_FIELDS if k not in columns and k not in OPTIONAL_FIELDS]
             extra = [k for k in columns if k not in CSV_FIELDS]
             if missing or extra:
                 raise bad(f"not a table2 record (no column {missing[0]})" if missing else
@@ -344,6 +349,8 @@ def row_of(cfg: Config, metrics: dict, budget: str) -> dict:
         "epochs": metrics["last_epoch"], "auc_last_epoch": round(metrics["auc"], 4),
         "auc_best_epoch_test_selected": round(best["auc"], 4), "best_epoch": best["epoch"],
         "ap_last_epoch": round(metrics["ap"], 4), "f1_last_epoch": round(metrics["f1"], 4),
+        **{f"{k}_last_epoch": (round(metrics[k], 4) if metrics.get(k) is not None else "")
+           for k in ("pixel_auc", "pixel_aupro")},
         "wall_time_s": metrics["wall_time_s"],
         "train_s": round(sum(r.get("train_s", 0.0) for r in metrics.get("history", [])), 2),
         "budget": budget, "dataset": cfg.dataset,

@@ -155,9 +155,11 @@ def run(cfg: Config) -> dict:
 
     result = evaluate_checkpoint(cfg, load_data(cfg))
     if "auc" not in result:  # good images only
-        say(f"false-positive rate at the threshold {result.get('fpr_at_threshold', float('nan')):.4f}"
-            f" on normal test images; {result['metrics_absent']} (checkpoint step "
-            f"{result['step']}; {os.path.join(cfg.workdir, 'eval.json')})")
+        fpr = result.get("fpr_at_threshold")
+        say(f"false-positive rate at the threshold "
+            f"{'unknown (no threshold saved)' if fpr is None else f'{fpr:.4f}'} on normal test "
+            f"images; {result['metrics_absent']} (checkpoint step {result['step']}; "
+            f"{os.path.join(cfg.workdir, 'eval.json')})")
         return result
     say(f"AUC {result['auc']:.4f}  AP {result['ap']:.4f}  F1 {result['f1']:.4f}  "
           f"(checkpoint step {result['step']}; {os.path.join(cfg.workdir, 'eval.json')})")

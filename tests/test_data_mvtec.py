@@ -222,6 +222,8 @@ def test_trains_end_to_end_at_64(tmp_path):
     assert "test: 2 normal, 4 abnormal (good 2, crack 2, scratch 2)" in proc.stderr
     metrics = json.loads((tmp_path / "work/metrics.json").read_text())
     assert 0.0 <= metrics["pixel_auc"] <= 1.0  # the masks reached the evaluation
+    assert 0.0 <= metrics["pixel_aupro"] <= 1.0
+    assert set(metrics["auc_per_defect"]) == {"crack", "scratch"}
 
 
 def test_test_good_missing_or_a_broken_link(tmp_path):

@@ -228,3 +228,42 @@ def test_lbot_layout_without_abnormal_folder_is_good_images_only(tmp_path):
         save(str(tmp_path / rel), np.zeros((16, 16, 3), np.uint8))
     data = load_anomaly_folder(tmp_path, 16, cache=False)
     assert data.class_names == ("0.normal",) and data.test.labels.tolist() == [0]
+
+
+def test_auc_per_defect_also_with_one_defect_type():
+    from sagan_jax.training.evaluate import auc_per_class, auc_per_defect
+
+    labels = np.array([0, 0, 1, 1])
+    scores = np.array([0.1, 0.4, 0.3, 0.9])
+    classes = np.array([0, 0, 1, 1])
+    assert auc_per_defect(labels, scores, classes, ("good", "crack")) == {"crack": 0.75}
+    assert auc_per_class(labels, scores, classes, ("good", "crack")) == {}  # two or more only
+    classes = np.array([0, 0, 1, 2])
+    assert auc_per_defect(labels, scores, classes, ("good", "crack", "dent")) == {
+        "crack": 0.5, "dent": 1.0}
+
+
+def test_pixel_metrics_in_summaries_and_table2_rows():
+    """summary.json/summary.md and table2's runs.csv carry pixel AUROC and AUPRO when the runs
+    have defect masks, and nothing (empty cells) when they do not."""
+    from experiments import table2
+    from sagan_jax.training.results import summarise_runs, summary_markdown
+    from sagan_jax.training.runs import Run
+
+    runs = [Run(f"a_seed{s}", Config(abnormal_class="1", seed=s)) for s in (0, 1)]
+    res = [{"auc": 0.5 + 0.2 * s, "best_epoch_on_test_set": {"auc": 0.6, "epoch": 1},
+            "pixel_auc": 0.7 + 0.2 * s, "pixel_aupro": 0.3 + 0.2 * s} for s in (0, 1)]
+    row = summarise_runs(runs, res)["per_class"][0]
+    assert row["pixel_auc_mean"] == pytest.approx(0.8)
+    assert row["pixel_aupro_mean"] == pytest.approx(0.4)
+    md = summary_markdown(summarise_runs(runs, res), "sagan")
+    assert "| 1 | 0.8000 ± 0.1414 | 0.4000 ± 0.1414 |" in md
+    assert "AUPRO" not in summary_markdown(
+        summarise_runs(runs, [{k: v for k, v in r.items() if "pixel" not in k} for r in res]),
+        "sagan")
+    metrics = dict(res[0], ap=0.5, f1=0.5, last_epoch=1, wall_time_s=1.0)
+    got = table2.row_of(runs[0].cfg, metrics, "tiny")
+    assert (got["pixel_auc_last_epoch"], got["pixel_aupro_last_epoch"]) == (0.7, 0.3)
+    got = table2.row_of(runs[0].cfg, dict(metrics, pixel_auc=None, pixel_aupro=None), "tiny")
+    assert (got["pixel_auc_last_epoch"], got["pixel_aupro_last_epoch"]) == ("", "")
+    assert set(table2.OPTIONAL_FIELDS) <= set(table2.CSV_FIELDS)

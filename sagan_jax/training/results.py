@@ -90,6 +90,10 @@ def summarise_runs(runs, results) -> dict:
             row["best_epoch_auc_mean"], row["best_epoch_auc_std"] = _mean_std(
                 [res["best_epoch_on_test_set"]["auc"] for _, res in ok])
             finished += [res["auc"] for _, res in ok]
+            for key in ("pixel_auc", "pixel_aupro"):  # with defect masks only
+                values = [res.get(key) for _, res in ok]
+                if all(v is not None and math.isfinite(v) for v in values):
+                    row[f"{key}_mean"], row[f"{key}_std"] = _mean_std(values)
         rows.append(row)
     out = {"runs": [r.name for r in runs], "per_class": rows,
            "note": "auc: last epoch; best_epoch_auc: " + TEST_SELECTED}
@@ -111,6 +115,14 @@ def summary_markdown(summary: dict, model: str) -> str:
                      f"{best} | {', '.join(r['diverged']) or '-'} |")
     if "mean_auc_over_classes" in summary:
         lines.append(f"| **mean over classes** | {summary['mean_auc_over_classes']:.4f} | | | |")
+    pixel = [r for r in summary["per_class"]
+             if "pixel_auc_mean" in r and "pixel_aupro_mean" in r]
+    if pixel:  # defect masks: the pixel metrics, mean ± std over seeds
+        lines += ["", "| abnormal class | pixel AUROC | pixel AUPRO (to 30% FPR) |",
+                  "|---|---:|---:|"]
+        lines += [f"| {r['abnormal_class']} | {r['pixel_auc_mean']:.4f} ± "
+                  f"{r['pixel_auc_std']:.4f} | {r['pixel_aupro_mean']:.4f} ± "
+                  f"{r['pixel_aupro_std']:.4f} |" for r in pixel]
     return "\n".join(lines) + "\n"
 
 
