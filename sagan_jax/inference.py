@@ -32,6 +32,10 @@
   (older ones; grad maps of a run trained with --anomaly_map=residual) has it measured now on
   the run's own calibration images (loaded from the run's data flags). So a map's colours, like
   its image's score, never depend on what else is scored with it.
+- **Overlays** (sagan_jax.overlays): the image with its map blended in, the decision and score
+  in the corner, into ``overlays/`` beside the CSV (same file names as the maps), at most
+  ``--max_pictures`` (the first in input order; how many were not drawn is logged).
+- The scoring itself is sagan_jax.api.Detector's (the Python API).
 - The decision threshold and the normalisation range were fixed at training time on normal
   images (training.evaluate.calibration_from_scores) and are read from the checkpoint;
   BatchNorm uses its running averages. A checkpoint whose weights, threshold or map scale are
