@@ -263,12 +263,13 @@ def evaluate_checkpoint(cfg, data) -> dict:
     if calib is not None and cfg.max_pictures:
         from sagan_jax import overlays
 
-        maps = pixel_maps(cfg, data.test, recon, variables)
+        k = min(cfg.max_pictures, len(data.test))  # maps of the pictures drawn only
+        maps = pixel_maps(cfg, data.test.take(np.arange(k)), recon[:k], variables)
+        paths = data.test.paths if data.test.paths is not None else [None] * len(data.test)
         result["overlays"] = overlays.write_overlays(
             os.path.join(cfg.workdir, "overlays"), data.test.images, maps, test["scores"],
             test["scores"] > calib["threshold"], overlays.map_vmax(cfg, calib, maps),
-            names=[overlays.overlay_name(p, i) for i, p in enumerate(
-                data.test.paths if data.test.paths is not None else [None] * len(data.test))],
+            names=[overlays.overlay_name(p, i) for i, p in enumerate(paths)],
             masks=data.test.masks, max_pictures=cfg.max_pictures)
     result.update(step=int(state.step), epoch=meta["epoch"] + 1,
                   eval_batch_stats=cfg.eval_batch_stats, data=data.counts())
