@@ -13,9 +13,10 @@ loop does that; one stopped in the earlier layout resumes there, alone). Then wr
                   best-epoch row (selected on the test set, the paper's protocol: not a result)
   OUT/runs.csv    one line per run: model, class, seed, epochs, last-epoch AUC, best-epoch AUC
                   (test-set selected), the three-way AUCs, AP, F1 at the calibrated threshold,
-                  oracle F1 (threshold chosen on the test set), wall time, workdir, runs in
-                  its program (runs trained together share one wall time: the program's), and
-                  the flags that define the run (JSON; what --record compares)
+                  oracle F1 (threshold chosen on the test set), pixel AUROC and AUPRO (with
+                  defect masks; empty otherwise), wall time, workdir, runs in its program (runs
+                  trained together share one wall time: the program's), and the flags that
+                  define the run (JSON; what --record compares)
 
 Each model starts from its flagfile experiments/model_<model>.cfg (its originals' weights,
 score lambda and learning rate; see those files), then the budget preset, then --set; the
@@ -103,7 +104,8 @@ BUDGETS = {
 CSV_FIELDS = ("model", "abnormal_class", "seed", "epochs", "auc_last_epoch",
               "auc_best_epoch_test_selected", "best_epoch", "auc_originals_evaluation",
               "originals_best_epoch", "auc_val_selected", "val_selected_epoch",
-              "ap_last_epoch", "f1_last_epoch", "f1_oracle_last_epoch",
+              "ap_last_epoch", "f1_last_epoch", "f1_oracle_last_epoch", "pixel_auc_last_epoch",
+              "pixel_aupro_last_epoch",
               "wall_time_s", "train_s", "budget", "dataset", "protocol", "workdir",
               "runs_in_program", "flags")
 # Value types of a row read back from a CSV (runs.csv, a --record); every other field is text.
@@ -111,10 +113,13 @@ INT_FIELDS = ("seed", "epochs", "best_epoch", "originals_best_epoch", "val_selec
               "runs_in_program")
 FLOAT_FIELDS = ("auc_last_epoch", "auc_best_epoch_test_selected", "auc_originals_evaluation",
                 "auc_val_selected", "ap_last_epoch", "f1_last_epoch", "f1_oracle_last_epoch",
-                "wall_time_s", "train_s")
+                "pixel_auc_last_epoch", "pixel_aupro_last_epoch", "wall_time_s", "train_s")
 # Records written before the F1 rename: their f1_last_epoch was the oracle F1 (the best over
 # thresholds chosen on the test set); read as f1_oracle_last_epoch, f1_last_epoch not measured.
 LEGACY_COLUMNS = {"f1_last_epoch": "f1_oracle_last_epoch"}
+# Columns a record written before they existed may lack (read as '': not measured). The pixel
+# metrics need defect masks (an anomaly folder with ground truth): empty for CIFAR-10 and digits.
+OPTIONAL_FIELDS = ("pixel_auc_last_epoch", "pixel_aupro_last_epoch")
 # Of checkpoints.RESUMABLE_CHANGES (flags a resumed run may change), the ones that do change a
 # finished run's numbers (eval_batch_size: with --eval_batch_stats), so the record keeps them.
 RECORD_DEFINING = ("epochs", "eval_every", "eval_batch_size")
@@ -241,7 +246,7 @@ def read_record(path: str) -> dict:
             columns = [legacy.get(k, k) for k in columns]
             for old, new in legacy.items():
                 columns.insert(columns.index(new), old)
-            missing = [k for k in CSV_FIELDS if k not in columns]
+            missing = [k for k in CSV_FIELDS if k not in columns and k not in OPTIONAL_FIELDS]
             extra = [k for k in columns if k not in CSV_FIELDS]
             if missing or extra:
                 raise bad(f"not a table2 record (no column {missing[0]})" if missing else
@@ -363,6 +368,8 @@ def row_of(cfg: Config, metrics: dict, budget: str) -> dict:
         "f1_last_epoch": _rounded(metrics.get("f1_at_threshold" if "f1_oracle" not in metrics
                                               else "f1")),
         "f1_oracle_last_epoch": _rounded(metrics.get("f1_oracle", metrics.get("f1"))),
+        **{f"{k}_last_epoch": (round(metrics[k], 4) if metrics.get(k) is not None else "")
+           for k in ("pixel_auc", "pixel_aupro")},
         "wall_time_s": metrics["wall_time_s"],
         "train_s": round(sum(r.get("train_s", 0.0) for r in metrics.get("history", [])), 2),
         "budget": budget, "dataset": cfg.dataset,

@@ -5,7 +5,7 @@ import dataclasses
 import math
 from typing import Optional
 
-MODES = ("train", "eval", "summary", "score")
+MODES = ("train", "eval", "summary", "score", "export")
 DATASETS = ("digits", "cifar10", "image_folder", "anomaly_folder")
 PROTOCOLS = ("ganomaly", "clean")
 ON_BAD_IMAGE = ("error", "skip")
@@ -34,7 +34,7 @@ class ConfigError(ValueError):
 @dataclasses.dataclass(frozen=True)
 class Config:
     # What to run.
-    mode: str = flag("train", 'train | eval (score the test set with the checkpoint in --workdir) | summary | score (score new images from --input with the trained --workdir)')
+    mode: str = flag("train", 'train | eval (score the test set with the checkpoint in --workdir) | summary | score (score new images from --input with the trained --workdir) | export (write WORKDIR/export/model.jaxexport and model.json: the scoring function, loadable with jax alone)')
     model: str = flag("sagan", "the model (the registry in sagan_jax/methods; each model's original settings in experiments/model_<name>.cfg)")
     workdir: str = flag("workdirs/default", 'output folder: checkpoints, metrics.json, metrics.jsonl; resumes if it holds a run')
     seed: int = flag(0, 'seed of initialisation, data order and splits')
@@ -112,6 +112,7 @@ class Config:
     # Scoring new images (--mode=score).
     input: Optional[str] = flag(None, '--mode=score: an image file or a folder of images to score')
     output: Optional[str] = flag(None, '--mode=score: CSV path (default WORKDIR/scores.csv); the anomaly maps go to the folder <CSV path without .csv>_maps')
+    max_pictures: int = flag(200, '--mode=score and --mode=eval: at most this many overlay pictures (image, anomaly map, decision, score, mask outline) into overlays/ beside the CSV; the first ones in input order, the rest named in the log; 200 covers a usual test set (an MVTec AD category) without writing thousands of files from a large folder by accident; 0 = none')
 
     def __post_init__(self):
         validate(self)
@@ -206,6 +207,8 @@ def validate(cfg: Config) -> None:
 
         parse_seeds(cfg)
     _choice("resize", cfg.resize, RESIZE_MODES)
+    if cfg.max_pictures < 0:
+        raise ConfigError(f"--max_pictures={cfg.max_pictures} must be >= 0 (0 = no overlays)")
     if cfg.mask_root and cfg.dataset != "anomaly_folder":
         raise ConfigError(f"--mask_root is read by --dataset=anomaly_folder only, not "
                           f"--dataset={cfg.dataset}; drop --mask_root or use anomaly_folder")
@@ -288,6 +291,7 @@ _USE = (
     ("abnormal_class", lambda c: c.dataset == "anomaly_folder",
      lambda c: "by --dataset=anomaly_folder (abnormal images are in their own folders)"),
     ("input", lambda c: c.mode != "score", lambda c: f"in --mode={c.mode}"),
+    ("max_pictures", lambda c: c.mode not in ("score", "eval"), lambda c: f"in --mode={c.mode}"),
     ("output", lambda c: c.mode != "score", lambda c: f"in --mode={c.mode}"),
     ("score_lambda", lambda c: c.model == "ganomaly",
      lambda c: "by --model=ganomaly (its score is the latent distance)"),

@@ -32,6 +32,10 @@
   (older ones; grad maps of a run trained with --anomaly_map=residual) has it measured now on
   the run's own calibration images (loaded from the run's data flags). So a map's colours, like
   its image's score, never depend on what else is scored with it.
+- **Overlays** (sagan_jax.overlays): the image with its map blended in, the decision and score
+  in the corner, into ``overlays/`` beside the CSV (same file names as the maps), at most
+  ``--max_pictures`` (the first in input order; how many were not drawn is logged).
+- The scoring itself is sagan_jax.api.Detector's (the Python API).
 - The decision threshold and the normalisation range were fixed at training time on normal
   images (training.evaluate.calibration_from_scores) and are read from the checkpoint;
   BatchNorm uses its running averages. A checkpoint whose weights, threshold or map scale are
@@ -60,7 +64,7 @@ from sagan_jax.data.images import decode_images
 log = logging.getLogger("sagan_jax")
 
 # Taken from the command line (or its defaults), never from the checkpoint.
-SCORE_FLAGS = ("input", "output", "on_bad_image", "on_small_image")
+SCORE_FLAGS = ("input", "output", "on_bad_image", "on_small_image", "max_pictures")
 RUNTIME_FLAGS = ("mode", "workdir", "compilation_cache", "dsc_impl", "dsc_autotune",
                  "num_devices", "host_devices", "progress", "coordinator_address", "num_processes",
                  "process_id")
@@ -98,7 +102,8 @@ def score_config(values: dict, explicit) -> Config:
                and values[n] != saved[n]]
     if ignored:
         log.info("--mode=score ignores the training flags %s", ", ".join(sorted(ignored)))
-    merged.update(mode="score", eval_batch_stats=False)  # per image: running averages only
+    # per image: running averages only; the mode asked for (score, export; eval for the API)
+    merged.update(mode=values["mode"], eval_batch_stats=False)
     return Config(**merged)
 
 
@@ -213,33 +218,28 @@ def map_scale(cfg, variables, calib) -> float:
 
 # ---- scoring --------------------------------------------------------------------------------
 def score_new_images(cfg) -> dict:
-    from sagan_jax import anomaly_maps
-    from sagan_jax.data.pipeline import to_float_np
-    from sagan_jax.methods.spec import variables_of
-    from sagan_jax.training.evaluate import final_score, score_images
+    """--mode=score: the CSV, one map PNG per scored image and up to --max_pictures overlays
+    (sagan_jax.overlays) in ``overlays/`` beside the CSV; the scoring is sagan_jax.api's."""
+    from sagan_jax import overlays
+    from sagan_jax.api import Detector
 
     cfg = cfg.replace(eval_batch_stats=False)  # per-image scores: running averages only
     out_csv, map_dir = output_paths(cfg)
     files = input_files(cfg.input)
-    state, meta = restore_for_inference(cfg)
-    calib = checked_calibration(cfg, state, meta)
-    variables = variables_of(state)
-    vmax = map_scale(cfg, variables, calib)
+    det = Detector(cfg)
+    calib, vmax = det.calibration, det.map_scale
     decoded = decode_images(files, cfg.isize, on_bad_image=cfg.on_bad_image,
                             on_small_image=cfg.on_small_image, resize=cfg.resize)
     if len(decoded.images) == 0:
         raise DataError(f"--input={cfg.input!r}: no readable image ({len(decoded.skipped)} skipped)")
-    r, lat, recon = score_images(cfg, state, decoded.images, keep_recon=True)
-    raw = final_score(cfg, r, lat)
-    span = (calib["max"] - calib["min"]) or 1.0
-    normalised = (raw - calib["min"]) / span
-    abnormal = raw > calib["threshold"]
-    maps = anomaly_maps.maps(cfg, variables, to_float_np(decoded.images), cfg.anomaly_map,
-                             recon=recon)
+    res = det.score_arrays(decoded.images, tuple(decoded.paths), tuple(decoded.skipped))
+    raw, normalised, abnormal, r, lat, maps = (res.scores, res.normalised, res.abnormal, res.r,
+                                               res.lat, res.maps)
     base = cfg.input if os.path.isdir(cfg.input) else os.path.dirname(cfg.input)
     kept = {path: i for i, path in enumerate(decoded.paths)}
     skipped = dict(decoded.skipped)
     rows = []
+    overlay_dir = os.path.join(os.path.dirname(os.path.abspath(out_csv)), "overlays")
     try:
         os.makedirs(map_dir, exist_ok=True)
         for path in files:
@@ -255,6 +255,12 @@ def score_new_images(cfg) -> dict:
                 if reason.startswith(f"{path}: "):
                     reason = reason[len(path) + 2:]
                 rows.append([path, "", "", "skipped", "", "", "", reason])
+        drawn = None
+        if cfg.max_pictures:
+            drawn = overlays.write_overlays(
+                overlay_dir, decoded.images, maps, raw, abnormal, vmax,
+                [map_file_name(os.path.relpath(p, base)) for p in decoded.paths],
+                max_pictures=cfg.max_pictures)
         tmp = f"{out_csv}.tmp{os.getpid()}"
         with open(tmp, "w", newline="") as f:
             w = csv.writer(f)
@@ -269,4 +275,4 @@ def score_new_images(cfg) -> dict:
              calib["fpr"], calib["source"])
     return {"csv": out_csv, "maps": map_dir, "n": int(len(raw)), "abnormal": int(abnormal.sum()),
             "skipped": len(decoded.skipped), "threshold": calib["threshold"],
-            "map_scale": vmax}
+            "map_scale": vmax, "overlays": drawn}

@@ -53,7 +53,7 @@ FLAGS = flags.FLAGS
 
 def config_from_flags() -> Config:
     values = {f.name: FLAGS[f.name].value for f in dataclasses.fields(Config)}
-    if values["mode"] == "score":  # the run's flags from its checkpoint (inference.py)
+    if values["mode"] in ("score", "export"):  # the run's flags from its checkpoint
         from sagan_jax.inference import score_config
 
         return score_config(values, [n for n in values if FLAGS[n].present])
@@ -139,14 +139,14 @@ def run(cfg: Config) -> dict:
 
         print(fit_summary_text(cfg) if is_fitted(cfg) else summary_text(cfg))
         return {}
-    if cfg.mode != "score":  # score mode writes to --output only (a read-only workdir is fine)
+    if cfg.mode not in ("score", "export"):  # score mode writes to --output only
         check_workdir(cfg.workdir)
     configure_host_devices(cfg)
     enable_compilation_cache(cfg.compilation_cache)
     init_distributed(cfg)
 
     if cfg.mode == "train":
-        from sagan_jax.training.loop import train
+        from sagan_jax.api import train
 
         result = train(cfg)
         if "per_class" in result:  # several runs
@@ -161,9 +161,20 @@ def run(cfg: Config) -> dict:
                     f"{len(diverged)} of {len(result['results'])} runs diverged and stopped "
                     f"({', '.join(diverged)}); the others finished (see summary.json)")
             return result
+        if "auc" not in result:  # good images only: no AUC (metrics_absent says why)
+            say(f"false-positive rate at the threshold {result['fpr_at_threshold']:.4f} on "
+                f"normal test images; {result['metrics_absent']} (last epoch "
+                f"{result['last_epoch']}; metrics in {os.path.join(cfg.workdir, 'metrics.json')})")
+            return result
         say(f"AUC {result['auc']:.4f}  AP {result['ap']:.4f}  {f1_text(result)}  "
               f"(last epoch {result['last_epoch']}; wall time {result['wall_time_s']:.1f} s; "
               f"metrics in {os.path.join(cfg.workdir, 'metrics.json')})")
+        return result
+    if cfg.mode == "export":
+        from sagan_jax.api import Detector
+
+        result = Detector(cfg).export()
+        say(f"exported to {result['model']} and {result['meta']}")
         return result
     if cfg.mode == "score":
         from sagan_jax.inference import score_new_images
@@ -176,6 +187,13 @@ def run(cfg: Config) -> dict:
     from sagan_jax.training.evaluate import evaluate_checkpoint
 
     result = evaluate_checkpoint(cfg, load_data(cfg))
+    if "auc" not in result:  # good images only
+        fpr = result.get("fpr_at_threshold")
+        say(f"false-positive rate at the threshold "
+            f"{'unknown (no threshold saved)' if fpr is None else f'{fpr:.4f}'} on normal test "
+            f"images; {result['metrics_absent']} (checkpoint step {result['step']}; "
+            f"{os.path.join(cfg.workdir, 'eval.json')})")
+        return result
     say(f"AUC {result['auc']:.4f}  AP {result['ap']:.4f}  {f1_text(result)}  "
           f"(checkpoint step {result['step']}; {os.path.join(cfg.workdir, 'eval.json')})")
     return result

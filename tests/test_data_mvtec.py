@@ -184,14 +184,18 @@ def test_crop_losing_defects_is_one_warning(tmp_path, caplog):
     assert sum("lose all their defect pixels" in r.getMessage() for r in caplog.records) == 2
 
 
-def test_no_defect_folder(tmp_path):
+def test_no_defect_folder_is_good_images_only(tmp_path, caplog):
+    """No defect-type folder (or an empty one): good images only, said in one warning."""
     root = tmp_path / "bottle"
     save(root / "train/good/0.png", np.zeros((64, 64, 3), np.uint8))
     save(root / "test/good/0.png", np.zeros((64, 64, 3), np.uint8))
-    with pytest.raises(DataError) as e:
-        load_anomaly_folder(root, 64, cache=False)
-    assert str(e.value) == (f"{root / 'test'}: no defect-type folders next to good/; expected "
-                            "train/good/, test/good/ and test/<defect_type>/ (MVTec AD layout)")
+    (root / "test/crack").mkdir()
+    with caplog.at_level(logging.WARNING, logger="sagan_jax"):
+        data = load_anomaly_folder(root, 64, cache=False)
+    assert data.class_names == ("good",)
+    assert data.test.labels.tolist() == [0]
+    assert sum("no abnormal test images (good images only)" in r.getMessage()
+               for r in caplog.records) == 1
 
 
 def test_resize_flag_is_validated():
@@ -218,6 +222,8 @@ def test_trains_end_to_end_at_64(tmp_path):
     assert "test: 2 normal, 4 abnormal (good 2, crack 2, scratch 2)" in proc.stderr
     metrics = json.loads((tmp_path / "work/metrics.json").read_text())
     assert 0.0 <= metrics["pixel_auc"] <= 1.0  # the masks reached the evaluation
+    assert 0.0 <= metrics["pixel_aupro"] <= 1.0
+    assert set(metrics["auc_per_defect"]) == {"crack", "scratch"}
 
 
 def test_test_good_missing_or_a_broken_link(tmp_path):

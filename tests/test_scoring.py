@@ -140,3 +140,35 @@ def test_runs_differing_only_in_run_fields_share_the_scoring_program(tmp_path):
     assert RunNeutral(changed) != RunNeutral(cfg)
     score_images(changed, state, images)
     assert _score_batch._cache_size() == size + 1
+
+
+def test_pixel_aupro_hand_computed():
+    """Two defect regions (8-connected): {(0,0), (0,1)} of 2 pixels and {(1,3)} of 1; five
+    clean pixels. Going down the map values: 0.9 covers half of region 1 (PRO 0.25, FPR 0),
+    0.8 is clean (FPR 0.2), 0.7 covers region 2 (PRO 0.75), 0.3 is clean (FPR 0.4). Area up
+    to FPR 0.3: 0.2 * 0.25 + 0.1 * 0.75 = 0.125; divided by 0.3: 5/12."""
+    masks = np.array([[1, 1, 0, 0], [0, 0, 0, 1]])
+    maps = np.array([[0.9, 0.2, 0.8, 0.1], [0.3, 0.0, 0.05, 0.7]])
+    assert scoring.pixel_aupro(masks, maps) == pytest.approx(5 / 12)
+    assert scoring.pixel_aupro(masks[None], maps[None]) == pytest.approx(5 / 12)
+    # A perfect map: PRO 1 from FPR 0. A constant map: one step from (0, 0) to (1, 1), so
+    # PRO = FPR and the area to 0.3 is 0.3 * 0.3 / 2 = 0.045, normalised 0.15.
+    assert scoring.pixel_aupro(masks, masks * 1.0) == pytest.approx(1.0)
+    assert scoring.pixel_aupro(masks, np.ones((2, 4))) == pytest.approx(0.15)
+    assert np.isnan(scoring.pixel_aupro(np.zeros((2, 4)), maps))
+    assert np.isnan(scoring.pixel_aupro(np.ones((2, 4)), maps))
+
+
+def test_pixel_aupro_weighs_regions_not_pixels():
+    """A detected small defect counts as much as a missed large one (AUROC would not):
+    regions are labelled 8-connected per image; a diagonal pair is one region."""
+    masks = np.zeros((2, 6, 6), np.uint8)
+    masks[0, :4, :4] = 1            # 16 pixels, missed (map 0)
+    masks[1, 0, 0] = masks[1, 1, 1] = 1   # one diagonal region of 2 pixels, found (map 1)
+    maps = np.zeros((2, 6, 6))
+    maps[1, 0, 0] = maps[1, 1, 1] = 1.0
+    labels = scoring._regions(masks > 0)
+    assert labels.max() == 2 and len(np.unique(labels[1][masks[1] > 0])) == 1
+    # PRO jumps to 0.5 at FPR 0; at FPR 1 (the rest, tied at 0) it reaches 1: to 0.3 the
+    # curve is 0.5 + 0.5 * fpr, area 0.15 + 0.0225 = 0.1725, normalised 0.575.
+    assert scoring.pixel_aupro(masks, maps) == pytest.approx(0.575)

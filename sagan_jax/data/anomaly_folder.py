@@ -4,7 +4,7 @@ LBOT / Skip-GANomaly (``train/0.normal``)::
 
     ROOT/train/0.normal/<image>      normal training images
     ROOT/test/0.normal/<image>       normal test images (label 0)
-    ROOT/test/1.abnormal/<image>     abnormal test images (label 1)
+    ROOT/test/1.abnormal/<image>     abnormal test images (label 1); optional
     ROOT/ground_truth/<stem>.<ext>   optional defect masks of the abnormal test images
 
 MVTec AD (``train/good``)::
@@ -12,8 +12,12 @@ MVTec AD (``train/good``)::
     ROOT/train/good/<image>                      normal training images
     ROOT/test/good/<image>                       normal test images (label 0)
     ROOT/test/<defect_type>/<image>              abnormal test images (label 1), one folder
-                                                 per defect type
+                                                 per defect type; optional
     ROOT/ground_truth/<defect_type>/<stem>_mask.png   optional defect masks
+
+Good images only: without abnormal test images (no, or empty, abnormal test folders) the
+folder trains and calibrates as usual; its test set reports the false-positive rate at the
+threshold instead of an AUC (one warning says so).
 
 Each test image keeps its folder: ``Split.classes`` indexes ``AnomalyData.class_names``
 (the normal folder first, then the abnormal folders in natural order), so results can be
@@ -123,6 +127,12 @@ def _images_in(folder: str) -> list:
     return files
 
 
+def _has_entries(folder: str) -> bool:
+    """Whether ``folder`` exists and holds anything (an empty or missing abnormal test folder
+    means good images only)."""
+    return os.path.isdir(folder) and bool(list_files(folder))
+
+
 def _mask_index(folder: str) -> dict:
     """{stem: path} of the image files in ``folder``; a trailing ``_mask`` is optional."""
     out, alias = {}, {}
@@ -201,19 +211,17 @@ def scan(root, mask_root=None) -> Layout:
     train = _images_in(os.path.join(root, "train", normal))
     test_dir = os.path.join(root, "test")
     if kind == LBOT:
-        for rel in ("test/0.normal", "test/1.abnormal"):
-            if not os.path.isdir(os.path.join(root, rel)):
-                raise DataError(f"{root}: no {rel}/ folder; expected {LAYOUT} (Skip-GANomaly "
-                                "layout)")
-        abnormal = ["1.abnormal"]
+        if not os.path.isdir(os.path.join(root, "test/0.normal")):
+            raise DataError(f"{root}: no test/0.normal/ folder; expected {LAYOUT} "
+                            "(Skip-GANomaly layout; test/1.abnormal/ may be left out when only "
+                            "good images are known)")
+        abnormal = ["1.abnormal"] if _has_entries(os.path.join(root, "test/1.abnormal")) else []
     else:
         _folder(os.path.join(test_dir, normal), f"{MVTEC_LAYOUT} (MVTec AD layout)")
         entries = list_files(test_dir)
         abnormal = [os.path.basename(p) for p in entries if os.path.isdir(p)
                     and os.path.basename(p) != normal]
-        if not abnormal:
-            raise DataError(f"{test_dir}: no defect-type folders next to good/; expected "
-                            f"{MVTEC_LAYOUT} (MVTec AD layout)")
+        abnormal = [a for a in abnormal if _has_entries(os.path.join(test_dir, a))]
         loose = [p for p in entries if not os.path.isdir(p)]
         if loose:
             log.warning("%s: ignoring %d files outside the test folders (first: %s)", test_dir,
@@ -228,6 +236,12 @@ def scan(root, mask_root=None) -> Layout:
     test += [(name, 1, tuple(_images_in(os.path.join(test_dir, name))))
              for name in sorted(abnormal, key=natural_key)]
     test = tuple(test)
+    if not abnormal:
+        log.warning("%s: no abnormal test images (good images only): the model trains and "
+                    "calibrates its threshold on normal images (held out with --val_fraction), "
+                    "and the test set reports fpr_at_threshold (normal test images flagged); "
+                    "AUC, AP, F1 and the pixel metrics are absent, as they need abnormal "
+                    "images", test_dir)
     return Layout(root, kind, tuple(train), test, **_scan_masks(root, test, mask_root))
 
 

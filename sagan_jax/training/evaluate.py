@@ -61,10 +61,25 @@ def final_score(cfg, r, lat) -> np.ndarray:
         cfg, np.asarray(r, np.float64), np.asarray(lat, np.float64)), np.float64)
 
 
+NORMAL_ONLY = ("auc, ap, f1, f1_oracle, auc_r, auc_lat and the pixel metrics are absent: "
+               "the test set has no abnormal images (good images only); reported instead: "
+               "fpr_at_threshold, the fraction of normal test images flagged abnormal")
+
+
+def normal_only(labels) -> bool:
+    """Whether a labelled split holds normal images only (nothing to rank against)."""
+    labels = np.asarray(labels)
+    return len(labels) > 0 and not np.any(labels == 1)
+
+
 def split_metrics(cfg, labels, r, lat) -> dict:
     """Metrics of the model's min-max scaled score, the AUC of each term alone (what each
-    contributes), and the raw score and terms. Shared with the PyTorch reference's loop."""
+    contributes), and the raw score and terms. Shared with the PyTorch reference's loop.
+    A normal-only split has no AUC: its result holds the scores and ``metrics_absent``."""
     raw = final_score(cfg, r, lat)  # per model; SAGAN: lam R + (1 - lam) L
+    if normal_only(labels):
+        return {"scores": raw, "r": r, "lat": lat, "n_normal": int(len(raw)),
+                "metrics_absent": NORMAL_ONLY}
     result = scoring.detection_metrics(labels, scoring.minmax(raw))
     result["auc_r"] = scoring.detection_metrics(labels, r)["auc"]
     result["auc_lat"] = scoring.detection_metrics(labels, lat)["auc"]
@@ -132,6 +147,26 @@ def pixel_maps(cfg, split, recon=None, variables=None) -> np.ndarray:
     return maps(cfg, variables, to_float_np(split.images), cfg.anomaly_map, recon=recon)
 
 
+def auc_per_defect(labels, scores, classes, class_names) -> dict:
+    """AUC of each abnormal class (each defect type of an anomaly folder, one or more) against
+    all normal images; {} without class names or abnormal images."""
+    if classes is None or class_names is None:
+        return {}
+    labels, classes = np.asarray(labels), np.asarray(classes)
+    out = {}
+    for c in np.unique(classes[labels == 1]):
+        keep = (labels == 0) | (classes == c)
+        if np.any(labels[keep] == 0):
+            out[str(class_names[c])] = scoring.detection_metrics(labels[keep], scores[keep])["auc"]
+    return out
+
+
+def pixel_metrics(masks, maps) -> dict:
+    """Pixel AUROC and AUPRO (up to 30% FPR, MVTec AD's) of anomaly maps against masks."""
+    return {"pixel_auc": scoring.pixel_auroc(masks, maps),
+            "pixel_aupro": scoring.pixel_aupro(masks, maps)}
+
+
 def auc_per_class(labels, scores, classes, class_names) -> dict:
     """AUC of each abnormal class (e.g. each MVTec defect type) against all normal images,
     when the abnormal test images come from two or more classes; else {}."""
@@ -175,14 +210,20 @@ def metrics_from_scores(cfg, split, r, lat, recon=None, threshold=None, variable
     if not (np.all(np.isfinite(r)) and np.all(np.isfinite(lat))):
         raise FloatingPointError("the test scores are not finite")
     result = split_metrics(cfg, split.labels, r, lat)
+    if recon is not None:
+        result["recon"] = recon
+    if "metrics_absent" in result:  # good images only: the false-positive rate instead
+        if threshold is not None:
+            result["fpr_at_threshold"] = float(np.mean(result["scores"] > threshold))
+        return result
     per_class = auc_per_class(split.labels, result["scores"], split.classes, class_names)
     if per_class:
         result["auc_per_class"] = per_class
-    if recon is not None:
-        result["recon"] = recon
+    per_defect = auc_per_defect(split.labels, result["scores"], split.classes, class_names)
+    if per_defect:
+        result["auc_per_defect"] = per_defect
     if split.masks is not None and (recon is not None or variables is not None):
-        result["pixel_auc"] = scoring.pixel_auroc(split.masks,
-                                                  pixel_maps(cfg, split, recon, variables))
+        result.update(pixel_metrics(split.masks, pixel_maps(cfg, split, recon, variables)))
     if threshold is not None:
         result["f1"] = scoring.f1_at(split.labels, result["scores"], threshold)
         result["threshold"] = float(threshold)
@@ -198,14 +239,16 @@ def evaluate(cfg, state, split, keep_recon: bool = False) -> dict:
     result = split_metrics(cfg, split.labels, r, lat)
     if need_recon:
         result["recon"] = out[2]
-    if split.masks is not None:
-        result["pixel_auc"] = scoring.pixel_auroc(
-            split.masks, pixel_maps(cfg, split, out[2], variables_of(state)))
+    if split.masks is not None and "metrics_absent" not in result:
+        result.update(pixel_metrics(split.masks,
+                                    pixel_maps(cfg, split, out[2], variables_of(state))))
     return result
 
 
 def evaluate_checkpoint(cfg, data) -> dict:
-    """Score the test set with the newest checkpoint in ``cfg.workdir``; writes eval.json."""
+    """Score the test set with the newest checkpoint in ``cfg.workdir``; writes eval.json,
+    eval_scores.csv and, for up to ``--max_pictures`` test images, overlays/ beside it. A
+    normal-only test set reports the false-positive rate at the checkpoint's threshold."""
     import os
 
     from sagan_jax.checkpoints import CheckpointError, all_finite, restore_for_inference
@@ -215,21 +258,31 @@ def evaluate_checkpoint(cfg, data) -> dict:
     if not all_finite(state):
         raise CheckpointError(f"the checkpoint in {cfg.workdir} holds non-finite weights; "
                               "it cannot be scored")
-    test = evaluate(cfg, state, data.test)
-    result = {k: test[k] for k in ("auc", "ap", "auc_r", "auc_lat")}
     calib = meta.get("calibration")
-    if calib is not None:  # the F1 of the run's own decisions, at its calibrated threshold
-        result["f1"] = scoring.f1_at(data.test.labels, test["scores"], calib["threshold"])
-        result.update(threshold=calib["threshold"], threshold_source=calib["source"])
-    result["f1_oracle"] = test["f1_oracle"]
-    per_class = auc_per_class(data.test.labels, test["scores"], data.test.classes,
-                              data.class_names)
-    if per_class:
-        result["auc_per_class"] = per_class
+    r, lat, recon = score_images(cfg, state, data.test.images, keep_recon=True)
+    variables = variables_of(state)
+    test = metrics_from_scores(cfg, data.test, r, lat, recon,
+                               threshold=None if calib is None else calib["threshold"],
+                               variables=variables, class_names=data.class_names)
+    keys = ("auc", "ap", "f1", "threshold", "f1_oracle", "auc_r", "auc_lat", "auc_per_class",
+            "auc_per_defect", "pixel_auc", "pixel_aupro", "fpr_at_threshold", "n_normal",
+            "metrics_absent")
+    result = {k: test[k] for k in keys if k in test}
+    if calib is not None:  # the run's own decisions, at its calibrated threshold
+        result["threshold_source"] = calib["source"]
     result["scores_csv"] = write_scores_csv(os.path.join(cfg.workdir, "eval_scores.csv"),
                                             data.test, test)
-    if "pixel_auc" in test:
-        result["pixel_auc"] = test["pixel_auc"]
+    if calib is not None and cfg.max_pictures:
+        from sagan_jax import overlays
+
+        k = min(cfg.max_pictures, len(data.test))  # maps of the pictures drawn only
+        maps = pixel_maps(cfg, data.test.take(np.arange(k)), recon[:k], variables)
+        paths = data.test.paths if data.test.paths is not None else [None] * len(data.test)
+        result["overlays"] = overlays.write_overlays(
+            os.path.join(cfg.workdir, "overlays"), data.test.images, maps, test["scores"],
+            test["scores"] > calib["threshold"], overlays.map_vmax(cfg, calib, maps),
+            names=[overlays.overlay_name(p, i) for i, p in enumerate(paths)],
+            masks=data.test.masks, max_pictures=cfg.max_pictures)
     result.update(step=int(state.step), epoch=meta["epoch"] + 1,
                   eval_batch_stats=cfg.eval_batch_stats, data=data.counts())
     write_json(os.path.join(cfg.workdir, "eval.json"), result)

@@ -25,10 +25,9 @@ from sagan_jax.data.pipeline import to_float_np
 from sagan_jax.methods.spec import fitted_state, variables_of
 from sagan_jax.training.evaluate import calibrate, metrics_from_scores, score_images
 from sagan_jax.training.metric_writer import MetricWriter
-from sagan_jax.training.results import peak_memory, summarise_history, write_json
+from sagan_jax.training.results import TEST_KEYS, peak_memory, summarise_history, write_json
 
 log = logging.getLogger("sagan_jax")
-TEST_KEYS = ("auc", "ap", "f1", "threshold", "f1_oracle", "auc_r", "auc_lat", "pixel_auc")
 
 
 def is_fitted(cfg) -> bool:
@@ -62,17 +61,22 @@ def fit_and_evaluate(run, data) -> dict:
     calib = calibrate(cfg, state, data)  # as the GANs: normal images, threshold, map scale
     test = metrics_from_scores(cfg, data.test, out[0], out[1],
                                out[2] if need_recon else None, threshold=calib["threshold"],
-                               variables=variables_of(state))
+                               variables=variables_of(state), class_names=data.class_names)
     record = {"epoch": 0, "step": 0, "fit_s": round(fit_s, 2),
               **{f"test_{k}": test[k] for k in TEST_KEYS if k in test},
               "threshold_source": calib["source"]}
     if data.val is not None:
         record["val_score_mean"] = calib["mean"]
-    if cfg.eval_originals:  # no BatchNorm, no epochs, no score weight: the same number
+    if cfg.eval_originals and "auc" in test:  # no BatchNorm, no epochs, no score weight
         record["test_auc_originals"] = test["auc"]
-    log.info("%s%s fitted in %.1f s: test AUC %.4f AP %.4f F1 %.4f at the calibrated threshold "
-             "(oracle F1 %.4f, threshold chosen on the test set)", prefix, cfg.model, fit_s,
-             test["auc"], test["ap"], test["f1"], test["f1_oracle"])
+    if "metrics_absent" in test:  # good images only
+        log.info("%s%s fitted in %.1f s: %.4f of %d normal test images flagged at the "
+                 "threshold; %s", prefix, cfg.model, fit_s, test["fpr_at_threshold"],
+                 test["n_normal"], test["metrics_absent"])
+    else:
+        log.info("%s%s fitted in %.1f s: test AUC %.4f AP %.4f F1 %.4f at the calibrated "
+                 "threshold (oracle F1 %.4f, threshold chosen on the test set)", prefix,
+                 cfg.model, fit_s, test["auc"], test["ap"], test["f1"], test["f1_oracle"])
     history = [record]
     wall = time.time() - t0
     if mngr.latest_step() is not None:  # a fit that stopped before its metrics.json: redo it
@@ -97,7 +101,7 @@ def fit_and_evaluate(run, data) -> dict:
         writer.truncate(first_step=0, first_epoch=0)
         writer.write("epoch", 0, record)
         writer.close()
-        if cfg.plots:
+        if cfg.plots and "auc" in test:  # the ROC plot needs both labels
             result["plots"] = plots.write_all(
                 cfg.workdir, data.test.labels, scoring.minmax(test["scores"]), test["auc"],
                 to_float_np(data.test.images), test["recon"], [])

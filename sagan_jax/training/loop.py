@@ -35,16 +35,14 @@ from sagan_jax.training.evaluate import (calibration_from_scores, calibration_im
                                          metrics_from_scores, originals_auc, score_images,
                                          write_scores_csv)
 from sagan_jax.training.metric_writer import MetricWriter, read_jsonl
-from sagan_jax.training.results import (peak_memory, summarise_history, summarise_runs,
-                                        summary_markdown, write_json)
+from sagan_jax.training.results import (TEST_KEYS, peak_memory, summarise_history,
+                                        summarise_runs, summary_markdown, write_json)
 from sagan_jax.training.runs import plan_runs, program_groups
 from sagan_jax.training.state import init_state, make_optimizers
 from sagan_jax.devices import local_mesh, put_replicated
 from sagan_jax.training.step import make_mesh
 
 log = logging.getLogger("sagan_jax")
-TEST_KEYS = ("auc", "ap", "f1", "threshold", "f1_oracle", "auc_r", "auc_lat", "pixel_auc",
-             "auc_per_class")
 make_chunk_program = prog.make_chunk_program  # module attribute, so tests can wrap it
 COMPILING = "compiling the training step (first call, cached afterwards)"
 
@@ -395,7 +393,12 @@ class Trainer:
                     t.last_test = test
                     record.update({f"test_{key}": test[key] for key in TEST_KEYS if key in test})
                     record["threshold_source"] = calib["source"]
-                    if t.cfg.eval_originals:  # issue 13's evaluation (a): never the result
+                    if "metrics_absent" in test:  # good images only
+                        log.info("%sepoch %d/%d: %.4f of %d normal test images flagged at the "
+                                 "threshold; %s", f"{t.run.name}: " if t.run.name else "",
+                                 epoch + 1, cfg.epochs, test["fpr_at_threshold"],
+                                 test["n_normal"], test["metrics_absent"])
+                    elif t.cfg.eval_originals:  # the originals' evaluation: never the result
                         record["test_auc_originals"] = originals_auc(t.cfg, states[k],
                                                                      t.data.test)
                         log.info("%sepoch %d/%d: test AUC under the originals' evaluation "
@@ -403,14 +406,16 @@ class Trainer:
                                  f"{t.run.name}: " if t.run.name else "", epoch + 1,
                                  cfg.epochs, t.cfg.originals_score_lambda,
                                  record["test_auc_originals"])
-                    log.info("%sepoch %d/%d: test AUC %.4f AP %.4f F1 %.4f at the calibrated "
-                             "threshold (oracle F1 %.4f, threshold chosen on the test set; AUC "
-                             "of R alone %.4f, of L alone %.4f%s; %.1f img/s)",
-                             f"{t.run.name}: " if t.run.name else "", epoch + 1, cfg.epochs,
-                             test["auc"], test["ap"], test["f1"], test["f1_oracle"],
-                             test["auc_r"], test["auc_lat"],
-                             f"; pixel AUROC {test['pixel_auc']:.4f}" if "pixel_auc" in test
-                             else "", record["train_img_per_s"])
+                    if "metrics_absent" not in test:
+                        log.info("%sepoch %d/%d: test AUC %.4f AP %.4f F1 %.4f at the "
+                                 "calibrated threshold (oracle F1 %.4f, threshold chosen on the "
+                                 "test set; AUC of R alone %.4f, of L alone %.4f%s; %.1f img/s)",
+                                 f"{t.run.name}: " if t.run.name else "", epoch + 1, cfg.epochs,
+                                 test["auc"], test["ap"], test["f1"], test["f1_oracle"],
+                                 test["auc_r"], test["auc_lat"],
+                                 f"; pixel AUROC {test['pixel_auc']:.4f} AUPRO "
+                                 f"{test['pixel_aupro']:.4f}" if "pixel_auc" in test else "",
+                                 record["train_img_per_s"])
                 else:
                     log.info("%sepoch %d/%d: trained (%.1f img/s); test set not scored "
                              "(--eval_every=%d)", f"{t.run.name}: " if t.run.name else "",
@@ -496,7 +501,7 @@ class Trainer:
             result["dsc_impls"] = self.dsc_impls
         if t.diverged is not None:
             result["diverged"] = t.diverged
-        if any("test_auc" in r for r in t.history):
+        if any("test_auc" in r or "test_fpr_at_threshold" in r for r in t.history):
             result.update(summarise_history(t.history))
         elif t.diverged is None:
             raise ConfigError(f"--epochs={t.cfg.epochs} trains nothing: no epochs were run")
@@ -507,7 +512,7 @@ class Trainer:
             if test is not None:  # the last scored epoch's per-image scores
                 result["scores_csv"] = write_scores_csv(
                     os.path.join(t.cfg.workdir, "test_scores.csv"), t.data.test, test)
-            if t.cfg.plots and t.diverged is None:
+            if t.cfg.plots and t.diverged is None and "auc" in result:  # ROC: needs both labels
                 result["plots"] = self._plots(k)
             write_json(os.path.join(t.cfg.workdir, "metrics.json"), result)
         return result

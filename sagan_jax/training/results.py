@@ -17,6 +17,13 @@ ORIGINALS = ("the PyTorch originals' evaluation (--eval_originals): training-mod
              "epoch on the test set; order-dependent, not the result")
 
 
+# The test metrics an epoch record keeps (as test_<key>), for the GAN loop and the fitted
+# baselines alike.
+TEST_KEYS = ("auc", "ap", "f1", "threshold", "f1_oracle", "auc_r", "auc_lat", "pixel_auc",
+             "pixel_aupro", "auc_per_class", "auc_per_defect", "fpr_at_threshold",
+             "metrics_absent")
+
+
 F1_ORACLE = ("the best F1 over every threshold, the threshold chosen on the test labels: an "
              "oracle, not the result; f1 is the F1 at the calibrated threshold")
 
@@ -37,8 +44,14 @@ def current_names(record: dict) -> dict:
 def summarise_history(history: list) -> dict:
     """The reported result of a run: the LAST scored epoch's test metrics (f1 at the threshold
     calibrated on normal images, beside it), plus the best epoch on the test set and the
-    oracle F1, labelled as test-selected."""
+    oracle F1, labelled as test-selected; with good images only, the false-positive rate."""
     scored = [current_names(r) for r in history if "test_auc" in r]
+    normal_only = [r for r in history if "test_fpr_at_threshold" in r]
+    if not scored and normal_only:  # good images only: no AUC, the false-positive rate
+        final = normal_only[-1]
+        return {"fpr_at_threshold": final["test_fpr_at_threshold"],
+                "metrics_absent": final.get("test_metrics_absent"),
+                "last_epoch": final["epoch"] + 1}
     if not scored:
         raise ValueError("no epoch was scored on the test set")
     final, best = scored[-1], max(scored, key=lambda r: r["test_auc"])
@@ -56,7 +69,7 @@ def summarise_history(history: list) -> dict:
         "best_epoch_on_test_set": {"epoch": best["epoch"] + 1, "auc": best["test_auc"],
                                    "note": TEST_SELECTED},
     })
-    for key in ("pixel_auc", "auc_per_class"):
+    for key in ("pixel_auc", "pixel_aupro", "auc_per_class", "auc_per_defect"):
         if f"test_{key}" in final:
             out[key] = final[f"test_{key}"]
     with_val = [r for r in scored if r.get("val_score_mean") is not None]
@@ -111,6 +124,10 @@ def summarise_runs(runs, results) -> dict:
             row["best_epoch_auc_mean"], row["best_epoch_auc_std"] = _mean_std(
                 [res["best_epoch_on_test_set"]["auc"] for _, res in ok])
             finished += [res["auc"] for _, res in ok]
+            for key in ("pixel_auc", "pixel_aupro"):  # with defect masks only
+                values = [res.get(key) for _, res in ok]
+                if all(v is not None and math.isfinite(v) for v in values):
+                    row[f"{key}_mean"], row[f"{key}_std"] = _mean_std(values)
         rows.append(row)
     out = {"runs": [r.name for r in runs], "per_class": rows,
            "note": ("auc, f1: last epoch (f1 at the threshold calibrated on normal images); "
@@ -138,6 +155,14 @@ def summary_markdown(summary: dict, model: str) -> str:
     if "mean_auc_over_classes" in summary:
         lines.append(f"| **mean over classes** | {summary['mean_auc_over_classes']:.4f} | | | "
                      "| |")
+    pixel = [r for r in summary["per_class"]
+             if "pixel_auc_mean" in r and "pixel_aupro_mean" in r]
+    if pixel:  # defect masks: the pixel metrics, mean ± std over seeds
+        lines += ["", "| abnormal class | pixel AUROC | pixel AUPRO (to 30% FPR) |",
+                  "|---|---:|---:|"]
+        lines += [f"| {r['abnormal_class']} | {r['pixel_auc_mean']:.4f} ± "
+                  f"{r['pixel_auc_std']:.4f} | {r['pixel_aupro_mean']:.4f} ± "
+                  f"{r['pixel_aupro_std']:.4f} |" for r in pixel]
     return "\n".join(lines) + "\n"
 
 
