@@ -398,7 +398,7 @@ def markdown(args, results: dict, load, skipped: list) -> str:
     if args.torch:
         lines += [
             "",
-            "Total wall time for the same K runs (issue 15, item 4): the JAX run axis against "
+            "Total wall time for the same K runs: the JAX run axis against "
             "PyTorch's best arrangement on the same cores. Ratio = PyTorch's best job wall / "
             "JAX one program's (above 1: JAX finishes first).",
             "",
