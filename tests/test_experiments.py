@@ -856,3 +856,25 @@ def test_demo_counts_no_diverged_run():
     assert demo.aucs_by_seed(result) == {0: 0.7, 1: None, 2: None}
     assert demo.aucs_of(result) == [0.7] and demo.failed_seeds(result) == [1, 2]
     assert demo.aucs_of({"flags": {"seed": 3}, "auc": 0.6}) == [0.6]  # one run, no summary
+
+
+def test_demo_verdicts_compare_95_percent_intervals():
+    """The demo's closing line follows the README's rule: Student-t 95% intervals of the mean
+    over seeds, never one mean against a line."""
+    from experiments import demo
+
+    lo, hi = demo.interval((0.7, 0.1), 5)  # t(0.975, 4) = 2.7764
+    assert (lo, hi) == pytest.approx((0.7 - 2.7764 * 0.1 / 5 ** 0.5,
+                                      0.7 + 2.7764 * 0.1 / 5 ** 0.5), abs=1e-4)
+    assert demo.interval((0.6, 0.0), 3) == pytest.approx((0.6 - 4.3027 * 0.01 / 3 ** 0.5,
+                                                           0.6 + 4.3027 * 0.01 / 3 ** 0.5),
+                                                          abs=1e-4)
+    # mean 0.70 above chance, but 3 wide seeds: the interval reaches 0.5, no claim
+    line = demo.conclusion((0.70, 0.13), (0.82, 0.03), (0.99, 0.01), 3)
+    assert "is not reliably better than chance (95% interval 0.38 to 1.02)" in line
+    assert "a kNN baseline with no training beats it" not in line  # 1.02 > kNN's lower end
+    assert "no verdict between them at 3 seeds" in line
+    line = demo.conclusion((0.60, 0.02), (0.82, 0.03), (0.99, 0.01), 5)
+    assert "beats chance (95% interval 0.58 to 0.62)" in line
+    assert "a kNN baseline with no training beats it (its interval 0.98 to 1.00)" in line
+    assert "below chance" in demo.conclusion((0.30, 0.02), (0.8, 0.0), (0.9, 0.0), 5)
