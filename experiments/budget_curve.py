@@ -175,7 +175,10 @@ def main(argv=None):
     seeds = common.int_list(args.seeds)
     runs = [(m, c, s) for c in classes for m in models for s in seeds]
     if args.train:
+        from sagan_jax.main import configure_logging
         from sagan_jax.training.loop import train
+
+        configure_logging()
 
         for m, c, s in runs:
             train(run_config(m, c, s, args.out, args.data_root))
