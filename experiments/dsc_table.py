@@ -21,6 +21,7 @@ import datetime
 import json
 import os
 
+from experiments import common
 SHAPES = [  # (ngf, kernels_per_layer) at isize 32: the paper's, the authors' code's, narrow
     (64, 2), (64, 1), (32, 2), (32, 1), (16, 2), (16, 1)]
 
@@ -39,7 +40,6 @@ def main():
     if not args.devices or args.devices < 1:
         ap.error("--devices=N (a positive number) or --report is required")
 
-    from experiments.common import cpu_model
     from sagan_jax.devices import configure
 
     configure(str(args.devices), args.batch, args.batch)
@@ -73,7 +73,7 @@ def main():
             print(f"{key}: {impl}  " + " ".join(f"{i}={1e3 * t:.2f}ms"
                                                  for i, t in sorted(times.items())), flush=True)
     table.setdefault("measured", {})[f"{backend}|d{args.devices}"] = {
-        "date": datetime.date.today().isoformat(), "machine": cpu_model(), "cores": os.cpu_count(), "jax": jax.__version__,
+        "date": datetime.date.today().isoformat(), "machine": common.cpu_model(), "cores": os.cpu_count(), "jax": jax.__version__,
         "global_batch": args.batch, "load_1min": [round(load_before, 2),
                                                   round(os.getloadavg()[0], 2)]}
     table["entries"] = dict(sorted(table["entries"].items()))
@@ -87,7 +87,6 @@ def main():
 
 def report(path=None) -> None:
     """docs/benchmarks.md's dsc_table section, rebuilt from the table file."""
-    from experiments import common
     from sagan_jax.models import dsc_autotune as at
 
     with open(path or at.TABLE_FILE) as f:
@@ -114,4 +113,4 @@ def report(path=None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    common.run_script(main)
