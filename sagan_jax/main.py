@@ -48,8 +48,23 @@ _define_flags()
 FLAGS = flags.FLAGS
 
 
+# A singular flag and its list form: passing both would silently ignore the singular one.
+PAIRED_FLAGS = (("seed", "seeds"), ("abnormal_class", "abnormal_classes"))
+
+
+def check_paired_flags(values: dict, present) -> None:
+    """Refuse a singular flag passed beside its non-empty list form (PAIRED_FLAGS): the list
+    wins, so the singular one would be ignored without a word."""
+    for one, many in PAIRED_FLAGS:
+        if one in present and many in present and str(values[many]).strip():
+            raise ConfigError(
+                f"--{one}={values[one]!r} and --{many}={values[many]!r} are both given; "
+                f"--{many} replaces --{one}: pass only one of them")
+
+
 def config_from_flags() -> Config:
     values = {f.name: FLAGS[f.name].value for f in dataclasses.fields(Config)}
+    check_paired_flags(values, {n for n in values if FLAGS[n].present})
     if values["mode"] == "score":  # the run's flags from its checkpoint (inference.py)
         from sagan_jax.inference import score_config
 

@@ -7,6 +7,7 @@ PyTorch originals, which score in training mode with each test batch's own stati
 from __future__ import annotations
 
 import functools
+import logging
 
 import jax
 import jax.numpy as jnp
@@ -14,9 +15,14 @@ import numpy as np
 
 from sagan_jax import scoring
 from sagan_jax.config import RunNeutral
-from sagan_jax.data.pipeline import eval_batches, to_float_np
+from sagan_jax.data.pipeline import eval_batches, padded_batch_size, to_float_np
 from sagan_jax import methods
 from sagan_jax.methods.spec import variables_of
+
+
+# The test metrics a run records per scored epoch (as test_<key>), GANs and fitted models alike.
+TEST_KEYS = ("auc", "ap", "f1", "auc_r", "auc_lat", "pixel_auc", "f1_at_threshold",
+             "auc_per_class")
 
 
 @functools.partial(jax.jit, static_argnames=("static",))
@@ -29,15 +35,19 @@ def _score_batch(variables, x, static):
 
 
 def score_images(cfg, state, images_u8: np.ndarray, keep_recon: bool = False):
-    """(R, L[, reconstructions]) for uint8 images, in their order. With running averages the
-    last batch is padded to the batch size (no recompilation) and the padding dropped."""
+    """(R, L[, reconstructions]) for uint8 images, in their order. With running averages a
+    short batch is zero-padded to pipeline.padded_batch_size (few compilations, never beyond
+    what the images need) and the padding dropped."""
     variables = variables_of(state)
     bs = cfg.eval_batch_size
+    if not cfg.eval_batch_stats:
+        bs = padded_batch_size(len(images_u8), bs)
     rs, ls, recons = [], [], []
     for x in eval_batches(images_u8, bs):
         n = len(x)
-        if n < bs and not cfg.eval_batch_stats:
-            x = np.concatenate([x, np.zeros((bs - n,) + x.shape[1:], x.dtype)])
+        if not cfg.eval_batch_stats and n < padded_batch_size(n, bs):
+            x = np.concatenate([x, np.zeros((padded_batch_size(n, bs) - n,) + x.shape[1:],
+                                            x.dtype)])
         r, lat, recon = _score_batch(variables, jnp.asarray(x), RunNeutral(cfg))
         rs.append(np.asarray(r)[:n])
         ls.append(np.asarray(lat)[:n])
@@ -124,6 +134,27 @@ def pixel_maps(cfg, split, recon=None, variables=None) -> np.ndarray:
     return maps(cfg, variables, to_float_np(split.images), cfg.anomaly_map, recon=recon)
 
 
+_PIXEL_AUC_WARNED = set()
+
+
+def pixel_auc(masks, maps) -> float:
+    """scoring.pixel_auroc of the maps against the defect masks, with a warning (once per mask
+    set) when it is undefined: masks that hold no defect pixel (all empty), or no clean one,
+    give NaN, recorded as null, and that must not pass unnoticed."""
+    value = scoring.pixel_auroc(masks, maps)
+    if not np.isfinite(value):
+        truth = np.asarray(masks) > 0
+        what = ("no defect pixel (every mask is empty)" if not truth.any()
+                else "no defect-free pixel (every mask is full)")
+        key = (truth.shape, bool(truth.any()))
+        if key not in _PIXEL_AUC_WARNED:
+            _PIXEL_AUC_WARNED.add(key)
+            logging.getLogger("sagan_jax").warning(
+                "pixel AUROC is undefined and recorded as null: the %d defect masks hold %s; "
+                "check the masks (--mask_root)", len(truth), what)
+    return value
+
+
 def auc_per_class(labels, scores, classes, class_names) -> dict:
     """AUC of each abnormal class (e.g. each MVTec defect type) against all normal images,
     when the abnormal test images come from two or more classes; else {}."""
@@ -172,8 +203,7 @@ def metrics_from_scores(cfg, split, r, lat, recon=None, threshold=None, variable
     if recon is not None:
         result["recon"] = recon
     if split.masks is not None and (recon is not None or variables is not None):
-        result["pixel_auc"] = scoring.pixel_auroc(split.masks,
-                                                  pixel_maps(cfg, split, recon, variables))
+        result["pixel_auc"] = pixel_auc(split.masks, pixel_maps(cfg, split, recon, variables))
     if threshold is not None:
         result["f1_at_threshold"] = scoring.f1_at(split.labels, result["scores"], threshold)
     return result
@@ -189,8 +219,8 @@ def evaluate(cfg, state, split, keep_recon: bool = False) -> dict:
     if need_recon:
         result["recon"] = out[2]
     if split.masks is not None:
-        result["pixel_auc"] = scoring.pixel_auroc(
-            split.masks, pixel_maps(cfg, split, out[2], variables_of(state)))
+        result["pixel_auc"] = pixel_auc(split.masks,
+                                        pixel_maps(cfg, split, out[2], variables_of(state)))
     return result
 
 

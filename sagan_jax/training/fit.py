@@ -23,12 +23,12 @@ import jax
 from sagan_jax import checkpoints, methods, plots, scoring
 from sagan_jax.data.pipeline import to_float_np
 from sagan_jax.methods.spec import fitted_state, variables_of
-from sagan_jax.training.evaluate import calibrate, metrics_from_scores, score_images
+from sagan_jax.training.evaluate import (TEST_KEYS, calibrate, metrics_from_scores,
+                                         score_images, write_scores_csv)
 from sagan_jax.training.metric_writer import MetricWriter
 from sagan_jax.training.results import peak_memory, summarise_history, write_json
 
 log = logging.getLogger("sagan_jax")
-TEST_KEYS = ("auc", "ap", "f1", "auc_r", "auc_lat", "pixel_auc", "f1_at_threshold")
 
 
 def is_fitted(cfg) -> bool:
@@ -62,16 +62,16 @@ def fit_and_evaluate(run, data) -> dict:
     calib = calibrate(cfg, state, data)  # as the GANs: normal images, threshold, map scale
     test = metrics_from_scores(cfg, data.test, out[0], out[1],
                                out[2] if need_recon else None, threshold=calib["threshold"],
-                               variables=variables_of(state))
+                               variables=variables_of(state), class_names=data.class_names)
     record = {"epoch": 0, "step": 0, "fit_s": round(fit_s, 2),
               **{f"test_{k}": test[k] for k in TEST_KEYS if k in test}}
     if data.val is not None:
         record["val_score_mean"] = calib["mean"]
     if cfg.eval_originals:  # no BatchNorm, no epochs, no score weight: the same number
         record["test_auc_originals"] = test["auc"]
-    log.info("%s%s fitted in %.1f s: test AUC %.4f AP %.4f F1 %.4f (F1 at the threshold %.4f)",
-             prefix, cfg.model, fit_s, test["auc"], test["ap"], test["f1"],
-             test["f1_at_threshold"])
+    log.info("%s%s fitted in %.1f s: test AUC %.4f AP %.4f F1 %.4f (best threshold; F1 %.4f "
+             "at the calibrated threshold %.6g)", prefix, cfg.model, fit_s, test["auc"],
+             test["ap"], test["f1"], test["f1_at_threshold"], calib["threshold"])
     history = [record]
     wall = time.time() - t0
     if mngr.latest_step() is not None:  # a fit that stopped before its metrics.json: redo it
@@ -96,6 +96,9 @@ def fit_and_evaluate(run, data) -> dict:
         writer.truncate(first_step=0, first_epoch=0)
         writer.write("epoch", 0, record)
         writer.close()
+        # the test set's per-image scores, as a GAN run writes them (loop.Trainer.finish)
+        result["scores_csv"] = write_scores_csv(os.path.join(cfg.workdir, "test_scores.csv"),
+                                                data.test, test)
         if cfg.plots:
             result["plots"] = plots.write_all(
                 cfg.workdir, data.test.labels, scoring.minmax(test["scores"]), test["auc"],

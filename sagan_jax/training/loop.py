@@ -25,13 +25,13 @@ import numpy as np
 
 from sagan_jax import checkpoints, plots, scoring, seeds
 from sagan_jax.config import ConfigError
-from sagan_jax.data.pipeline import epoch_order, to_float_np
+from sagan_jax.data.pipeline import epoch_order, padded_batch_size, to_float_np
 from sagan_jax.training import fit
 from sagan_jax.training import program as prog
 from sagan_jax.training.bn_recalibration import recalibrate_batchnorm
 from sagan_jax.training.errors import NonFiniteLossError
 from sagan_jax.anomaly_maps import map_scales
-from sagan_jax.training.evaluate import (calibration_from_scores, calibration_images,
+from sagan_jax.training.evaluate import (TEST_KEYS, calibration_from_scores, calibration_images,
                                          metrics_from_scores, originals_auc, score_images,
                                          write_scores_csv)
 from sagan_jax.training.metric_writer import MetricWriter, read_jsonl
@@ -42,8 +42,6 @@ from sagan_jax.training.state import init_state, make_optimizers
 from sagan_jax.training.step import make_mesh
 
 log = logging.getLogger("sagan_jax")
-TEST_KEYS = ("auc", "ap", "f1", "auc_r", "auc_lat", "pixel_auc", "f1_at_threshold",
-             "auc_per_class")
 make_chunk_program = prog.make_chunk_program  # module attribute, so tests can wrap it
 
 
@@ -354,10 +352,12 @@ class Trainer:
                                  f"{t.run.name}: " if t.run.name else "", epoch + 1,
                                  cfg.epochs, t.cfg.originals_score_lambda,
                                  record["test_auc_originals"])
-                    log.info("%sepoch %d/%d: test AUC %.4f AP %.4f F1 %.4f (F1 at the threshold "
-                             "%.4f; AUC of R alone %.4f, of L alone %.4f%s; %.1f img/s)",
+                    log.info("%sepoch %d/%d: test AUC %.4f AP %.4f F1 %.4f (best threshold; "
+                             "F1 %.4f at the calibrated threshold %.6g; AUC of R alone %.4f, "
+                             "of L alone %.4f%s; %.1f img/s)",
                              f"{t.run.name}: " if t.run.name else "", epoch + 1, cfg.epochs,
                              test["auc"], test["ap"], test["f1"], test["f1_at_threshold"],
+                             calib["threshold"],
                              test["auc_r"], test["auc_lat"],
                              f"; pixel AUROC {test['pixel_auc']:.4f}" if "pixel_auc" in test
                              else "", record["train_img_per_s"])
@@ -401,7 +401,8 @@ class Trainer:
             # test-batch statistics depend on the exact batches: the host path, batch by batch
             return {k: score_images(self.trackers[k].cfg, states[k], images, keep_recon)
                     for k, images in items}
-        bs = cfg.eval_batch_size
+        # never a batch beyond what the largest image set needs (a huge --eval_batch_size)
+        bs = padded_batch_size(max(len(im) for _, im in items), cfg.eval_batch_size)
         dev = self.score_device
         variables = [prog.local_copy(_variables(states[k]), dev) for k, _ in items]
         images = [prog.device_images(im, bs, dev) for _, im in items]

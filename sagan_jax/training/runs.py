@@ -34,10 +34,10 @@ def parse_classes(cfg) -> list:
     if spec == "all":
         known = classes_of(cfg.dataset)
         if known is None:
-            if cfg.dataset == "image_folder":
-                from sagan_jax.data.image_folder import folder_classes
+            if cfg.dataset == "image_folder":  # its class folders (layout checked)
+                from sagan_jax.data.image_folder import scan
 
-                return list(folder_classes(cfg.data_root))
+                return list(scan(cfg.data_root)["train"])
             raise ConfigError(f"--abnormal_classes=all: --dataset={cfg.dataset} has no classes "
                               "to hold out in turn; omit --abnormal_classes")
         return list(known)
