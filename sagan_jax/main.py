@@ -65,7 +65,7 @@ def check_paired_flags(values: dict, present) -> None:
 def config_from_flags() -> Config:
     values = {f.name: FLAGS[f.name].value for f in dataclasses.fields(Config)}
     check_paired_flags(values, {n for n in values if FLAGS[n].present})
-    if values["mode"] == "score":  # the run's flags from its checkpoint (inference.py)
+    if values["mode"] in ("score", "eval"):  # the run's flags from its checkpoint (inference.py)
         from sagan_jax.inference import score_config
 
         return score_config(values, [n for n in values if FLAGS[n].present])

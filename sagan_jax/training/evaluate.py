@@ -250,6 +250,7 @@ def evaluate_checkpoint(cfg, data) -> dict:
         result["f1_at_threshold"] = scoring.f1_at(data.test.labels, test["scores"],
                                                   calib["threshold"])
     result.update(step=int(state.step), epoch=meta["epoch"] + 1,
-                  eval_batch_stats=cfg.eval_batch_stats, data=data.counts())
+                  eval_batch_stats=cfg.eval_batch_stats, data=data.counts(),
+                  flags=cfg.to_dict())  # what this evaluation used (the run's, checked)
     write_json(os.path.join(cfg.workdir, "eval.json"), result)
     return result
