@@ -37,7 +37,7 @@ from sagan_jax.training.evaluate import (TEST_KEYS, calibration_from_scores, cal
 from sagan_jax.training.metric_writer import MetricWriter, read_jsonl
 from sagan_jax.training.results import (peak_memory, summarise_history, summarise_runs,
                                         summary_markdown, write_json)
-from sagan_jax.training.runs import plan_runs, program_groups
+from sagan_jax.training.runs import check_layout, plan_runs, program_groups
 from sagan_jax.training.state import init_state, make_optimizers
 from sagan_jax.training.step import make_mesh
 
@@ -66,6 +66,7 @@ def train(cfg, load=None) -> dict:
 
     load = load or load_data
     runs = plan_runs(cfg)
+    check_layout(cfg, runs)
     with checkpoints.WorkdirLock(cfg.workdir) if is_writer() else _nothing():
         results = []
         if fit.is_fitted(cfg):  # PCA, kNN: fitted in one call each (training/fit.py)
