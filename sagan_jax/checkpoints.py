@@ -96,11 +96,54 @@ def save(mngr: ocp.CheckpointManager, state, epoch: int, cfg, extra: Optional[di
     if not all_finite(state):
         raise CheckpointError(f"refusing to save a non-finite state after epoch {epoch + 1}")
     meta = {"epoch": epoch, "config": cfg.to_dict(), **(extra or {})}
-    mngr.save(
-        int(jax.device_get(state.step)),
-        args=ocp.args.Composite(state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)),
-    )
-    mngr.wait_until_finished()
+    from sagan_jax.training.errors import deferred_interrupt
+
+    with deferred_interrupt(), _quiet_orbax():  # a Ctrl-C waits until the save is complete
+        try:
+            mngr.save(int(jax.device_get(state.step)), args=ocp.args.Composite(
+                state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)))
+            mngr.wait_until_finished()
+        except Exception as e:  # noqa: BLE001 - a full disk, a vanished folder, ...
+            raise _save_failed(mngr, epoch, e) from None
+
+
+class _quiet_orbax:
+    """Silence orbax's own error logs (one traceback per background thread) while saving: a
+    failed save is reported once, as a CheckpointError (_save_failed)."""
+
+    def __enter__(self):
+        import logging
+
+        self._log = logging.getLogger("absl")
+        self._level = self._log.level
+        self._log.setLevel(logging.CRITICAL)
+
+    def __exit__(self, *exc):
+        self._log.setLevel(self._level)
+        return False
+
+
+def _save_failed(mngr, epoch: int, e: Exception) -> "CheckpointError":
+    """One line for a checkpoint that could not be written; orbax writes into a temporary
+    folder and renames it only when complete, so the checkpoints before it are intact."""
+    import errno
+
+    chain, c = [], e
+    while c is not None and len(chain) < 20:
+        chain.append(c)
+        c = c.__cause__ or c.__context__
+    full = any(getattr(c, "errno", None) in (errno.ENOSPC, errno.EDQUOT) for c in chain) or any(
+        "No space left" in str(c) or "quota" in str(c).lower() for c in chain)
+    why = next((c.strerror for c in chain if isinstance(c, OSError) and c.strerror),
+               " ".join(str(e).split())[:200] or type(e).__name__)
+    try:
+        mngr.close()  # let the background writes end before the process does
+    except Exception:  # noqa: BLE001
+        pass
+    hint = "free some space" if full else "check the folder"
+    return CheckpointError(
+        f"cannot write the checkpoint of epoch {epoch + 1} to {mngr.directory} ({why}); the "
+        f"checkpoints saved before it are intact: {hint}, then rerun the same command to resume")
 
 
 def check_compatible(saved_cfg: dict, cfg, where: str) -> None:

@@ -10,6 +10,7 @@ import errno
 import json
 import logging
 import os
+import signal
 import sys
 import typing
 
@@ -203,10 +204,17 @@ def main(argv):
         fail(f"unexpected arguments {argv[1:]}; flags look like --name=value")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", force=True)
     logging.getLogger("absl").setLevel(logging.WARNING)
+    from sagan_jax.training.errors import interrupt_requested, request_interrupt
+
+    signal.signal(signal.SIGINT, request_interrupt)  # recorded too: see training/errors.py
     try:
         cfg = config_from_flags()
         warn_unused_flags(cfg)
         run(cfg)
+        if interrupt_requested():  # a Ctrl-C raised where Python swallowed it
+            raise KeyboardInterrupt
+    except KeyboardInterrupt:
+        interrupted(FLAGS.mode, FLAGS.workdir)
     except USER_ERRORS as e:
         fail(str(e))
     except OSError as e:  # a full disk, a read-only folder, a vanished file: one line
@@ -219,6 +227,15 @@ def main(argv):
                 errno.EDQUOT: "free some space or choose another --workdir"}.get(
                     e.errno, "check the path and try again")
         fail(f"{e.strerror}{where}; {hint}")
+
+
+def interrupted(mode: str, workdir: str) -> typing.NoReturn:
+    """Ctrl-C: one line, exit status 130 (128 + SIGINT). Checkpoints are written whole
+    (a save in progress completes first), so training resumes from the last one."""
+    what = (f"the checkpoints in {workdir} are intact; rerun the same command to resume"
+            if mode == "train" else "nothing was half-written")
+    print(f"sagan_jax: interrupted (Ctrl-C); {what}", file=sys.stderr)
+    sys.exit(130)
 
 
 def flags_parser(argv):

@@ -29,7 +29,7 @@ from sagan_jax.data.pipeline import epoch_order, padded_batch_size, to_float_np
 from sagan_jax.training import fit
 from sagan_jax.training import program as prog
 from sagan_jax.training.bn_recalibration import recalibrate_batchnorm
-from sagan_jax.training.errors import NonFiniteLossError
+from sagan_jax.training.errors import NonFiniteLossError, check_interrupt
 from sagan_jax.anomaly_maps import map_scales
 from sagan_jax.training.evaluate import (TEST_KEYS, calibration_from_scores, calibration_images,
                                          metrics_from_scores, originals_auc, score_images,
@@ -246,6 +246,7 @@ class Trainer:
         t_start = time.time()
         pending = None
         for c0 in range(0, total, n):
+            check_interrupt()  # a Ctrl-C that Python swallowed still stops the run here
             idx, act = [], []
             for k, t in enumerate(self.trackers):
                 ix = np.zeros((cfg.batch_size, n), np.int32)
