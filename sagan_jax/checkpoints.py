@@ -182,6 +182,21 @@ def check_same_experiment(saved_cfg: dict, cfg, where: str, trained_epochs: int)
             "or use a new --workdir")
 
 
+def check_resumable(cfg) -> None:
+    """Refuse, before any computation (data parallel setup, DSC timing, compilation), a
+    workdir whose newest checkpoint holds another experiment (check_same_experiment); reads
+    only the checkpoint's metadata."""
+    path = os.path.join(cfg.workdir, "checkpoints")
+    if not os.path.isdir(path):
+        return
+    mngr = manager(cfg.workdir, read_only=True)
+    step = mngr.latest_step()
+    if step is None:
+        return
+    meta = mngr.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
+    check_same_experiment(meta["config"], cfg, str(mngr.directory), meta["epoch"] + 1)
+
+
 class WorkdirLock:
     """An exclusive lock on WORKDIR/.lock for the life of a training process, so that a
     second process training into the same workdir is refused instead of interleaving."""

@@ -67,6 +67,8 @@ def train(cfg, load=None) -> dict:
     load = load or load_data
     runs = plan_runs(cfg)
     check_layout(cfg, runs)
+    for run in runs:  # before any data is loaded or program built
+        checkpoints.check_resumable(run.cfg)
     with checkpoints.WorkdirLock(cfg.workdir) if is_writer() else _nothing():
         results = []
         if fit.is_fitted(cfg):  # PCA, kNN: fitted in one call each (training/fit.py)
@@ -193,6 +195,8 @@ class Trainer:
 
     def __init__(self, cfg, runs, datas):
         self.cfg, self.runs = cfg, runs
+        for run in runs:  # checks that need no computation first (a changed --isize, ...)
+            checkpoints.check_resumable(run.cfg)
         self.mesh = make_mesh(cfg.num_devices)
         n_dev = self.mesh.devices.size
         if cfg.batch_size % n_dev:
