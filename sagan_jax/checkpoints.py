@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import fcntl
 import os
+import threading
+import time
 from typing import Optional
 
 import jax
@@ -99,11 +101,17 @@ def save(mngr: ocp.CheckpointManager, state, epoch: int, cfg, extra: Optional[di
     from sagan_jax.training.errors import deferred_interrupt
 
     with deferred_interrupt(), _quiet_orbax():  # a Ctrl-C waits until the save is complete
+        before = set(threading.enumerate())
         try:
             mngr.save(int(jax.device_get(state.step)), args=ocp.args.Composite(
                 state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)))
             mngr.wait_until_finished()
         except Exception as e:  # noqa: BLE001 - a full disk, a vanished folder, ...
+            # orbax's other writer threads may still run: let them end (quietly) before the
+            # process does, or each prints a traceback at exit
+            deadline = time.time() + 60
+            for t in set(threading.enumerate()) - before:
+                t.join(max(0.0, deadline - time.time()))
             raise _save_failed(mngr, epoch, e) from None
 
 
@@ -136,10 +144,6 @@ def _save_failed(mngr, epoch: int, e: Exception) -> "CheckpointError":
         "No space left" in str(c) or "quota" in str(c).lower() for c in chain)
     why = next((c.strerror for c in chain if isinstance(c, OSError) and c.strerror),
                " ".join(str(e).split())[:200] or type(e).__name__)
-    try:
-        mngr.close()  # let the background writes end before the process does
-    except Exception:  # noqa: BLE001
-        pass
     hint = "free some space" if full else "check the folder"
     return CheckpointError(
         f"cannot write the checkpoint of epoch {epoch + 1} to {mngr.directory} ({why}); the "
