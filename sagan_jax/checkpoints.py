@@ -107,11 +107,13 @@ def save(mngr: ocp.CheckpointManager, state, epoch: int, cfg, extra: Optional[di
                 state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)))
             mngr.wait_until_finished()
         except Exception as e:  # noqa: BLE001 - a full disk, a vanished folder, ...
-            # orbax's other writer threads may still run: let them end (quietly) before the
-            # process does, or each prints a traceback at exit
+            # orbax's other tasks of this save (threads of its own Thread subclass; its pool
+            # workers live on) may still run: let them end quietly before the process does,
+            # or each prints a traceback at exit
             deadline = time.time() + 60
             for t in set(threading.enumerate()) - before:
-                t.join(max(0.0, deadline - time.time()))
+                if type(t) is not threading.Thread:
+                    t.join(max(0.0, deadline - time.time()))
             raise _save_failed(mngr, epoch, e) from None
 
 
