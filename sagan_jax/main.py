@@ -59,7 +59,8 @@ def check_paired_flags(values: dict, present) -> None:
     for one, many in PAIRED_FLAGS:
         if one in present and many in present and str(values[many]).strip():
             raise ConfigError(
-                f"--{one}={values[one]!r} and --{many}={values[many]!r} are both given; "
+                f"--{one}={values[one]!r} and --{many}={values[many]!r} are both given (on the "
+                f"command line or in a --flagfile); "
                 f"--{many} replaces --{one}: pass only one of them")
 
 

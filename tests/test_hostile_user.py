@@ -161,10 +161,11 @@ def test_reused_output_keeps_no_maps_of_the_earlier_input(knn_run, tmp_path):
 # (4) a singular flag beside its list ---------------------------------------------------------
 @pytest.mark.parametrize("args,message", [
     (["--seed=3", "--seeds=0,1"],
-     "--seed=3 and --seeds='0,1' are both given; --seeds replaces --seed: pass only one of them"),
+     "--seed=3 and --seeds='0,1' are both given (on the command line or in a --flagfile); "
+     "--seeds replaces --seed: pass only one of them"),
     (["--abnormal_class=3", "--abnormal_classes=1,2"],
-     "--abnormal_class='3' and --abnormal_classes='1,2' are both given; --abnormal_classes "
-     "replaces --abnormal_class: pass only one of them"),
+     "--abnormal_class='3' and --abnormal_classes='1,2' are both given (on the command line "
+     "or in a --flagfile); --abnormal_classes replaces --abnormal_class: pass only one of them"),
 ])
 def test_singular_flag_beside_its_list_is_refused(args, message):
     from sagan_jax import main
