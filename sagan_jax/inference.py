@@ -302,7 +302,8 @@ def score_new_images(cfg) -> dict:
     for path, why in unfollowed:
         log.warning("--input: %s: %s", path, why)
     log.info("scored %d images (%d skipped): %d abnormal at threshold %.6g (fpr %.3f on %s)",
-             len(raw), len(decoded.skipped) + len(unfollowed), int(abnormal.sum()), calib["threshold"],
+             len(raw), len(decoded.skipped) + len(unfollowed), int(abnormal.sum()),
+             calib["threshold"],
              calib["fpr"], calib["source"])
     return {"csv": out_csv, "maps": map_dir, "n": int(len(raw)), "abnormal": int(abnormal.sum()),
             "skipped": len(decoded.skipped) + len(unfollowed), "threshold": calib["threshold"],
