@@ -142,7 +142,9 @@ def input_files(path: str) -> tuple:
         dirs[:] = keep
         files += [os.path.join(root, n) for n in sorted(names) if not n.startswith(".")]
     if not files:
-        raise DataError(f"--input={path!r} is an empty folder; expected png, jpg or bmp images")
+        loops = f" (only {len(unfollowed)} folder link loop(s), not followed)" if unfollowed else ""
+        raise DataError(f"--input={path!r} is an empty folder{loops}; expected png, jpg or bmp "
+                        "images")
     return files, unfollowed
 
 
