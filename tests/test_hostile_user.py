@@ -383,6 +383,9 @@ def test_swallowed_ctrl_c_stops_training_before_the_next_chunk(tmp_path, interru
 def test_ctrl_c_is_one_line_and_exit_130(tmp_path, interrupts, capsys):
     from sagan_jax import main
 
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level  # main.main's basicConfig replaces them
+    absl_level = logging.getLogger("absl").level
     main.FLAGS.unparse_flags()
     try:
         main.FLAGS(["sagan_jax", "--mode=summary", "--model=knn", f"--workdir={tmp_path}"])
@@ -398,6 +401,14 @@ def test_ctrl_c_is_one_line_and_exit_130(tmp_path, interrupts, capsys):
         assert e.value.code == 130
     finally:
         main.FLAGS.unparse_flags()
+        for h in root.handlers[:]:  # the handlers on this test's captured stderr
+            if h not in handlers:
+                root.removeHandler(h)
+        for h in handlers:
+            if h not in root.handlers:
+                root.addHandler(h)
+        root.setLevel(level)
+        logging.getLogger("absl").setLevel(absl_level)
     err = [line for line in capsys.readouterr().err.splitlines()
            if line.startswith("sagan_jax:")]
     assert err == ["sagan_jax: interrupted (Ctrl-C); nothing was half-written",
