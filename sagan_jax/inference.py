@@ -271,7 +271,7 @@ def score_new_images(cfg) -> dict:
     rows = []
     # The maps go to a fresh folder that replaces the old one only once complete: no map of
     # an earlier --input ever remains beside this one's.
-    new_maps = f"{map_dir}.tmp{os.getpid()}"
+    new_maps, tmp = f"{map_dir}.tmp{os.getpid()}", f"{out_csv}.tmp{os.getpid()}"
     try:
         shutil.rmtree(new_maps, ignore_errors=True)
         os.makedirs(new_maps)
@@ -290,17 +290,19 @@ def score_new_images(cfg) -> dict:
                     reason = reason[len(path) + 2:]
                 rows.append([path, "", "", "skipped", "", "", "", reason])
         rows += [[path, "", "", "skipped", "", "", "", why] for path, why in unfollowed]
-        _replace_folder(new_maps, map_dir)
-        tmp = f"{out_csv}.tmp{os.getpid()}"
         with open(tmp, "w", newline="") as f:
             w = csv.writer(f)
             w.writerow(CSV_COLUMNS)
             w.writerows(rows)
+        _replace_folder(new_maps, map_dir)  # both complete: the maps, then the CSV
         os.replace(tmp, out_csv)
     except OSError as e:
-        shutil.rmtree(new_maps, ignore_errors=True)
         raise DataError(f"cannot write the scores to {out_csv!r} ({e.strerror or e}); pass "
                         "--output=FILE.csv in a folder you can write") from None
+    finally:  # an error or Ctrl-C leaves no temporary file or folder behind
+        shutil.rmtree(new_maps, ignore_errors=True)
+        if os.path.exists(tmp):
+            os.remove(tmp)
     for path, why in unfollowed:
         log.warning("--input: %s: %s", path, why)
     log.info("scored %d images (%d skipped): %d abnormal at threshold %.6g (fpr %.3f on %s)",

@@ -372,7 +372,7 @@ def test_swallowed_ctrl_c_stops_training_before_the_next_chunk(tmp_path, interru
     calls = []
     monkeypatch.setattr(loop.prog, "pack_chunk_inputs",
                         lambda *a: calls.append(1) or (_ for _ in ()).throw(AssertionError))
-    interrupts.request_interrupt.__globals__["_interrupt"]["requested"] = True  # as if
+    interrupts._interrupt["requested"] = True  # as if
     # the KeyboardInterrupt had been raised inside a garbage-collection callback and lost
     with pytest.raises(KeyboardInterrupt):
         cli(["--model=ganomaly", "--ngf=16", "--ndf=16", "--nz=8", "--max_train_images=32",
@@ -389,7 +389,7 @@ def test_ctrl_c_is_one_line_and_exit_130(tmp_path, interrupts, capsys):
     main.FLAGS.unparse_flags()
     try:
         main.FLAGS(["sagan_jax", "--mode=summary", "--model=knn", f"--workdir={tmp_path}"])
-        interrupts.request_interrupt.__globals__["_interrupt"]["requested"] = True
+        interrupts._interrupt["requested"] = True
         with pytest.raises(SystemExit) as e:
             main.main(["sagan_jax"])
         assert e.value.code == 130
