@@ -34,7 +34,8 @@
   calibration (anomaly_maps.map_scales); a checkpoint that lacks it for the requested kind
   (older ones; grad maps of a run trained with --anomaly_map=residual) has it measured now on
   the run's own calibration images (loaded from the run's data flags). So a map's colours, like
-  its image's score, never depend on what else is scored with it.
+  its image's score, never depend on what else is scored with it (beyond float rounding: a
+  short batch is padded only as far as data.pipeline.padded_batch_size).
 - The decision threshold and the normalisation range were fixed at training time on normal
   images (training.evaluate.calibration_from_scores) and are read from the checkpoint;
   BatchNorm uses its running averages. A checkpoint whose weights, threshold or map scale are
