@@ -19,7 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from sagan_jax import methods, scoring
-from sagan_jax.data.pipeline import to_float_np
+from sagan_jax.data.pipeline import padded_batch_size, to_float_np
 
 KINDS = ("residual", "grad")
 SCALE_QUANTILE = 0.999   # the map value shown as the top colour
@@ -52,7 +52,7 @@ def maps(cfg, variables, x_float, kind=None, recon=None, batch_size=None) -> np.
     collections of sagan_jax.methods.spec.variables_of(state). A residual map uses ``recon``
     when given (the reconstructions scoring already made), else G(x) with running statistics.
     Computed in batches of ``batch_size`` (default ``cfg.eval_batch_size``), the last one
-    zero-padded (one compilation)."""
+    zero-padded to data.pipeline.padded_batch_size."""
     kind = kind or cfg.anomaly_map
     if kind not in KINDS:
         raise ValueError(f"anomaly map kind {kind!r}; choose one of {', '.join(KINDS)}")
@@ -62,14 +62,15 @@ def maps(cfg, variables, x_float, kind=None, recon=None, batch_size=None) -> np.
     if variables is None:
         raise ValueError(f"{kind} anomaly maps need the model's variables")
     fn = _grad_maps if kind == "grad" else _residual_maps
-    bs = batch_size or cfg.eval_batch_size
     n = len(x_float)
+    bs = padded_batch_size(n, batch_size or cfg.eval_batch_size)
     out = []
     for i in range(0, n, bs):
         x = x_float[i:i + bs]
         m = len(x)
-        if m < bs:
-            x = np.concatenate([x, np.zeros((bs - m,) + x.shape[1:], x.dtype)])
+        if m < padded_batch_size(m, bs):
+            x = np.concatenate([x, np.zeros((padded_batch_size(m, bs) - m,) + x.shape[1:],
+                                            x.dtype)])
         out.append(np.asarray(fn(variables, jnp.asarray(x), cfg))[:m])
     if not out:
         return np.zeros((0,) + x_float.shape[1:3], np.float32)

@@ -81,8 +81,9 @@ class Detector:
                                 f"expected uint8 (N, {cfg.isize}, {cfg.isize}, 3), or image "
                                 "files")
             return self.score_arrays(images)
+        unfollowed = []  # (path, why): folder links that loop back, listed as skipped
         if isinstance(images, (str, os.PathLike)):
-            files = input_files(str(images))
+            files, unfollowed = input_files(str(images))
         else:
             files = [str(p) for p in images]
         decoded = decode_images(files, cfg.isize, on_bad_image=cfg.on_bad_image,
@@ -90,7 +91,8 @@ class Detector:
         if len(decoded.images) == 0:
             raise DataError(f"no readable image among {len(files)} files "
                             f"({len(decoded.skipped)} skipped)")
-        return self.score_arrays(decoded.images, tuple(decoded.paths), tuple(decoded.skipped))
+        return self.score_arrays(decoded.images, tuple(decoded.paths),
+                                 tuple(decoded.skipped) + tuple(unfollowed))
 
     def score_arrays(self, images_u8, paths=None, skipped=()) -> Scores:
         """``score`` of images already brought to isize (uint8 (N, isize, isize, 3))."""

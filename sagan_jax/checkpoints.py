@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import fcntl
 import os
+import threading
+import time
 from typing import Optional
 
 import jax
@@ -99,11 +101,58 @@ def save(mngr: ocp.CheckpointManager, state, epoch: int, cfg, extra: Optional[di
     if not all_finite(state):
         raise CheckpointError(f"refusing to save a non-finite state after epoch {epoch + 1}")
     meta = {"epoch": epoch, "config": cfg.to_dict(), **(extra or {})}
-    mngr.save(
-        int(jax.device_get(state.step)),
-        args=ocp.args.Composite(state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)),
-    )
-    mngr.wait_until_finished()
+    from sagan_jax.training.errors import deferred_interrupt
+
+    with deferred_interrupt(), _quiet_orbax():  # a Ctrl-C waits until the save is complete
+        before = set(threading.enumerate())
+        try:
+            mngr.save(int(jax.device_get(state.step)), args=ocp.args.Composite(
+                state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)))
+            mngr.wait_until_finished()
+        except Exception as e:  # noqa: BLE001 - a full disk, a vanished folder, ...
+            # orbax's other tasks of this save (threads of its own Thread subclass; its pool
+            # workers live on) may still run: let them end quietly before the process does,
+            # or each prints a traceback at exit
+            deadline = time.time() + 60
+            for t in set(threading.enumerate()) - before:
+                if type(t) is not threading.Thread:
+                    t.join(max(0.0, deadline - time.time()))
+            raise _save_failed(mngr, epoch, e) from None
+
+
+class _quiet_orbax:
+    """Silence orbax's own error logs (one traceback per background thread) while saving: a
+    failed save is reported once, as a CheckpointError (_save_failed)."""
+
+    def __enter__(self):
+        import logging
+
+        self._log = logging.getLogger("absl")
+        self._level = self._log.level
+        self._log.setLevel(logging.CRITICAL)
+
+    def __exit__(self, *exc):
+        self._log.setLevel(self._level)
+        return False
+
+
+def _save_failed(mngr, epoch: int, e: Exception) -> "CheckpointError":
+    """One line for a checkpoint that could not be written; orbax writes into a temporary
+    folder and renames it only when complete, so the checkpoints before it are intact."""
+    import errno
+
+    chain, c = [], e
+    while c is not None and len(chain) < 20:
+        chain.append(c)
+        c = c.__cause__ or c.__context__
+    full = any(getattr(c, "errno", None) in (errno.ENOSPC, errno.EDQUOT) for c in chain) or any(
+        "No space left" in str(c) or "quota" in str(c).lower() for c in chain)
+    why = next((c.strerror for c in chain if isinstance(c, OSError) and c.strerror),
+               " ".join(str(e).split())[:200] or type(e).__name__)
+    hint = "free some space" if full else "check the folder"
+    return CheckpointError(
+        f"cannot write the checkpoint of epoch {epoch + 1} to {mngr.directory} ({why}); the "
+        f"checkpoints saved before it are intact: {hint}, then rerun the same command to resume")
 
 
 def check_compatible(saved_cfg: dict, cfg, where: str) -> None:
@@ -140,6 +189,21 @@ def check_same_experiment(saved_cfg: dict, cfg, where: str, trained_epochs: int)
             f"workdir {where} already trained {trained_epochs} epochs but --epochs="
             f"{cfg.epochs}; pass --epochs >= {trained_epochs} (more epochs continue the run) "
             "or use a new --workdir")
+
+
+def check_resumable(cfg) -> None:
+    """Refuse, before any computation (data parallel setup, DSC timing, compilation), a
+    workdir whose newest checkpoint holds another experiment (check_same_experiment); reads
+    only the checkpoint's metadata."""
+    path = os.path.join(cfg.workdir, "checkpoints")
+    if not os.path.isdir(path):
+        return
+    mngr = manager(cfg.workdir, read_only=True)
+    step = mngr.latest_step()
+    if step is None:
+        return
+    meta = mngr.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
+    check_same_experiment(meta["config"], cfg, str(mngr.directory), meta["epoch"] + 1)
 
 
 class WorkdirLock:

@@ -108,7 +108,7 @@ class Config:
     plots: bool = flag(True, 'write PNG pictures to WORKDIR/plots after training')
     keep_checkpoints: int = flag(3, 'keep the newest N checkpoints (plus the best on validation data)')
     compilation_cache: str = flag("~/.cache/sagan_jax/xla", "folder of JAX's persistent compilation cache, so reruns of the same model skip XLA compilation ('' = off; $JAX_COMPILATION_CACHE_DIR wins)")
-    threshold_fpr: float = flag(0.05, 'decision threshold for --mode=score: this false-positive rate on normal validation images (training normals if there is no val split)')
+    threshold_fpr: float = flag(0.05, 'decision threshold for --mode=score: this false-positive rate on normal validation images (if there is no val split: training normals; for fitted models (knn, pca) each scored by the model refitted without it)')
     # Scoring new images (--mode=score).
     input: Optional[str] = flag(None, '--mode=score: an image file or a folder of images to score')
     output: Optional[str] = flag(None, '--mode=score: CSV path (default WORKDIR/scores.csv); the anomaly maps go to the folder <CSV path without .csv>_maps')

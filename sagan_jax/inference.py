@@ -25,13 +25,17 @@
   ``sub%2Fy.png.png``, ``sub__y.png`` -> ``sub__y.png.png``. The mapping is one-to-one, so
   two inputs never share a map; a name over 255 bytes is cut to 200 and given ``%%`` and a
   SHA-256 prefix of the relative path (``%%`` never occurs in an encoded name). The CSV's map
-  column names each file.
+  column names each file. The folder is written anew and replaces the previous one only
+  when complete, so maps of an earlier --input never remain beside the new ones.
+- **Every reachable file is a row**: --input is walked through symbolic links to folders; a
+  link that leads back into a folder it is in (a loop) is a skipped row with its reason.
 - **Fixed colour scale**: black = 0, the top colour = the 0.999 quantile of the same kind of
   map on normal calibration images, measured at training time and stored with the checkpoint's
   calibration (anomaly_maps.map_scales); a checkpoint that lacks it for the requested kind
   (older ones; grad maps of a run trained with --anomaly_map=residual) has it measured now on
   the run's own calibration images (loaded from the run's data flags). So a map's colours, like
-  its image's score, never depend on what else is scored with it.
+  its image's score, never depend on what else is scored with it (beyond float rounding: a
+  short batch is padded only as far as data.pipeline.padded_batch_size).
 - **Overlays** (sagan_jax.overlays): the image with its map blended in, the decision and score
   in the corner, into ``overlays/`` beside the CSV (same file names as the maps), at most
   ``--max_pictures`` (the first in input order; how many were not drawn is logged).
@@ -50,6 +54,7 @@ import hashlib
 import logging
 import math
 import os
+import shutil
 import urllib.parse
 
 import numpy as np
@@ -70,58 +75,83 @@ RUNTIME_FLAGS = ("mode", "workdir", "compilation_cache", "dsc_impl", "dsc_autotu
                  "process_id")
 # From the command line when passed there, else the run's.
 RUN_DEFAULT_FLAGS = ("anomaly_map", "eval_batch_size")
+# --mode=eval: also from the command line when passed (how the test set is read and scored).
+EVAL_DEFAULT_FLAGS = ("eval_batch_stats", "on_bad_image", "on_small_image") + tuple(
+    n for n in RESUMABLE_CHANGES if n not in ("mode", "workdir", "input", "output"))
 CSV_COLUMNS = ["path", "raw_score", "normalised_score", "decision", "r", "lat", "map", "reason"]
 
 
 # ---- configuration ------------------------------------------------------------------------
 def score_config(values: dict, explicit) -> Config:
-    """The Config of --mode=score: the run's flags from the newest checkpoint in
+    """The Config of --mode=score and --mode=eval (one check for both of what the checkpoint
+    was trained and calibrated with): the run's flags from the newest checkpoint in
     ``values["workdir"]``, with the scoring flags of ``values`` (every flag's command-line
     value, defaults included). ``explicit``: the names of the flags passed on the command line
-    (or in a flagfile). Raises ConfigError for an explicit model or data flag that differs
-    from the run's, CheckpointError when the workdir holds no checkpoint."""
-    workdir = values["workdir"]
+    (or in a flagfile). Raises ConfigError for an explicit model, data or score flag that
+    differs from the run's (e.g. --abnormal_class, --score_lambda: the test set or the
+    threshold would not be the run's), CheckpointError when the workdir holds no checkpoint.
+    --mode=eval also takes --eval_batch_stats, --on_bad_image, --on_small_image and the
+    harmless training flags (checkpoints.RESUMABLE_CHANGES, e.g. --data_dir) when passed."""
+    workdir, mode = values["workdir"], values["mode"]
     saved = saved_meta(workdir).get("config", {})
     explicit = set(explicit)
     fields = [f.name for f in dataclasses.fields(Config)]
+    line = SCORE_FLAGS + RUNTIME_FLAGS
+    run_default = RUN_DEFAULT_FLAGS + (EVAL_DEFAULT_FLAGS if mode == "eval" else ())
     merged = {}
     for name in fields:
-        from_line = (name in SCORE_FLAGS or name in RUNTIME_FLAGS
-                     or (name in RUN_DEFAULT_FLAGS and name in explicit) or name not in saved)
+        from_line = (name in line or (name in run_default and name in explicit)
+                     or name not in saved)
         merged[name] = values[name] if from_line else saved[name]
     conflicts = [f"--{n}={values[n]!r} (the run's: {saved[n]!r})" for n in fields
                  if n in explicit and n in saved and values[n] != saved[n]
-                 and n not in SCORE_FLAGS + RUNTIME_FLAGS + RUN_DEFAULT_FLAGS
+                 and n not in line + run_default
                  and n not in RESUMABLE_CHANGES and n != "eval_batch_stats"]
     if conflicts:
         raise ConfigError(
-            f"--mode=score reads the model and data flags from the checkpoint in {workdir}; "
+            f"--mode={mode} reads the model and data flags from the checkpoint in {workdir}; "
             f"these differ from the run's: {', '.join(conflicts)}; drop them")
     ignored = [n for n in explicit if n in RESUMABLE_CHANGES and n in saved
-               and n not in SCORE_FLAGS + RUNTIME_FLAGS + RUN_DEFAULT_FLAGS
-               and values[n] != saved[n]]
+               and n not in line + run_default and values[n] != saved[n]]
     if ignored:
-        log.info("--mode=score ignores the training flags %s", ", ".join(sorted(ignored)))
-    # per image: running averages only; the mode asked for (score, export; eval for the API)
-    merged.update(mode=values["mode"], eval_batch_stats=False)
+        log.info("--mode=%s ignores the training flags %s", mode, ", ".join(sorted(ignored)))
+    merged.update(mode=mode)
+    if mode in ("score", "export"):
+        merged.update(eval_batch_stats=False)  # per image: running averages only
     return Config(**merged)
 
 
 # ---- files ----------------------------------------------------------------------------------
-def input_files(path: str) -> list:
-    """The file itself, or every file under the folder (sorted, recursive; hidden files
-    ignored). Non-image files are kept so that decoding reports them, never drops them."""
+def input_files(path: str) -> tuple:
+    """(files, unfollowed): the file itself, or every file reachable under the folder (sorted,
+    recursive, through symbolic links to folders; hidden files ignored); ``unfollowed`` =
+    (path, reason) of each folder link not entered because it leads back into a folder it is
+    in (a loop), which score mode lists as a skipped row. Non-image files are kept so that
+    decoding reports them, never drops them."""
     if not os.path.exists(path):
         raise DataError(f"--input={path!r} does not exist; pass an image file or a folder of images")
     if os.path.isfile(path):
-        return [path]
-    files = []
-    for root, dirs, names in os.walk(path):
-        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        return [path], []
+    files, unfollowed = [], []
+    for root, dirs, names in os.walk(path, followlinks=True):
+        parts = [p for p in os.path.relpath(root, path).split(os.sep) if p != "."]
+        ancestors = {os.path.realpath(os.path.join(path, *parts[:i]))
+                     for i in range(len(parts) + 1)}  # the folders this one is in, resolved
+        keep = []
+        for d in sorted(d for d in dirs if not d.startswith(".")):
+            link = os.path.join(root, d)
+            if os.path.islink(link) and os.path.realpath(link) in ancestors:
+                unfollowed.append((link, f"symbolic link to a folder it is in (-> "
+                                         f"{os.readlink(link)}); not followed (a loop)"))
+            else:
+                keep.append(d)
+        dirs[:] = keep
         files += [os.path.join(root, n) for n in sorted(names) if not n.startswith(".")]
     if not files:
-        raise DataError(f"--input={path!r} is an empty folder; expected png, jpg or bmp images")
-    return files
+        loops = f" (only {len(unfollowed)} folder link loop(s), not followed)" if unfollowed else ""
+        raise DataError(f"--input={path!r} is an empty folder{loops}; expected png, jpg or bmp "
+                        "images")
+    return files, unfollowed
 
 
 def map_file_name(rel: str) -> str:
@@ -225,7 +255,7 @@ def score_new_images(cfg) -> dict:
 
     cfg = cfg.replace(eval_batch_stats=False)  # per-image scores: running averages only
     out_csv, map_dir = output_paths(cfg)
-    files = input_files(cfg.input)
+    files, unfollowed = input_files(cfg.input)
     det = Detector(cfg)
     calib, vmax = det.calibration, det.map_scale
     decoded = decode_images(files, cfg.isize, on_bad_image=cfg.on_bad_image,
@@ -240,13 +270,18 @@ def score_new_images(cfg) -> dict:
     skipped = dict(decoded.skipped)
     rows = []
     overlay_dir = os.path.join(os.path.dirname(os.path.abspath(out_csv)), "overlays")
+    # The maps go to a fresh folder that replaces the old one only once complete: no map of
+    # an earlier --input ever remains beside this one's.
+    new_maps, tmp = f"{map_dir}.tmp{os.getpid()}", f"{out_csv}.tmp{os.getpid()}"
     try:
-        os.makedirs(map_dir, exist_ok=True)
+        shutil.rmtree(new_maps, ignore_errors=True)
+        os.makedirs(new_maps)
         for path in files:
             if path in kept:
                 i = kept[path]
-                map_path = os.path.join(map_dir, map_file_name(os.path.relpath(path, base)))
-                plots.save_map_png(maps[i], map_path, vmax)
+                name = map_file_name(os.path.relpath(path, base))
+                map_path = os.path.join(map_dir, name)
+                plots.save_map_png(maps[i], os.path.join(new_maps, name), vmax)
                 rows.append([path, f"{raw[i]:.8g}", f"{normalised[i]:.6f}",
                              "abnormal" if abnormal[i] else "normal", f"{r[i]:.8g}",
                              f"{lat[i]:.8g}", map_path, ""])
@@ -255,24 +290,45 @@ def score_new_images(cfg) -> dict:
                 if reason.startswith(f"{path}: "):
                     reason = reason[len(path) + 2:]
                 rows.append([path, "", "", "skipped", "", "", "", reason])
+        rows += [[path, "", "", "skipped", "", "", "", why] for path, why in unfollowed]
         drawn = None
         if cfg.max_pictures:
             drawn = overlays.write_overlays(
                 overlay_dir, decoded.images, maps, raw, abnormal, vmax,
                 [map_file_name(os.path.relpath(p, base)) for p in decoded.paths],
                 max_pictures=cfg.max_pictures)
-        tmp = f"{out_csv}.tmp{os.getpid()}"
         with open(tmp, "w", newline="") as f:
             w = csv.writer(f)
             w.writerow(CSV_COLUMNS)
             w.writerows(rows)
+        _replace_folder(new_maps, map_dir)  # both complete: the maps, then the CSV
         os.replace(tmp, out_csv)
     except OSError as e:
         raise DataError(f"cannot write the scores to {out_csv!r} ({e.strerror or e}); pass "
                         "--output=FILE.csv in a folder you can write") from None
+    finally:  # an error or Ctrl-C leaves no temporary file or folder behind
+        shutil.rmtree(new_maps, ignore_errors=True)
+        if os.path.exists(tmp):
+            os.remove(tmp)
+    for path, why in unfollowed:
+        log.warning("--input: %s: %s", path, why)
     log.info("scored %d images (%d skipped): %d abnormal at threshold %.6g (fpr %.3f on %s)",
-             len(raw), len(decoded.skipped), int(abnormal.sum()), calib["threshold"],
+             len(raw), len(decoded.skipped) + len(unfollowed), int(abnormal.sum()),
+             calib["threshold"],
              calib["fpr"], calib["source"])
     return {"csv": out_csv, "maps": map_dir, "n": int(len(raw)), "abnormal": int(abnormal.sum()),
-            "skipped": len(decoded.skipped), "threshold": calib["threshold"],
+            "skipped": len(decoded.skipped) + len(unfollowed), "threshold": calib["threshold"],
             "map_scale": vmax, "overlays": drawn}
+
+
+def _replace_folder(new: str, old: str) -> None:
+    """Put folder ``new`` in place of ``old`` (which may not exist): two renames, so ``old``
+    is always either the previous complete folder or the new one, never a mix."""
+    trash = None
+    if os.path.isdir(old):
+        trash = f"{old}.old{os.getpid()}"
+        shutil.rmtree(trash, ignore_errors=True)
+        os.rename(old, trash)
+    os.rename(new, old)
+    if trash is not None:
+        shutil.rmtree(trash, ignore_errors=True)

@@ -13,6 +13,7 @@ import errno
 import json
 import logging
 import os
+import signal
 import sys
 import typing
 
@@ -51,9 +52,25 @@ _define_flags()
 FLAGS = flags.FLAGS
 
 
+# A singular flag and its list form: passing both would silently ignore the singular one.
+PAIRED_FLAGS = (("seed", "seeds"), ("abnormal_class", "abnormal_classes"))
+
+
+def check_paired_flags(values: dict, present) -> None:
+    """Refuse a singular flag passed beside its non-empty list form (PAIRED_FLAGS): the list
+    wins, so the singular one would be ignored without a word."""
+    for one, many in PAIRED_FLAGS:
+        if one in present and many in present and str(values[many]).strip():
+            raise ConfigError(
+                f"--{one}={values[one]!r} and --{many}={values[many]!r} are both given (on the "
+                f"command line or in a --flagfile); "
+                f"--{many} replaces --{one}: pass only one of them")
+
+
 def config_from_flags() -> Config:
     values = {f.name: FLAGS[f.name].value for f in dataclasses.fields(Config)}
-    if values["mode"] in ("score", "export"):  # the run's flags from its checkpoint
+    check_paired_flags(values, {n for n in values if FLAGS[n].present})
+    if values["mode"] in ("score", "eval", "export"):  # the run's flags from its checkpoint
         from sagan_jax.inference import score_config
 
         return score_config(values, [n for n in values if FLAGS[n].present])
@@ -245,10 +262,17 @@ def main(argv):
     if len(argv) > 1:
         fail(f"unexpected arguments {argv[1:]}; flags look like --name=value")
     configure_logging()
+    from sagan_jax.training.errors import interrupt_requested, request_interrupt
+
+    signal.signal(signal.SIGINT, request_interrupt)  # recorded too: see training/errors.py
     try:
         cfg = config_from_flags()
         warn_unused_flags(cfg)
         run(cfg)
+        if interrupt_requested():  # a Ctrl-C raised where Python swallowed it
+            raise KeyboardInterrupt
+    except KeyboardInterrupt:
+        interrupted(FLAGS.mode, FLAGS.workdir)
     except USER_ERRORS as e:
         fail(str(e))
     except OSError as e:  # a full disk, a read-only folder, a vanished file: one line
@@ -261,6 +285,15 @@ def main(argv):
                 errno.EDQUOT: "free some space or choose another --workdir"}.get(
                     e.errno, "check the path and try again")
         fail(f"{e.strerror}{where}; {hint}")
+
+
+def interrupted(mode: str, workdir: str) -> typing.NoReturn:
+    """Ctrl-C: one line, exit status 130 (128 + SIGINT). Checkpoints are written whole
+    (a save in progress completes first), so training resumes from the last one."""
+    what = (f"the checkpoints in {workdir} are intact; rerun the same command to resume"
+            if mode == "train" else "nothing was half-written")
+    print(f"sagan_jax: interrupted (Ctrl-C); {what}", file=sys.stderr)
+    sys.exit(130)
 
 
 def flags_parser(argv):

@@ -42,7 +42,22 @@ def load_data(cfg) -> AnomalyData:
     Only normal training images are subsampled or held out; the test split is never touched.
     Counts per split and label (and skipped bad files) are always logged."""
     data = load_source(cfg)
+    check_normal_training_images(data, cfg)
     data = subsample_train(data, cfg.max_train_images, cfg.seed)
     data = hold_out_validation(data, cfg.val_fraction, cfg.seed)
     data.log_counts()
     return data
+
+
+def check_normal_training_images(data: AnomalyData, cfg) -> None:
+    """Every model is fitted or trained on normal images only: refuse data without any, with
+    advice that fits the dataset (one check here, not a later failure inside each model)."""
+    if len(data.train):
+        return
+    if cfg.dataset == "anomaly_folder":
+        fix = (f"put normal images in {cfg.data_root}/train/ (train/0.normal or MVTec's "
+               "train/good)")
+    else:
+        fix = (f"every training image is of the abnormal class {cfg.abnormal_class!r}; choose "
+               "another --abnormal_class or add folders of normal classes")
+    raise DataError(f"{data.name}: no normal training images to learn from; {fix}")

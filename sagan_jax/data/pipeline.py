@@ -70,6 +70,16 @@ def train_dataset(images: np.ndarray, batch_size: int, seed: int, epoch: int) ->
     return _Epoch(images, batch_size, seed, epoch)
 
 
+def padded_batch_size(n: int, batch_size: int) -> int:
+    """The batch shape that scores ``n`` images (n >= 1) with ``--eval_batch_size``
+    ``batch_size``: the batch size, or for fewer images the smallest power of two >= n. A
+    scoring pass pads a short batch only to this, never to a huge --eval_batch_size, and
+    compiles at most one program per power of two (scores use running BatchNorm averages, so
+    an image's score does not depend on its batch, up to float rounding: XLA may round a
+    convolution of a batch of 1 and one of 4 differently in the last bit)."""
+    return min(batch_size, 1 << max(n - 1, 0).bit_length())
+
+
 def eval_batches(images: np.ndarray, batch_size: int):
     """Fixed-order float32 batches of a split; the last one may be smaller."""
     for start in range(0, len(images), batch_size):

@@ -7,6 +7,7 @@ PyTorch originals, which score in training mode with each test batch's own stati
 from __future__ import annotations
 
 import functools
+import logging
 
 import jax
 import jax.numpy as jnp
@@ -14,10 +15,16 @@ import numpy as np
 
 from sagan_jax import scoring
 from sagan_jax.config import RunNeutral
+from sagan_jax.data.pipeline import eval_batches, padded_batch_size, to_float_np
 from sagan_jax.devices import local_mesh, put_batch, put_replicated
-from sagan_jax.data.pipeline import eval_batches, to_float_np
 from sagan_jax import methods
 from sagan_jax.methods.spec import variables_of
+
+
+# The test metrics a run records per scored epoch (as test_<key>), GANs and fitted models alike.
+TEST_KEYS = ("auc", "ap", "f1", "threshold", "f1_oracle", "auc_r", "auc_lat", "pixel_auc",
+             "pixel_aupro", "auc_per_class", "auc_per_defect", "fpr_at_threshold",
+             "metrics_absent")
 
 
 @functools.partial(jax.jit, static_argnames=("static",))
@@ -30,22 +37,26 @@ def _score_batch(variables, x, static):
 
 
 def score_images(cfg, state, images_u8: np.ndarray, keep_recon: bool = False):
-    """(R, L[, reconstructions]) for uint8 images, in their order. With running averages the
-    last batch is padded to the batch size (no recompilation) and the padding dropped.
+    """(R, L[, reconstructions]) for uint8 images, in their order. With running averages a
+    short batch is zero-padded to pipeline.padded_batch_size (few compilations, never beyond
+    what the images need) and the padding dropped.
 
     An image's score reads only that image, so it does not depend on the other images or
-    their order; bit for bit only where the image keeps its batch position (the same input
-    in the same order gives the same bits). At another position a CPU's convolution kernels
-    may sum in another order: a few float32 ulps (1 ulp, 9.4e-8 relative, seen on an AVX2
-    machine; tests/test_scoring.py bounds it at 5e-6)."""
+    their order; bit for bit only where the image keeps its batch position and batch shape
+    (the same input in the same order gives the same bits). Elsewhere a CPU's convolution
+    kernels may sum in another order: a few float32 ulps (1 ulp, 9.4e-8 relative, seen on an
+    AVX2 machine; tests/test_scoring.py bounds it at 5e-6)."""
     mesh = local_mesh()  # each batch split over the local devices (one per core on CPU)
     variables = put_replicated(variables_of(state), mesh)
     bs = cfg.eval_batch_size
+    if not cfg.eval_batch_stats:
+        bs = padded_batch_size(len(images_u8), bs)
     rs, ls, recons = [], [], []
     for x in eval_batches(images_u8, bs):
         n = len(x)
-        if n < bs and not cfg.eval_batch_stats:
-            x = np.concatenate([x, np.zeros((bs - n,) + x.shape[1:], x.dtype)])
+        if not cfg.eval_batch_stats and n < padded_batch_size(n, bs):
+            x = np.concatenate([x, np.zeros((padded_batch_size(n, bs) - n,) + x.shape[1:],
+                                            x.dtype)])
         r, lat, recon = _score_batch(variables, put_batch(x, mesh), RunNeutral(cfg))
         rs.append(np.asarray(r)[:n])
         ls.append(np.asarray(lat)[:n])
@@ -162,9 +173,30 @@ def auc_per_defect(labels, scores, classes, class_names) -> dict:
 
 
 def pixel_metrics(masks, maps) -> dict:
-    """Pixel AUROC and AUPRO (up to 30% FPR, MVTec AD's) of anomaly maps against masks."""
-    return {"pixel_auc": scoring.pixel_auroc(masks, maps),
-            "pixel_aupro": scoring.pixel_aupro(masks, maps)}
+    """Pixel AUROC (warned when undefined, see pixel_auc) and AUPRO (up to 30% FPR, MVTec
+    AD's) of anomaly maps against masks."""
+    return {"pixel_auc": pixel_auc(masks, maps), "pixel_aupro": scoring.pixel_aupro(masks, maps)}
+
+
+_PIXEL_AUC_WARNED = set()
+
+
+def pixel_auc(masks, maps) -> float:
+    """scoring.pixel_auroc of the maps against the defect masks, with a warning (once per mask
+    set) when it is undefined: masks that hold no defect pixel (all empty), or no clean one,
+    give NaN, recorded as null, and that must not pass unnoticed."""
+    value = scoring.pixel_auroc(masks, maps)
+    if not np.isfinite(value):
+        truth = np.asarray(masks) > 0
+        what = ("no defect pixel (every mask is empty)" if not truth.any()
+                else "no defect-free pixel (every mask is full)")
+        key = (truth.shape, bool(truth.any()))
+        if key not in _PIXEL_AUC_WARNED:
+            _PIXEL_AUC_WARNED.add(key)
+            logging.getLogger("sagan_jax").warning(
+                "pixel AUROC is undefined and recorded as null: the %d defect masks hold %s; "
+                "check the masks (--mask_root)", len(truth), what)
+    return value
 
 
 def auc_per_class(labels, scores, classes, class_names) -> dict:
@@ -284,6 +316,7 @@ def evaluate_checkpoint(cfg, data) -> dict:
             names=[overlays.overlay_name(p, i) for i, p in enumerate(paths)],
             masks=data.test.masks, max_pictures=cfg.max_pictures)
     result.update(step=int(state.step), epoch=meta["epoch"] + 1,
-                  eval_batch_stats=cfg.eval_batch_stats, data=data.counts())
+                  eval_batch_stats=cfg.eval_batch_stats, data=data.counts(),
+                  flags=cfg.to_dict())  # what this evaluation used (the run's, checked)
     write_json(os.path.join(cfg.workdir, "eval.json"), result)
     return result

@@ -3,8 +3,9 @@
 Each run (one of --seeds x --abnormal_classes, sagan_jax.training.runs) is fitted on its normal
 training images in one call, then treated exactly as a GAN run after its last epoch: the test
 set is scored with the model's components (R, L) and final score, the decision threshold is
-calibrated on normal images (evaluate.calibrate: calibration_images, calibration_from_scores and
-the anomaly maps' colour scale), and the
+calibrated on normal images the model was not fitted to (evaluate.calibrate on the validation
+split; without one, cross_fitted_calibration on training normals, each scored by the model
+refitted without it), and the
 run writes WORKDIR/metrics.json with a GAN run's keys (auc, ap, f1, threshold, f1_oracle, ...; history
 with one record, epoch 0; best_epoch_on_test_set labelled as test-selected), metrics.jsonl,
 pictures, and an orbax checkpoint (the fitted arrays, the calibration and the arrays' shapes in
@@ -19,13 +20,15 @@ import os
 import time
 
 import jax
+import numpy as np
 
 from sagan_jax import checkpoints, methods, plots, scoring
 from sagan_jax.data.pipeline import to_float_np
 from sagan_jax.methods.spec import fitted_state, variables_of
-from sagan_jax.training.evaluate import calibrate, metrics_from_scores, score_images
+from sagan_jax.training.evaluate import (TEST_KEYS, calibrate, metrics_from_scores,
+                                         score_images, write_scores_csv)
 from sagan_jax.training.metric_writer import MetricWriter
-from sagan_jax.training.results import TEST_KEYS, peak_memory, summarise_history, write_json
+from sagan_jax.training.results import peak_memory, summarise_history, write_json
 
 log = logging.getLogger("sagan_jax")
 
@@ -58,7 +61,9 @@ def fit_and_evaluate(run, data) -> dict:
 
     need_recon = cfg.plots or data.test.masks is not None
     out = score_images(cfg, state, data.test.images, keep_recon=need_recon)
-    calib = calibrate(cfg, state, data)  # as the GANs: normal images, threshold, map scale
+    # as the GANs: normal images not fitted to, threshold, map scale
+    calib = calibrate(cfg, state, data) if data.val is not None else cross_fitted_calibration(
+        cfg, data.train.images)
     test = metrics_from_scores(cfg, data.test, out[0], out[1],
                                out[2] if need_recon else None, threshold=calib["threshold"],
                                variables=variables_of(state), class_names=data.class_names)
@@ -101,12 +106,69 @@ def fit_and_evaluate(run, data) -> dict:
         writer.truncate(first_step=0, first_epoch=0)
         writer.write("epoch", 0, record)
         writer.close()
+        # the test set's per-image scores, as a GAN run writes them (loop.Trainer.finish)
+        result["scores_csv"] = write_scores_csv(os.path.join(cfg.workdir, "test_scores.csv"),
+                                                data.test, test)
         if cfg.plots and "auc" in test:  # the ROC plot needs both labels
             result["plots"] = plots.write_all(
                 cfg.workdir, data.test.labels, scoring.minmax(test["scores"]), test["auc"],
                 to_float_np(data.test.images), test["recon"], [])
         write_json(os.path.join(cfg.workdir, "metrics.json"), result)
     return result
+
+
+CALIBRATION_FOLDS = 5
+
+
+def cross_fitted_calibration(cfg, train_u8, folds: int = CALIBRATION_FOLDS) -> dict:
+    """Calibration (evaluate.calibration_from_scores and the maps' colour scales) on training
+    normals the scoring model was NOT fitted to, for a run without a validation split: a
+    fitted model reproduces its own training images (kNN: each is its own nearest neighbour,
+    R = 0), so a threshold measured on them flags nearly everything. The calibration images
+    (evaluate.calibration_images: the first ones) are cut into ``folds`` folds (image i in
+    fold i mod folds); each fold is scored by the model refitted on every training image but
+    that fold (cross-fitting). The model that is kept and scores the test set is the one
+    fitted on all images; its held-out threshold is slightly conservative."""
+    from sagan_jax.anomaly_maps import KINDS, SCALE_IMAGES, SCALE_QUANTILE, maps
+    from sagan_jax.config import ConfigError
+    from sagan_jax.training.evaluate import calibration_from_scores
+
+    spec = methods.get(cfg.model)
+    n_cal = min(len(train_u8), 1000)
+    k = min(folds, n_cal)
+    fold_of = np.arange(n_cal) % k
+    r, lat = np.zeros(n_cal, np.float64), np.zeros(n_cal, np.float64)
+    scale_maps = {kind: [] for kind in KINDS}
+    for f in range(k):
+        held = np.flatnonzero(fold_of == f)
+        rest = np.delete(np.arange(len(train_u8)), held)
+        try:
+            params = spec.fit(cfg, train_u8[rest])
+        except ConfigError as e:
+            raise ConfigError(
+                f"--model={cfg.model} calibrates its threshold on training images it was not "
+                f"fitted to, refitting without 1/{k} of them ({len(rest)} left), and that fit "
+                f"fails ({e}); pass --val_fraction (e.g. 0.2) or add training images") from None
+        state = jax.device_put(fitted_state(params))
+        fr, fl, recon = score_images(cfg, state, train_u8[held], keep_recon=True)
+        r[held], lat[held] = fr, fl
+        shown = held < SCALE_IMAGES
+        x = to_float_np(train_u8[held[shown]])
+        for kind in KINDS:
+            scale_maps[kind].append(maps(cfg, variables_of(state), x, kind, recon=recon[shown]
+                                         if kind == "residual" else None))
+    calib = calibration_from_scores(
+        cfg, r, lat, f"training normals (no val split), each scored by the model refitted "
+                     f"without it ({k}-fold cross-fitting)")
+    scales = {"quantile": SCALE_QUANTILE, "n_images": int(min(n_cal, SCALE_IMAGES))}
+    for kind in KINDS:
+        values = np.concatenate(scale_maps[kind])
+        if not np.all(np.isfinite(values)):
+            raise FloatingPointError(f"the {kind} anomaly maps of the calibration images are "
+                                     "not finite")
+        scales[kind] = float(np.quantile(values, SCALE_QUANTILE)) if values.size else 0.0
+    calib["map_scale"] = scales
+    return calib
 
 
 def _finished(mngr, cfg, label):

@@ -25,19 +25,19 @@ import numpy as np
 
 from sagan_jax import checkpoints, plots, scoring, seeds
 from sagan_jax.config import ConfigError
-from sagan_jax.data.pipeline import epoch_order, to_float_np
+from sagan_jax.data.pipeline import epoch_order, padded_batch_size, to_float_np
 from sagan_jax.training import fit
 from sagan_jax.training import program as prog
 from sagan_jax.training.bn_recalibration import recalibrate_batchnorm
-from sagan_jax.training.errors import NonFiniteLossError
+from sagan_jax.training.errors import NonFiniteLossError, check_interrupt
 from sagan_jax.anomaly_maps import map_scales
-from sagan_jax.training.evaluate import (calibration_from_scores, calibration_images,
+from sagan_jax.training.evaluate import (TEST_KEYS, calibration_from_scores, calibration_images,
                                          metrics_from_scores, originals_auc, score_images,
                                          write_scores_csv)
 from sagan_jax.training.metric_writer import MetricWriter, read_jsonl
-from sagan_jax.training.results import (TEST_KEYS, peak_memory, summarise_history,
-                                        summarise_runs, summary_markdown, write_json)
-from sagan_jax.training.runs import plan_runs, program_groups
+from sagan_jax.training.results import (peak_memory, summarise_history, summarise_runs,
+                                        summary_markdown, write_json)
+from sagan_jax.training.runs import check_layout, plan_runs, program_groups
 from sagan_jax.training.state import init_state, make_optimizers
 from sagan_jax.devices import local_mesh, put_replicated
 from sagan_jax.training.step import make_mesh
@@ -68,6 +68,9 @@ def train(cfg, load=None) -> dict:
 
     load = load or load_data
     runs = plan_runs(cfg)
+    check_layout(cfg, runs)
+    for run in runs:  # before any data is loaded or program built
+        checkpoints.check_resumable(run.cfg)
     with checkpoints.WorkdirLock(cfg.workdir) if is_writer() else _nothing():
         results = []
         if fit.is_fitted(cfg):  # PCA, kNN: fitted in one call each (training/fit.py)
@@ -240,6 +243,8 @@ class Trainer:
 
     def __init__(self, cfg, runs, datas):
         self.cfg, self.runs = cfg, runs
+        for run in runs:  # checks that need no computation first (a changed --isize, ...)
+            checkpoints.check_resumable(run.cfg)
         self.mesh = make_mesh(cfg.num_devices, cfg.batch_size)
         n_dev = self.mesh.devices.size
         if cfg.batch_size % n_dev:
@@ -290,6 +295,7 @@ class Trainer:
         t_start = time.time()
         pending = None
         for c0 in range(0, total, n):
+            check_interrupt()  # a Ctrl-C that Python swallowed still stops the run here
             idx, act = [], []
             for k, t in enumerate(self.trackers):
                 ix = np.zeros((cfg.batch_size, n), np.int32)
@@ -456,7 +462,8 @@ class Trainer:
             # test-batch statistics depend on the exact batches: the host path, batch by batch
             return {k: score_images(self.trackers[k].cfg, states[k], images, keep_recon)
                     for k, images in items}
-        bs = cfg.eval_batch_size
+        # never a batch beyond what the largest image set needs (a huge --eval_batch_size)
+        bs = padded_batch_size(max(len(im) for _, im in items), cfg.eval_batch_size)
         mesh = self.score_mesh
         variables = [put_replicated(prog.local_copy(_variables(states[k])), mesh)
                      for k, _ in items]

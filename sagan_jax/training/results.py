@@ -17,13 +17,6 @@ ORIGINALS = ("the PyTorch originals' evaluation (--eval_originals): training-mod
              "epoch on the test set; order-dependent, not the result")
 
 
-# The test metrics an epoch record keeps (as test_<key>), for the GAN loop and the fitted
-# baselines alike.
-TEST_KEYS = ("auc", "ap", "f1", "threshold", "f1_oracle", "auc_r", "auc_lat", "pixel_auc",
-             "pixel_aupro", "auc_per_class", "auc_per_defect", "fpr_at_threshold",
-             "metrics_absent")
-
-
 F1_ORACLE = ("the best F1 over every threshold, the threshold chosen on the test labels: an "
              "oracle, not the result; f1 is the F1 at the calibrated threshold")
 

@@ -34,10 +34,10 @@ def parse_classes(cfg) -> list:
     if spec == "all":
         known = classes_of(cfg.dataset)
         if known is None:
-            if cfg.dataset == "image_folder":
-                from sagan_jax.data.image_folder import folder_classes
+            if cfg.dataset == "image_folder":  # its class folders (layout checked)
+                from sagan_jax.data.image_folder import scan
 
-                return list(folder_classes(cfg.data_root))
+                return list(scan(cfg.data_root)["train"])
             raise ConfigError(f"--abnormal_classes=all: --dataset={cfg.dataset} has no classes "
                               "to hold out in turn; omit --abnormal_classes")
         return list(known)
@@ -67,3 +67,25 @@ def program_groups(runs: list, max_runs: int) -> list:
     if max_runs <= 0 or max_runs >= len(runs):
         return [runs]
     return [runs[i:i + max_runs] for i in range(0, len(runs), max_runs)]
+
+
+def check_layout(cfg, runs: list) -> None:
+    """A workdir holds one run at its top level or a run list under runs/, never both:
+    refuse a single run in a workdir that holds a run list (it would be trained beside
+    runs/, and score mode on the workdir would use it) and a run list in a workdir that
+    holds a single run."""
+    top = os.path.isdir(os.path.join(cfg.workdir, "checkpoints"))
+    runs_dir = os.path.join(cfg.workdir, "runs")
+    listed = sorted(n for n in os.listdir(runs_dir)
+                    if os.path.isdir(os.path.join(runs_dir, n, "checkpoints"))) \
+        if os.path.isdir(runs_dir) else []
+    if len(runs) == 1 and listed:
+        raise ConfigError(
+            f"--workdir={cfg.workdir!r} holds a run list ({', '.join(listed)} under runs/); one "
+            "run would be trained beside it: pass its --seeds/--abnormal_classes again, train "
+            f"into --workdir={os.path.join(runs_dir, listed[0])} (one of its runs), or use a "
+            "new --workdir")
+    if len(runs) > 1 and top:
+        raise ConfigError(
+            f"--workdir={cfg.workdir!r} holds a single run; a run list of {len(runs)} runs "
+            "would be trained beside it under runs/: use a new --workdir for the run list")
