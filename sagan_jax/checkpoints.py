@@ -255,6 +255,7 @@ def restore_latest(mngr: ocp.CheckpointManager, abstract_state, cfg, resume: boo
         check_compatible(meta["config"], cfg, str(mngr.directory))
     if callable(abstract_state):
         abstract_state = abstract_state(meta)
+    abstract_state = on_this_topology(abstract_state)
     restored = mngr.restore(
         step,
         args=ocp.args.Composite(
@@ -262,6 +263,22 @@ def restore_latest(mngr: ocp.CheckpointManager, abstract_state, cfg, resume: boo
         ),
     )
     return restored["state"], restored["meta"]
+
+
+def on_this_topology(abstract_state):
+    """The abstract state with every array placed on this process's first device, so a
+    checkpoint saved on another device count (one XLA device per core on another machine,
+    --host_devices, a GPU) restores here; the caller then places it (replicated over its
+    mesh). A multi-process run restores with the saved global sharding, as it was saved."""
+    if jax.process_count() > 1:
+        return abstract_state
+    device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+
+    def place(leaf):
+        if isinstance(leaf, jax.ShapeDtypeStruct):
+            return jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=device)
+        return leaf
+    return jax.tree.map(place, abstract_state)
 
 
 def restore_for_inference(cfg):

@@ -266,6 +266,13 @@ def main(argv):
 
     signal.signal(signal.SIGINT, request_interrupt)  # recorded too: see training/errors.py
     try:
+        # before anything (score mode reads its checkpoint's flags) starts JAX's backend
+        from sagan_jax.devices import configure
+
+        try:
+            configure(FLAGS.host_devices, FLAGS.batch_size, FLAGS.eval_batch_size)
+        except ValueError:  # a bad --host_devices: Config's check names it in one line
+            pass
         cfg = config_from_flags()
         warn_unused_flags(cfg)
         run(cfg)

@@ -116,7 +116,8 @@ def test_cli_fit_on_digits_writes_gan_metrics(tmp_path, model, extra):
     assert m["auc_lat_alone"] == 0.5  # L = 0
     assert f"AUC {m['auc']:.4f}" in out.stdout
     assert "f1_at_threshold" not in m and "f1_at_threshold" not in m["history"][0]
-    assert m["threshold_source"] == "training normals (no val split)"
+    assert m["threshold_source"] == ("training normals (no val split), each scored by the model "
+                                     "refitted without it (5-fold cross-fitting)")
     assert (f"F1 {m['f1']:.4f} at the calibrated threshold {m['threshold']:.4g}, from training "
             f"normals (no val split); oracle F1 {m['f1_oracle']:.4f} (best threshold on the test "
             "set)") in out.stdout

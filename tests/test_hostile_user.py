@@ -86,7 +86,7 @@ def test_log_names_the_calibrated_threshold_beside_its_f1(tmp_path, caplog):
     threshold = meta_of(str(tmp_path))["calibration"]["threshold"]
     line = next(r.getMessage() for r in caplog.records if "fitted in" in r.getMessage())
     assert "F1 at the threshold" not in line
-    assert f"at the calibrated threshold {threshold:.6g})" in line
+    assert f"at the calibrated threshold {threshold:.6g} (oracle F1 " in line
 
 
 def test_pca_without_val_split_is_cross_fitted_and_refuses_a_fold_it_cannot_fit(tmp_path):
@@ -155,7 +155,8 @@ def test_reused_output_keeps_no_maps_of_the_earlier_input(knn_run, tmp_path):
     assert sorted(os.listdir(tmp_path / "s_maps")) == ["a.png.png", "b.png.png"]
     cli(["--mode=score", f"--workdir={knn_run}", f"--input={tmp_path / 'two'}", f"--output={out}"])
     assert sorted(os.listdir(tmp_path / "s_maps")) == ["c.png.png"]
-    assert sorted(os.listdir(tmp_path)) == ["one", "s.csv", "s_maps", "two"]
+    # beside the CSV: its maps and the overlay pictures, nothing temporary
+    assert sorted(os.listdir(tmp_path)) == ["one", "overlays", "s.csv", "s_maps", "two"]
 
 
 # (4) a singular flag beside its list ---------------------------------------------------------

@@ -80,8 +80,9 @@ def fit_and_evaluate(run, data) -> dict:
                  test["n_normal"], test["metrics_absent"])
     else:
         log.info("%s%s fitted in %.1f s: test AUC %.4f AP %.4f F1 %.4f at the calibrated "
-                 "threshold (oracle F1 %.4f, threshold chosen on the test set)", prefix,
-                 cfg.model, fit_s, test["auc"], test["ap"], test["f1"], test["f1_oracle"])
+                 "threshold %.6g (oracle F1 %.4f, threshold chosen on the test set)", prefix,
+                 cfg.model, fit_s, test["auc"], test["ap"], test["f1"], calib["threshold"],
+                 test["f1_oracle"])
     history = [record]
     wall = time.time() - t0
     if mngr.latest_step() is not None:  # a fit that stopped before its metrics.json: redo it

@@ -414,10 +414,11 @@ class Trainer:
                                  record["test_auc_originals"])
                     if "metrics_absent" not in test:
                         log.info("%sepoch %d/%d: test AUC %.4f AP %.4f F1 %.4f at the "
-                                 "calibrated threshold (oracle F1 %.4f, threshold chosen on the "
-                                 "test set; AUC of R alone %.4f, of L alone %.4f%s; %.1f img/s)",
-                                 f"{t.run.name}: " if t.run.name else "", epoch + 1, cfg.epochs,
-                                 test["auc"], test["ap"], test["f1"], test["f1_oracle"],
+                                 "calibrated threshold %.6g (oracle F1 %.4f, threshold chosen on "
+                                 "the test set; AUC of R alone %.4f, of L alone %.4f%s; %.1f "
+                                 "img/s)", f"{t.run.name}: " if t.run.name else "", epoch + 1,
+                                 cfg.epochs, test["auc"], test["ap"], test["f1"],
+                                 calib["threshold"], test["f1_oracle"],
                                  test["auc_r"], test["auc_lat"],
                                  f"; pixel AUROC {test['pixel_auc']:.4f} AUPRO "
                                  f"{test['pixel_aupro']:.4f}" if "pixel_auc" in test else "",
