@@ -30,7 +30,7 @@ process before the timed ones, so K processes do not each pay for compiling the 
 program; the one-program runs at K > 1 compile their own programs (shown as first step).
 Processes get ``XLA_PYTHON_CLIENT_PREALLOCATE=false`` so that K of them share one GPU.
 
-The machine's load is recorded (experiments/common.py); figures go to section bench_runs of
+The machine's load is recorded (experiments/machine.py); figures go to section bench_runs of
 docs/benchmarks.md only from a quiet machine, a loaded machine's only with --allow_loaded (to
 section bench_runs_loaded). Raw figures: WORKDIR/bench_runs.json (rewritten after each
 measurement, so a run stopped part-way leaves what it measured).
@@ -51,7 +51,7 @@ import subprocess
 import sys
 import time
 
-from experiments import common
+from experiments import common, machine
 
 MODULE = "experiments.bench_runs"
 CHILD = "--_child_timing"
@@ -358,7 +358,7 @@ def markdown(args, results: dict, load, skipped: list) -> str:
     sep_label = "K processes" + (" (concurrent)" if args.separate == "concurrent"
                                  else " (one after another)")
     lines = [
-        common.machine_header(load, packages=("jax", "jaxlib", "flax", "optax"))
+        machine.machine_header(load, packages=("jax", "jaxlib", "flax", "optax"))
         + (f" Devices seen by the runs: {', '.join(devices)}." if devices else ""),
         "",
         f"SAGAN on {_dataset(args)}, {args.isize}x{args.isize}, batch {args.batch_size}, "
@@ -517,7 +517,7 @@ def parse_args(argv=None):
     ap.add_argument("--no-write", dest="write", action="store_false",
                     help="print the table only (default: also write docs/benchmarks.md)")
     ap.add_argument("--doc", default=common.BENCHMARKS_MD)
-    common.add_load_arguments(ap)
+    machine.add_load_arguments(ap)
     args = ap.parse_args(argv)
     if args.separate_ks is None:
         args.separate_ks = list(args.ks)
@@ -559,8 +559,8 @@ def main(argv=None):
                PYTHONUNBUFFERED="1")
     shutil.rmtree(env["JAX_COMPILATION_CACHE_DIR"], ignore_errors=True)
 
-    common.wait_for_quiet(args.wait_quiet)
-    monitor = common.LoadMonitor()
+    machine.wait_for_quiet(args.wait_quiet)
+    monitor = machine.LoadMonitor()
     t_start = time.monotonic()
     samples, skipped, warmup = {}, [], None
 
@@ -610,7 +610,7 @@ def main(argv=None):
         print(f"bench_runs: some measurements failed (see above and {args.workdir}/*/"
               "process.log); docs not written", file=sys.stderr)
         sys.exit(4)
-    if args.write and not common.write_benchmark_section(args.doc, "bench_runs", text, load,
+    if args.write and not machine.write_benchmark_section(args.doc, "bench_runs", text, load,
                                                          args.allow_loaded):
         sys.exit(3)
     return results

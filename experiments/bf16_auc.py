@@ -18,7 +18,7 @@ import logging
 import os
 import time
 
-from experiments import common
+from experiments import common, machine, sections
 from experiments.demo import aucs_by_seed, mean_std
 
 MODULE = "experiments.bf16_auc"
@@ -48,7 +48,7 @@ def main(argv=None):
     from sagan_jax.training.loop import train
 
     enable_compilation_cache(cfg.compilation_cache)
-    monitor = common.LoadMonitor()
+    monitor = machine.LoadMonitor()
     aucs, walls = {}, {}
     for dtype in DTYPES:
         t0 = time.time()
@@ -83,11 +83,11 @@ def main(argv=None):
         f"back shows seconds): float32 {walls['float32']:.0f} s, bfloat16 "
         f"{walls['bfloat16']:.0f} s.", "",
         *lines, "",
-        common.machine_header(monitor.report(), packages=("jax", "jaxlib", "flax")),
+        machine.machine_header(monitor.report(), packages=("jax", "jaxlib", "flax")),
     ])
     print(body)
     if not args.no_docs:
-        common.replace_section(common.RESULTS_MD, "bf16_auc", body, heading=HEADING)
+        sections.replace_section(common.RESULTS_MD, "bf16_auc", body, heading=HEADING)
 
 
 if __name__ == "__main__":

@@ -25,7 +25,7 @@ import csv
 import json
 import os
 
-from experiments import common
+from experiments import common, sections
 
 MODULE = "experiments.budget_curve"
 RECORD = os.path.join(common.DOCS, "runs", "budget_curve.csv")
@@ -192,7 +192,7 @@ def main(argv=None):
         rows = read_record(args.record)
         if rows:
             plot(rows, PLOT)
-        common.replace_section(common.RESULTS_MD, SECTION, report(rows),
+        sections.replace_section(common.RESULTS_MD, SECTION, report(rows),
                                heading="## Budget curve: AUC against images seen")
         print(f"wrote the {SECTION} section of {common.RESULTS_MD}")
 

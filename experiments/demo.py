@@ -17,7 +17,7 @@ import argparse
 import os
 import time
 
-from experiments import common
+from experiments import common, sections
 
 MODULE = "experiments.demo"
 
@@ -78,7 +78,7 @@ def reliable(sagan, n: int) -> bool:
 
 def sweep_table(path: str = common.RESULTS_MD) -> list:
     """The SAGAN rows of the measured sweep (docs/results.md, section demo_sweep)."""
-    body = common.read_section(path, "demo_sweep") if os.path.exists(path) else None
+    body = sections.read_section(path, "demo_sweep") if os.path.exists(path) else None
     lines, started = [], False
     for line in (body or "").splitlines():
         if line.startswith("|"):

@@ -28,7 +28,7 @@ import subprocess
 import sys
 import time
 
-from experiments import common
+from experiments import common, machine, sections
 
 MODULE = "experiments.demo_sweep"
 SECTION = "demo_sweep"
@@ -190,7 +190,7 @@ def write_table(args, state, monitor):
     lines = [
         f"Command: `{common.command_line(MODULE)}`",
         "",
-        common.machine_header(monitor.report() if monitor else None,
+        machine.machine_header(monitor.report() if monitor else None,
                               packages=("jax", "jaxlib", "flax", "scikit-learn")),
         "",
         f"Each row: SAGAN trained with seeds {args.seeds} together as one program "
@@ -234,7 +234,7 @@ def write_table(args, state, monitor):
         if b:
             lines.append(f"| {digit} | {b['pca']['auc_mean']:.3f} ± {b['pca']['auc_std']:.3f} | "
                          f"{b['knn']['auc_mean']:.3f} ± {b['knn']['auc_std']:.3f} |")
-    common.replace_section(args.doc, SECTION, "\n".join(lines), heading=HEADING)
+    sections.replace_section(args.doc, SECTION, "\n".join(lines), heading=HEADING)
 
 
 def main(argv=None):
@@ -263,7 +263,7 @@ def main(argv=None):
             json.dump(state, f, indent=1)
         os.replace(tmp, path)
 
-    monitor = None if args.report_only else common.LoadMonitor()
+    monitor = None if args.report_only else machine.LoadMonitor()
     if not args.report_only:
         for digit in args.digits:
             if f"isize{args.isize}_digit{digit}" not in state["baselines"]:

@@ -39,7 +39,7 @@ def main():
     if not args.devices or args.devices < 1:
         ap.error("--devices=N (a positive number) or --report is required")
 
-    from experiments.common import cpu_model
+    from experiments.machine import cpu_model
     from sagan_jax.devices import configure
 
     configure(str(args.devices), args.batch, args.batch)
@@ -87,7 +87,7 @@ def main():
 
 def report(path=None) -> None:
     """docs/benchmarks.md's dsc_table section, rebuilt from the table file."""
-    from experiments import common
+    from experiments import common, sections
     from sagan_jax.models import dsc_autotune as at
 
     with open(path or at.TABLE_FILE) as f:
@@ -108,7 +108,7 @@ def report(path=None) -> None:
                                   for i in ("dense", "shift", "shift_vjp")) + " |")
     lines += ["", "Command: `python -m experiments.dsc_table --devices N` per device count, then "
               "`python -m experiments.dsc_table --report`."]
-    common.replace_section(common.BENCHMARKS_MD, "dsc_table", "\n".join(lines),
+    sections.replace_section(common.BENCHMARKS_MD, "dsc_table", "\n".join(lines),
                            heading="## Depthwise-separable convolution forms (the fixed table)")
     print(f"wrote the dsc_table section of {common.BENCHMARKS_MD}")
 

@@ -36,7 +36,7 @@ import os
 import statistics
 import time
 
-from experiments import common, table2
+from experiments import common, machine, sections, table2
 from sagan_jax.config import Config
 
 MODULE = "experiments.parity_train"
@@ -193,7 +193,7 @@ def summarise(rows: list) -> dict:
 def markdown(args, rows: list, summary: dict, command: str, load=None, failed=()) -> str:
     seeds = sorted({r["seed"] for r in rows})
     lines = [
-        f"Command: `{command}`. " + common.machine_header(load)
+        f"Command: `{command}`. " + machine.machine_header(load)
         + " Result = last-epoch AUC (no selection); each framework "
         "draws its own initial weights from the seed; same data, batch order, hyperparameters "
         "and evaluation (precise BN, 0.2 R + 0.8 L).",
@@ -264,7 +264,7 @@ def main(argv=None):
         program_config(args, args.seeds)
     except common.FlagError as e:
         common.fail(str(e))
-    monitor = common.LoadMonitor()
+    monitor = machine.LoadMonitor()
     rows, failed = run_all(args)
     summary = summarise(rows)
     os.makedirs(args.out, exist_ok=True)
@@ -278,7 +278,7 @@ def main(argv=None):
         heading = {"digits": "## Training parity, JAX vs PyTorch: embedded digits (quickstart)",
                    "cifar10_reduced": "## Training parity, JAX vs PyTorch: CIFAR-10 JPEG copy, "
                                       "reduced budget"}[args.protocol]
-        common.replace_section(args.doc, name, body, heading=heading)
+        sections.replace_section(args.doc, name, body, heading=heading)
     return summary
 
 

@@ -17,7 +17,7 @@ import os
 import tempfile
 import time
 
-from experiments import common
+from experiments import common, machine
 
 
 def profile(args, variant: str) -> tuple:
@@ -56,13 +56,13 @@ def main(argv=None):
     ap.add_argument("--ngf", type=common.positive_int, default=32)
     ap.add_argument("--batch", type=common.positive_int, default=32)
     ap.add_argument("--top", type=common.positive_int, default=8, help="slowest thunks shown per variant")
-    common.add_load_arguments(ap, writes_docs=False)
+    machine.add_load_arguments(ap, writes_docs=False)
     args = ap.parse_args(argv)
     from experiments.bench_control_flow import step_config
 
     step_config(args.ngf, args.batch)  # bad sizes: before waiting
-    common.wait_for_quiet(args.wait_quiet)
-    monitor = common.LoadMonitor()
+    machine.wait_for_quiet(args.wait_quiet)
+    monitor = machine.LoadMonitor()
     out = []
     for variant in ("alone", "cond"):
         wall, per_op = profile(args, variant)
@@ -82,7 +82,7 @@ def main(argv=None):
           "one profiled call per variant after a warm-up call; summed thunk durations "
           "(concurrent thunks overlap).\n")
     print("\n".join(out))
-    print(common.machine_header(monitor.report(), packages=("jax", "jaxlib")))
+    print(machine.machine_header(monitor.report(), packages=("jax", "jaxlib")))
     print("Command: `" + common.command_line("experiments.profile_control_flow", argv) + "`")
 
 

@@ -32,7 +32,7 @@ import sys
 import tempfile
 import time
 
-from experiments import common
+from experiments import common, machine
 
 ROWS = (("init_s", "init (jitted init_state)"),
         ("init_eager_s", "init (op by op, previous)"),
@@ -134,7 +134,7 @@ def main(argv=None):
                     help="jax_persistent_cache_min_compile_time_secs (main.py: 1.0)")
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--cache_dir", default="", help=argparse.SUPPRESS)
-    common.add_load_arguments(ap, writes_docs=False)
+    machine.add_load_arguments(ap, writes_docs=False)
     args = ap.parse_args(argv)
     if args.child:
         print(json.dumps(child(args)), flush=True)
@@ -144,8 +144,8 @@ def main(argv=None):
     Config(ngf=args.ngf, ndf=args.ngf, batch_size=args.batch,  # the child's flags, checked now
            kernels_per_layer=args.kernels_per_layer, dsc_impl=args.dsc_impl,
            compute_dtype=args.compute_dtype)
-    common.wait_for_quiet(args.wait_quiet)
-    monitor = common.LoadMonitor()
+    machine.wait_for_quiet(args.wait_quiet)
+    monitor = machine.LoadMonitor()
     cold, warm = [], []
     for _ in range(args.repeats):
         with tempfile.TemporaryDirectory(prefix="sagan_jax_startup_") as d:
@@ -166,7 +166,7 @@ def main(argv=None):
     print(f"\nStableHLO of the step: {cold[0]['hlo_ops']} lines.")
     if "dsc_impls" in cold[0]:
         print("DSC impls:", ", ".join(f"{k}={v}" for k, v in cold[0]["dsc_impls"].items()))
-    print("\n" + common.machine_header(load))
+    print("\n" + machine.machine_header(load))
     print("Command: `" + common.command_line("experiments.startup_time", argv) + "`")
 
 

@@ -70,7 +70,7 @@ import statistics
 import sys
 import time
 
-from experiments import common
+from experiments import common, machine, sections
 from sagan_jax.config import RUN_SPECIFIC, Config
 
 MODULE = "experiments.table2"
@@ -427,7 +427,7 @@ def eval_modes_table(studies: list) -> str:
     return "\n".join(lines)
 
 
-def run_all(args, monitor: common.LoadMonitor) -> list:
+def run_all(args, monitor: machine.LoadMonitor) -> list:
     """Every (model, class, seed): finished runs read back; per model, the runs still to do
     trained together in one program (one per set of classes that lack the same seeds)."""
     from sagan_jax.training.loop import train
@@ -759,7 +759,7 @@ def _home_as_tilde(path: str) -> str:
 
 
 def _header(args, load) -> str:
-    text = common.machine_header(load, packages=("jax", "jaxlib", "flax"))
+    text = machine.machine_header(load, packages=("jax", "jaxlib", "flax"))
     if args.report_only:  # this process trained nothing: say what it did
         return ("Report written " + text.removeprefix("Run ").rstrip(".")
                 + " (--report_only: it read the runs' metrics.json"
@@ -845,7 +845,7 @@ def write_outputs(args, rows: list, load=None) -> None:
     if args.record:
         write_record(args, rows)
     if args.doc_section:  # the three-way report has the (b) rows already: not the main table
-        common.replace_section(args.doc, args.doc_section,
+        sections.replace_section(args.doc, args.doc_section,
                                "\n".join([*head, *(three_way or main_table)]))
 
 
@@ -904,8 +904,8 @@ def parse_args(argv=None):
     except common.FlagError as e:
         p.error(str(e))
     if args.doc_section and (not os.path.exists(args.doc)
-                             or common.read_section(args.doc, args.doc_section) is None):
-        begin, end = common.markers(args.doc_section)
+                             or sections.read_section(args.doc, args.doc_section) is None):
+        begin, end = sections.markers(args.doc_section)
         p.error(f"--doc_section={args.doc_section}: {args.doc} has no {begin} ... {end} "
                 "markers; add them where the report belongs")
     args.models = [m for m in args.models.split(",") if m]
@@ -950,7 +950,7 @@ def main(argv=None):
         check_finished(args)
     except common.FlagError as e:
         common.fail(str(e))
-    monitor = common.LoadMonitor()
+    monitor = machine.LoadMonitor()
     rows = run_all(args, monitor)
     write_outputs(args, rows, None if args.report_only else monitor.report())
     print(open(os.path.join(args.out, "table2.md")).read())

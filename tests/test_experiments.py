@@ -1,5 +1,6 @@
-"""experiments/common.py (flagfiles -> Config through absl, docs sections, the load guard) and
-that every script in experiments/ starts. Fast: no training, no benchmark."""
+"""experiments/common.py (flagfiles -> Config through absl), sections.py (docs sections),
+machine.py (the load guard) and that every script in experiments/ starts. Fast: no training, no
+benchmark."""
 import ast
 import dataclasses
 import datetime
@@ -12,12 +13,13 @@ import sys
 import pytest
 from absl.testing import flagsaver
 
-from experiments import common
+from experiments import common, machine, sections
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCRIPTS = sorted(
     os.path.basename(p)[:-3] for p in glob.glob(os.path.join(ROOT, "experiments", "*.py"))
-    if os.path.basename(p) not in ("__init__.py", "common.py"))
+    if os.path.basename(p) not in (
+        "__init__.py", "common.py", "machine.py", "sections.py"))
 
 
 def cli_config(argv):
@@ -142,22 +144,22 @@ tail without newline"""
 def test_replace_section_touches_only_its_section(tmp_path):
     path = tmp_path / "doc.md"
     path.write_text(DOC)
-    common.replace_section(str(path), "bench", "new\nbody\n")
+    sections.replace_section(str(path), "bench", "new\nbody\n")
     assert path.read_text() == DOC.replace("old bench", "new\nbody")
-    assert common.read_section(str(path), "bench_loaded") == "old loaded"
-    common.replace_section(str(path), "bench_loaded", "x")
+    assert sections.read_section(str(path), "bench_loaded") == "old loaded"
+    sections.replace_section(str(path), "bench_loaded", "x")
     assert path.read_text() == DOC.replace("old bench", "new\nbody").replace("old loaded", "x")
 
     with pytest.raises(ValueError, match="lacks the section markers"):
-        common.replace_section(str(path), "other", "y")
+        sections.replace_section(str(path), "other", "y")
     before = path.read_text()
-    common.replace_section(str(path), "other", "y", heading="## Other")
+    sections.replace_section(str(path), "other", "y", heading="## Other")
     assert path.read_text() == before + "\n\n## Other\n<!-- other:begin -->\ny\n<!-- other:end -->\n"
 
 
 # --- machine header and load guard --------------------------------------------------------------
 def report(load1, others, cores=2):
-    return common.LoadReport(cores=cores, started=datetime.datetime.now(datetime.timezone.utc),
+    return machine.LoadReport(cores=cores, started=datetime.datetime.now(datetime.timezone.utc),
                              wall_s=600.0, load_before=(load1, load1, load1),
                              load_after=(load1 + 2, 1.0, 1.0), others_cores=others,
                              own_cores=1.9)
@@ -175,10 +177,10 @@ def test_load_report_threshold_is_half_the_cores():
 
 
 def test_load_monitor_and_header():
-    r = common.LoadMonitor().report()
+    r = machine.LoadMonitor().report()
     assert r.cores == os.cpu_count() and len(r.load_before) == len(r.load_after) == 3
     assert r.others_cores is None or r.others_cores >= 0
-    h = common.machine_header(r, packages=("absl-py", "no-such-package-xyz"))
+    h = machine.machine_header(r, packages=("absl-py", "no-such-package-xyz"))
     assert f"{os.cpu_count()} logical CPUs" in h and "Python " in h
     assert "no-such-package-xyz not installed" in h and "commit " in h
     assert "Load average (1/5/15 min)" in h
@@ -188,31 +190,31 @@ def test_guard_refuses_loaded_figures_unless_allowed(tmp_path, capsys):
     path = tmp_path / "doc.md"
     path.write_text(DOC)
     loaded = report(6.0, 1.4)
-    assert common.write_benchmark_section(str(path), "bench", "figures", loaded) is None
+    assert machine.write_benchmark_section(str(path), "bench", "figures", loaded) is None
     assert path.read_text() == DOC
     assert "not writing" in capsys.readouterr().err
 
-    assert common.write_benchmark_section(str(path), "bench", "figures", loaded,
+    assert machine.write_benchmark_section(str(path), "bench", "figures", loaded,
                                           allow_loaded=True) == "bench_loaded"
-    assert common.read_section(str(path), "bench") == "old bench"  # the headline untouched
-    assert common.read_section(str(path), "bench_loaded").startswith(
+    assert sections.read_section(str(path), "bench") == "old bench"  # the headline untouched
+    assert sections.read_section(str(path), "bench_loaded").startswith(
         "**Loaded-machine figures**")
 
-    assert common.write_benchmark_section(str(path), "bench", "quiet figures",
+    assert machine.write_benchmark_section(str(path), "bench", "quiet figures",
                                           report(0.2, 0.1)) == "bench"
-    assert common.read_section(str(path), "bench") == "quiet figures"
+    assert sections.read_section(str(path), "bench") == "quiet figures"
 
 
 def test_benchmarks_doc_has_both_tables():
     for name in ("bench_train", "bench_train_loaded", "bench_input", "bench_input_loaded"):
-        assert common.read_section(common.BENCHMARKS_MD, name) is not None, name
-    assert "Loaded-machine figures" in common.read_section(common.BENCHMARKS_MD,
+        assert sections.read_section(common.BENCHMARKS_MD, name) is not None, name
+    assert "Loaded-machine figures" in sections.read_section(common.BENCHMARKS_MD,
                                                            "bench_train_loaded")
 
 
 # --- the scripts --------------------------------------------------------------------------------
 def test_scripts_use_no_path_hacks_or_private_imports():
-    for name in SCRIPTS + ["common"]:
+    for name in SCRIPTS + ["common", "machine", "sections"]:
         path = os.path.join(ROOT, "experiments", f"{name}.py")
         with open(path) as f:
             src = f.read()
@@ -222,7 +224,8 @@ def test_scripts_use_no_path_hacks_or_private_imports():
                 private = [a.name for a in node.names if a.name.startswith("_")]
                 assert not private, (name, node.module, private)
             if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name):
-                if node.value.id in ("common", "table2") and node.attr.startswith("_"):
+                if (node.value.id in ("common", "machine", "sections", "table2")
+                        and node.attr.startswith("_")):
                     pytest.fail(f"{name}: {node.value.id}.{node.attr}")
 
 
@@ -453,7 +456,7 @@ def test_benchmarks_refuse_bad_flags_before_waiting(monkeypatch, capsys, module,
     def waited(*a, **k):
         raise AssertionError(f"{module} started waiting before refusing {argv}")
 
-    monkeypatch.setattr(common, "wait_for_quiet", waited)
+    monkeypatch.setattr(machine, "wait_for_quiet", waited)
     main = importlib.import_module(f"experiments.{module}").main
     with pytest.raises(SystemExit) as e:
         with common.package_errors(f"experiments.{module}"):
@@ -541,7 +544,7 @@ def test_committed_three_way_sections_are_their_records():
     checked = 0
     for record in sorted(glob.glob(os.path.join(common.DOCS, "runs", "*.csv"))):
         name = os.path.basename(record)[:-len(".csv")]
-        body = common.read_section(common.RESULTS_MD, name)
+        body = sections.read_section(common.RESULTS_MD, name)
         assert body is not None, f"{record}: docs/results.md has no section {name}"
         command = body.splitlines()[0]
         assert command.startswith("Command: `python -m experiments.table2 "), command
@@ -578,7 +581,7 @@ def test_table2_doc_section(tmp_path, capsys):
     assert text.startswith("# Results\n\nby hand\n<!-- t2:begin -->\nCommand: `python -m "
                            "experiments.table2 --three_way")
     assert text.endswith("<!-- t2:end -->\n\nafter\n") and "old" not in text
-    body = common.read_section(str(doc), "t2")
+    body = sections.read_section(str(doc), "t2")
     assert "Coverage: complete, all 4 requested runs (2 models x 2 classes x 1 seed) finished." in body
     assert "| SAGAN (proposed) | (b) honest: precise BN, last epoch | 0.400 | 0.400 | 0.400 | 0 |" in body
     assert "ours, last epoch" not in body  # the one-evaluation table stays in table2.md only
@@ -606,7 +609,7 @@ def test_table2_keeps_no_row_of_an_unfinished_run(tmp_path, monkeypatch):
     monkeypatch.setattr(loop, "train", lambda cfg, load: {"per_class": True, "results": results})
     args = table2.parse_args(["--dataset=digits", "--models=sagan", "--classes=0,1,2",
                               "--budget=tiny", f"--out={tmp_path}"])
-    rows = table2.run_all(args, common.LoadMonitor())
+    rows = table2.run_all(args, machine.LoadMonitor())
     assert [(r["abnormal_class"], r["auc_last_epoch"]) for r in rows] == [("0", 0.7)]
 
 
@@ -646,20 +649,20 @@ def test_table2_record_rebuilds_and_completes_a_report_without_workdirs(tmp_path
     argv = ["--three_way", "--dataset=digits", "--models=sagan", "--seeds=0", "--budget=tiny",
             f"--record={rec}"]
     args = table2.parse_args([*argv, "--classes=0,1", f"--out={tmp_path / 'a'}"])
-    first = table2.run_all(args, common.LoadMonitor())
+    first = table2.run_all(args, machine.LoadMonitor())
     assert sorted(calls) == [("0", 0), ("1", 0)]
     assert json.loads(first[0]["flags"])["ngf"] == 16  # the tiny budget's width
     table2.write_outputs(args, first)
     args = table2.parse_args([*argv, "--classes=0,1", f"--out={tmp_path / 'b'}",
                               "--report_only"])  # a fresh checkout: no workdirs
     assert set(args.recorded) == {("ganomaly", "5", 0), ("sagan", "0", 0), ("sagan", "1", 0)}
-    again = table2.run_all(args, common.LoadMonitor())
+    again = table2.run_all(args, machine.LoadMonitor())
     assert again == first  # every field, typed as it was
     assert (table2.three_way_table(again, ["0", "1"], ["sagan"])
             == table2.three_way_table(first, ["0", "1"], ["sagan"]))
     calls.clear()
     args = table2.parse_args([*argv, "--classes=0,1,2", f"--out={tmp_path / 'c'}"])
-    rows = table2.run_all(args, common.LoadMonitor())
+    rows = table2.run_all(args, machine.LoadMonitor())
     assert calls == [("2", 0)]  # only the run the record lacks was trained
     assert [(r["abnormal_class"], r["auc_last_epoch"]) for r in rows] == [
         ("0", 0.5), ("1", 0.6), ("2", 0.7)]
@@ -669,7 +672,7 @@ def test_table2_record_rebuilds_and_completes_a_report_without_workdirs(tmp_path
     assert kept[("ganomaly", "5", 0)]["auc_last_epoch"] == 0.6
     args = table2.parse_args([*argv, "--classes=0,1,2,3", f"--out={tmp_path / 'c'}",
                               "--report_only"])
-    assert table2.coverage(args, table2.run_all(args, common.LoadMonitor())).splitlines()[-1] \
+    assert table2.coverage(args, table2.run_all(args, machine.LoadMonitor())).splitlines()[-1] \
         == (f"    python -m experiments.table2 --three_way --dataset=digits --budget=tiny "
             f"--classes=0,1,2,3 --out={tmp_path / 'c'} --record={rec} --models=sagan --seeds=0")
 
@@ -693,7 +696,7 @@ def test_table2_record_refuses_other_flags_and_bad_files(tmp_path, capsys, monke
         return capsys.readouterr().err.splitlines()[-1]
 
     args = table2.parse_args(argv)
-    table2.write_outputs(args, table2.run_all(args, common.LoadMonitor()))
+    table2.write_outputs(args, table2.run_all(args, machine.LoadMonitor()))
     fresh = [a.replace("/a", "/b") for a in argv]  # no workdir: the record alone
     assert refused([*fresh, "--set", "ngf=32", "--report_only"]).endswith(
         f"error: --record={rec}: run sagan class 0 seed 0 there was trained with other "
@@ -714,8 +717,8 @@ def test_table2_record_refuses_other_flags_and_bad_files(tmp_path, capsys, monke
     # two commands that read the record before either wrote it keep both runs
     one = table2.parse_args([*fresh[:3], "--classes=1", *fresh[4:]])
     two = table2.parse_args([*fresh[:3], "--classes=2", *fresh[4:]])
-    table2.write_outputs(one, table2.run_all(one, common.LoadMonitor()))
-    table2.write_outputs(two, table2.run_all(two, common.LoadMonitor()))
+    table2.write_outputs(one, table2.run_all(one, machine.LoadMonitor()))
+    table2.write_outputs(two, table2.run_all(two, machine.LoadMonitor()))
     assert sorted(table2.read_record(str(rec))) == [("sagan", c, 0) for c in "012"]
     assert not [n for n in os.listdir(tmp_path) if ".tmp" in n]
     text = rec.read_text()
@@ -819,9 +822,9 @@ def test_digits_sweep_table_names_what_is_missing(tmp_path):
     m = {"auc": 0.8, "ap": 0.7, "auc_r_alone": 0.6, "auc_lat_alone": 0.5, "wall_time_s": 9.0,
          "best_epoch_on_test_set": {"auc": 0.9}}
     args = digits_sweep.argparse.Namespace(doc=str(doc))
-    digits_sweep.write_table(args, [("0", m)], common.LoadMonitor(),
+    digits_sweep.write_table(args, [("0", m)], machine.LoadMonitor(),
                              [("1", "diverged (loss g = nan at step 3)")], 4)
-    body = common.read_section(str(doc), "digits_sweep")
+    body = sections.read_section(str(doc), "digits_sweep")
     assert "| mean of 1 of 4 digits | 0.8000 | | | | | |" in body
     assert "No result (not in the mean): digit 1: diverged (loss g = nan at step 3)." in body
     assert body.endswith("PARTIAL: 2 of 4 digits not run yet (the same command resumes the sweep).")
