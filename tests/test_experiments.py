@@ -16,10 +16,12 @@ from absl.testing import flagsaver
 from experiments import common, machine, sections
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# the modules of experiments/ that scripts import; every other one is a script
+LIBRARIES = ("__init__", "common", "machine", "sections", "table2_eval_modes", "table2_record",
+             "table2_report")
 SCRIPTS = sorted(
     os.path.basename(p)[:-3] for p in glob.glob(os.path.join(ROOT, "experiments", "*.py"))
-    if os.path.basename(p) not in (
-        "__init__.py", "common.py", "machine.py", "sections.py"))
+    if os.path.basename(p)[:-3] not in LIBRARIES)
 
 
 def cli_config(argv):
@@ -214,7 +216,7 @@ def test_benchmarks_doc_has_both_tables():
 
 # --- the scripts --------------------------------------------------------------------------------
 def test_scripts_use_no_path_hacks_or_private_imports():
-    for name in SCRIPTS + ["common", "machine", "sections"]:
+    for name in SCRIPTS + [m for m in LIBRARIES if m != "__init__"]:
         path = os.path.join(ROOT, "experiments", f"{name}.py")
         with open(path) as f:
             src = f.read()
@@ -224,7 +226,7 @@ def test_scripts_use_no_path_hacks_or_private_imports():
                 private = [a.name for a in node.names if a.name.startswith("_")]
                 assert not private, (name, node.module, private)
             if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name):
-                if (node.value.id in ("common", "machine", "sections", "table2")
+                if (node.value.id in (*LIBRARIES, "table2")
                         and node.attr.startswith("_")):
                     pytest.fail(f"{name}: {node.value.id}.{node.attr}")
 
@@ -326,9 +328,9 @@ def test_table2_reads_a_record_written_before_the_f1_rename(tmp_path):
     record reads back as written."""
     import csv
 
-    from experiments import table2
+    from experiments import table2, table2_record
 
-    old_fields = [k for k in table2.CSV_FIELDS if k != "f1_oracle_last_epoch"]
+    old_fields = [k for k in table2_record.CSV_FIELDS if k != "f1_oracle_last_epoch"]
     row = {k: "" for k in old_fields}
     row.update(model="sagan", abnormal_class="bird", seed="0", f1_last_epoch="0.61", flags="{}")
     path = tmp_path / "old.csv"
@@ -336,9 +338,9 @@ def test_table2_reads_a_record_written_before_the_f1_rename(tmp_path):
         w = csv.DictWriter(f, old_fields)
         w.writeheader()
         w.writerow(row)
-    got = table2.read_record(str(path))[("sagan", "bird", 0)]
+    got = table2_record.read_record(str(path))[("sagan", "bird", 0)]
     assert got["f1_oracle_last_epoch"] == 0.61 and got["f1_last_epoch"] == ""
-    cur = table2.row_of(table2.Config(), {"auc": 0.6, "ap": 0.5, "f1": 0.2, "f1_oracle": 0.61,
+    cur = table2_record.row_of(table2.Config(), {"auc": 0.6, "ap": 0.5, "f1": 0.2, "f1_oracle": 0.61,
                                           "last_epoch": 1, "wall_time_s": 1.0,
                                           "best_epoch_on_test_set": {"auc": 0.6, "epoch": 1}},
                         "tiny")
@@ -346,7 +348,7 @@ def test_table2_reads_a_record_written_before_the_f1_rename(tmp_path):
 
 
 def test_three_way_table():
-    from experiments import table2
+    from experiments import table2_report
 
     def row(model, cls, seed, a, b, c):
         return {"model": model, "abnormal_class": cls, "seed": seed,
@@ -354,7 +356,7 @@ def test_three_way_table():
 
     rows = [row("sagan", "0", 0, 0.9, 0.6, 0.7), row("sagan", "0", 1, 0.8, 0.6, 0.5),
             row("sagan", "1", 0, 0.7, 0.4, 0.4), row("pca", "0", 0, 0.8, 0.8, 0.8)]
-    text = table2.three_way_table(rows, ["0", "1"], ["sagan", "pca"])
+    text = table2_report.three_way_table(rows, ["0", "1"], ["sagan", "pca"])
     lines = text.splitlines()
     assert lines[2] == "| PCA (baseline) | (a) = (b) = (c): no BatchNorm, no epochs | 0.800 | – | 0.800 (1 of 2) | 0 |"
     assert lines[3] == ("| SAGAN (proposed) | (a) originals' evaluation | 0.850 ± 0.071 | 0.700 | "
@@ -368,7 +370,7 @@ def test_three_way_table():
 
 
 def test_three_way_facts():
-    from experiments import table2
+    from experiments import table2_report
 
     def row(model, cls, seed, a, b, c, c_epoch, wall=100.0, train=40.0):
         return {"model": model, "abnormal_class": cls, "seed": seed, "epochs": 3,
@@ -380,7 +382,7 @@ def test_three_way_facts():
             row("sagan", "0", 1, 0.8, 0.4, 0.4, 3, wall=110.0, train=50.0),
             row("sagan", "1", 0, 0.3, 0.45, 0.45, 3, wall=400.0),
             row("pca", "0", 0, "", 0.8, "", "", wall=5.0, train=0.0)]
-    lines = table2.three_way_facts(rows, ["sagan", "pca"]).splitlines()
+    lines = table2_report.three_way_facts(rows, ["sagan", "pca"]).splitlines()
     assert lines[2] == "| PCA (baseline) | 1 | 0.800 | 0 of 1 | – | – | – | 5 s | – |"
     # (b) mean 0.483; 2 runs below chance; (c) chose the last epoch in 2 of 3 runs and added
     # +10 points in one: +3.3 on average; (a) - (b): +30, +40, -15
@@ -493,21 +495,21 @@ def _t2_row(model, cls, seed, auc=0.6):
 def test_table2_coverage_names_each_missing_run_and_the_command(tmp_path):
     """A partial report says which requested runs it lacks and why (diverged, started, not
     run), and gives the commands that complete it; a complete one says so."""
-    from experiments import table2
+    from experiments import table2, table2_record, table2_report
 
     argv = ["--three_way", "--dataset=digits", "--models", "sagan,pca,ganomaly",
             "--classes=0,1,2", "--seeds=0,1", f"--out={tmp_path}", "--report_only"]
     args = table2.parse_args(argv)
     rows = [_t2_row("pca", c, s) for c in "012" for s in (0, 1)]
     rows += [_t2_row("sagan", c, 0) for c in "012"] + [_t2_row("sagan", "0", 1)]
-    started = table2.run_workdir(str(tmp_path), "sagan", "1", 1)
+    started = table2_record.run_workdir(str(tmp_path), "sagan", "1", 1)
     os.makedirs(started)
     open(os.path.join(started, "metrics.jsonl"), "w").close()
-    diverged = table2.run_workdir(str(tmp_path), "sagan", "2", 1)
+    diverged = table2_record.run_workdir(str(tmp_path), "sagan", "2", 1)
     os.makedirs(diverged)
     with open(os.path.join(diverged, "metrics.json"), "w") as f:
         json.dump({"diverged": {"step": 12, "what": "loss g_loss = nan"}, "last_epoch": 1}, f)
-    text = table2.coverage(args, rows).splitlines()
+    text = table2_report.coverage(args, rows).splitlines()
     assert text[0] == (
         "Coverage: PARTIAL, 10 of 18 requested runs (3 models x 3 classes x 2 seeds) finished. "
         "PCA (baseline): seeds 0,1 complete. "
@@ -521,14 +523,14 @@ def test_table2_coverage_names_each_missing_run_and_the_command(tmp_path):
     assert text[-1].startswith("A diverged run is not retried by a command")
     os.remove(os.path.join(started, "metrics.jsonl"))  # seed 1: class 2 diverged, 1 not run
     rows.append(_t2_row("sagan", "1", 1))
-    text = table2.coverage(args, rows).splitlines()
+    text = table2_report.coverage(args, rows).splitlines()
     assert text[0].endswith("SAGAN (proposed): seed 0 complete; seed 1: 2 of 3 classes "
                             "finished (0, 1), class 2 diverged (loss g_loss = nan at step 12).")
     assert not any("--models=sagan" in line for line in text)  # nothing a command would train
     os.remove(os.path.join(diverged, "metrics.json"))
     rows += [_t2_row("sagan", "2", 1)] + [_t2_row("ganomaly", c, s) for c in "012"
                                           for s in (0, 1)]
-    assert table2.coverage(args, rows) == (
+    assert table2_report.coverage(args, rows) == (
         "Coverage: complete, all 18 requested runs (3 models x 3 classes x 2 seeds) finished.")
 
 
@@ -539,7 +541,7 @@ def test_committed_three_way_sections_are_their_records():
     never drifts from the runs it names."""
     import shlex
 
-    from experiments import table2
+    from experiments import table2, table2_report
 
     checked = 0
     for record in sorted(glob.glob(os.path.join(common.DOCS, "runs", "*.csv"))):
@@ -552,8 +554,8 @@ def test_committed_three_way_sections_are_their_records():
         assert os.path.samefile(args.record, record)
         rows = [r for (m, c, s), r in args.recorded.items()
                 if m in args.models and c in args.classes and s in args.seeds]
-        assert table2.three_way_table(rows, args.classes, args.models) in body
-        assert table2.three_way_facts(rows, args.models) in body
+        assert table2_report.three_way_table(rows, args.classes, args.models) in body
+        assert table2_report.three_way_facts(rows, args.models) in body
         checked += 1
     assert checked >= 1
 
@@ -561,7 +563,7 @@ def test_committed_three_way_sections_are_their_records():
 def test_table2_doc_section(tmp_path, capsys):
     """--doc_section writes the report into that section of --doc and leaves the rest of the
     file as it was; a file without the section's markers is refused before any training."""
-    from experiments import table2
+    from experiments import table2, table2_record, table2_report
 
     doc = tmp_path / "results.md"
     doc.write_text("# Results\n\nby hand\n")
@@ -576,7 +578,7 @@ def test_table2_doc_section(tmp_path, capsys):
         "add them where the report belongs")
     doc.write_text("# Results\n\nby hand\n<!-- t2:begin -->\nold\n<!-- t2:end -->\n\nafter\n")
     args = table2.parse_args(argv)
-    table2.write_outputs(args, [_t2_row(m, c, 0, 0.4) for m in ("pca", "sagan") for c in "01"])
+    table2_report.write_outputs(args, [_t2_row(m, c, 0, 0.4) for m in ("pca", "sagan") for c in "01"])
     text = doc.read_text()
     assert text.startswith("# Results\n\nby hand\n<!-- t2:begin -->\nCommand: `python -m "
                            "experiments.table2 --three_way")
@@ -587,7 +589,7 @@ def test_table2_doc_section(tmp_path, capsys):
     assert "ours, last epoch" not in body  # the one-evaluation table stays in table2.md only
     assert "ours, last epoch" in (tmp_path / "out" / "table2.md").read_text()
     # the section's per-run record sits beside the doc, in runs/NAME.csv, named in the report
-    assert sorted(table2.read_record(str(tmp_path / "runs" / "t2.csv"))) == [
+    assert sorted(table2_record.read_record(str(tmp_path / "runs" / "t2.csv"))) == [
         (m, c, 0) for m in ("pca", "sagan") for c in "01"]
     assert f"Per-run record (each finished run's numbers and defining flags; runs found there " \
            f"are not retrained): {tmp_path / 'runs' / 't2.csv'}." in body
@@ -636,7 +638,7 @@ def test_table2_record_rebuilds_and_completes_a_report_without_workdirs(tmp_path
     be committed: a checkout without the workdirs reads those runs back instead of retraining
     them, trains only the missing ones, writes the same table, and keeps recorded runs it was
     not asked for."""
-    from experiments import table2
+    from experiments import table2, table2_record, table2_report
     import sagan_jax.training.loop as loop
 
     calls = []
@@ -644,35 +646,35 @@ def test_table2_record_rebuilds_and_completes_a_report_without_workdirs(tmp_path
     rec = tmp_path / "record.csv"
     other = _t2_row("ganomaly", "5", 0)  # another table's run: kept
     with open(rec, "w") as f:
-        f.write(",".join(table2.CSV_FIELDS) + "\n"
-                + ",".join(str(other.get(k, "")) for k in table2.CSV_FIELDS) + "\n")
+        f.write(",".join(table2_record.CSV_FIELDS) + "\n"
+                + ",".join(str(other.get(k, "")) for k in table2_record.CSV_FIELDS) + "\n")
     argv = ["--three_way", "--dataset=digits", "--models=sagan", "--seeds=0", "--budget=tiny",
             f"--record={rec}"]
     args = table2.parse_args([*argv, "--classes=0,1", f"--out={tmp_path / 'a'}"])
     first = table2.run_all(args, machine.LoadMonitor())
     assert sorted(calls) == [("0", 0), ("1", 0)]
     assert json.loads(first[0]["flags"])["ngf"] == 16  # the tiny budget's width
-    table2.write_outputs(args, first)
+    table2_report.write_outputs(args, first)
     args = table2.parse_args([*argv, "--classes=0,1", f"--out={tmp_path / 'b'}",
                               "--report_only"])  # a fresh checkout: no workdirs
     assert set(args.recorded) == {("ganomaly", "5", 0), ("sagan", "0", 0), ("sagan", "1", 0)}
     again = table2.run_all(args, machine.LoadMonitor())
     assert again == first  # every field, typed as it was
-    assert (table2.three_way_table(again, ["0", "1"], ["sagan"])
-            == table2.three_way_table(first, ["0", "1"], ["sagan"]))
+    assert (table2_report.three_way_table(again, ["0", "1"], ["sagan"])
+            == table2_report.three_way_table(first, ["0", "1"], ["sagan"]))
     calls.clear()
     args = table2.parse_args([*argv, "--classes=0,1,2", f"--out={tmp_path / 'c'}"])
     rows = table2.run_all(args, machine.LoadMonitor())
     assert calls == [("2", 0)]  # only the run the record lacks was trained
     assert [(r["abnormal_class"], r["auc_last_epoch"]) for r in rows] == [
         ("0", 0.5), ("1", 0.6), ("2", 0.7)]
-    kept = table2.read_record(str(rec))
+    kept = table2_record.read_record(str(rec))
     assert sorted(kept) == [("ganomaly", "5", 0), ("sagan", "0", 0), ("sagan", "1", 0),
                             ("sagan", "2", 0)]
     assert kept[("ganomaly", "5", 0)]["auc_last_epoch"] == 0.6
     args = table2.parse_args([*argv, "--classes=0,1,2,3", f"--out={tmp_path / 'c'}",
                               "--report_only"])
-    assert table2.coverage(args, table2.run_all(args, machine.LoadMonitor())).splitlines()[-1] \
+    assert table2_report.coverage(args, table2.run_all(args, machine.LoadMonitor())).splitlines()[-1] \
         == (f"    python -m experiments.table2 --three_way --dataset=digits --budget=tiny "
             f"--classes=0,1,2,3 --out={tmp_path / 'c'} --record={rec} --models=sagan --seeds=0")
 
@@ -681,7 +683,7 @@ def test_table2_record_refuses_other_flags_and_bad_files(tmp_path, capsys, monke
     """A finished run trained with other flags, in the record or in a workdir, is not read into
     this command's table (one line naming the flag, exit 2, before any training); nor is a file
     that is not a record. Two commands writing one record keep each other's runs."""
-    from experiments import table2
+    from experiments import table2, table2_record, table2_report
     import sagan_jax.training.loop as loop
 
     monkeypatch.setattr(loop, "train", _fake_train([]))
@@ -696,7 +698,7 @@ def test_table2_record_refuses_other_flags_and_bad_files(tmp_path, capsys, monke
         return capsys.readouterr().err.splitlines()[-1]
 
     args = table2.parse_args(argv)
-    table2.write_outputs(args, table2.run_all(args, machine.LoadMonitor()))
+    table2_report.write_outputs(args, table2.run_all(args, machine.LoadMonitor()))
     fresh = [a.replace("/a", "/b") for a in argv]  # no workdir: the record alone
     assert refused([*fresh, "--set", "ngf=32", "--report_only"]).endswith(
         f"error: --record={rec}: run sagan class 0 seed 0 there was trained with other "
@@ -704,7 +706,7 @@ def test_table2_record_refuses_other_flags_and_bad_files(tmp_path, capsys, monke
         "--doc_section) for a new table")
     # a finished workdir run is compared with the flags its metrics.json saved, not labelled
     # with the command's
-    workdir = table2.run_workdir(str(tmp_path / "a"), "sagan", "0", 0)
+    workdir = table2_record.run_workdir(str(tmp_path / "a"), "sagan", "0", 0)
     os.makedirs(workdir)
     cfg = table2.run_config(args, "sagan", "0", 0)
     with open(os.path.join(workdir, "metrics.json"), "w") as f:
@@ -713,13 +715,13 @@ def test_table2_record_refuses_other_flags_and_bad_files(tmp_path, capsys, monke
         f"error: workdir {workdir}: run sagan class 0 seed 0 there was trained with other "
         "flags: --ngf=48 (now 16); use another --out, or this run's flags")
     # another machine keeps the data elsewhere: not a difference
-    assert "data_root" not in json.loads(table2.read_record(str(rec))[("sagan", "0", 0)]["flags"])
+    assert "data_root" not in json.loads(table2_record.read_record(str(rec))[("sagan", "0", 0)]["flags"])
     # two commands that read the record before either wrote it keep both runs
     one = table2.parse_args([*fresh[:3], "--classes=1", *fresh[4:]])
     two = table2.parse_args([*fresh[:3], "--classes=2", *fresh[4:]])
-    table2.write_outputs(one, table2.run_all(one, machine.LoadMonitor()))
-    table2.write_outputs(two, table2.run_all(two, machine.LoadMonitor()))
-    assert sorted(table2.read_record(str(rec))) == [("sagan", c, 0) for c in "012"]
+    table2_report.write_outputs(one, table2.run_all(one, machine.LoadMonitor()))
+    table2_report.write_outputs(two, table2.run_all(two, machine.LoadMonitor()))
+    assert sorted(table2_record.read_record(str(rec))) == [("sagan", c, 0) for c in "012"]
     assert not [n for n in os.listdir(tmp_path) if ".tmp" in n]
     text = rec.read_text()
     lines = text.splitlines()
