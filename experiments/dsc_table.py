@@ -21,6 +21,9 @@ import datetime
 import json
 import os
 
+from experiments import common, sections
+from experiments.machine import cpu_model
+
 SHAPES = [  # (ngf, kernels_per_layer) at isize 32: the paper's, the authors' code's, narrow
     (64, 2), (64, 1), (32, 2), (32, 1), (16, 2), (16, 1)]
 
@@ -39,7 +42,6 @@ def main():
     if not args.devices or args.devices < 1:
         ap.error("--devices=N (a positive number) or --report is required")
 
-    from experiments.machine import cpu_model
     from sagan_jax.devices import configure
 
     configure(str(args.devices), args.batch, args.batch)
@@ -87,7 +89,6 @@ def main():
 
 def report(path=None) -> None:
     """docs/benchmarks.md's dsc_table section, rebuilt from the table file."""
-    from experiments import common, sections
     from sagan_jax.models import dsc_autotune as at
 
     with open(path or at.TABLE_FILE) as f:
@@ -114,4 +115,4 @@ def report(path=None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    common.run_script(main)
