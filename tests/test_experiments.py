@@ -18,7 +18,7 @@ from experiments import common, machine, sections
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # the modules of experiments/ that scripts import; every other one is a script
 LIBRARIES = ("__init__", "common", "machine", "sections", "table2_eval_modes", "table2_record",
-             "table2_report")
+             "table2_report", "bench_runs_measure", "bench_runs_report")
 SCRIPTS = sorted(
     os.path.basename(p)[:-3] for p in glob.glob(os.path.join(ROOT, "experiments", "*.py"))
     if os.path.basename(p)[:-3] not in LIBRARIES)
