@@ -257,7 +257,7 @@ def test_model_flags_validated():
 
 # ---- experiments/table2*.py ------------------------------------------------------------------
 def test_table2_configs_follow_model_flagfiles():
-    from experiments import table2 as t2, table2_record
+    from experiments.results import table2_record, table2_runner as t2
     args = t2.parse_args(["--dataset=digits", "--classes=3", "--budget=tiny", "--out=/tmp/x",
                           "--set", "epochs=2"])
     skip = t2.run_config(args, "skip_ganomaly", "3", 0)
@@ -277,7 +277,7 @@ def test_table2_configs_follow_model_flagfiles():
 
 
 def test_table2_markdown_layout():
-    from experiments import table2_report as t2
+    from experiments.results import table2_report as t2
     rows = [dict(model="sagan", abnormal_class=c, seed=s, auc_last_epoch=a,
                  auc_best_epoch_test_selected=a + 0.01)
             for c, s, a in (("bird", 0, 0.6), ("bird", 1, 0.7), ("airplane", 0, 0.5))]

@@ -16,12 +16,23 @@ from absl.testing import flagsaver
 from experiments import common, machine, sections
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-# the modules of experiments/ that scripts import; every other one is a script
-LIBRARIES = ("__init__", "common", "machine", "sections", "table2_eval_modes", "table2_record",
-             "table2_report", "bench_runs_measure", "bench_runs_report")
-SCRIPTS = sorted(
-    os.path.basename(p)[:-3] for p in glob.glob(os.path.join(ROOT, "experiments", "*.py"))
-    if os.path.basename(p)[:-3] not in LIBRARIES)
+# The modules of experiments/ (dotted, below it) that scripts import; every other one is a
+# script, run as python -m experiments.NAME (demo and table2 start results.demo and
+# results.table2_runner).
+LIBRARIES = ("common", "machine", "sections", "results.demo", "results.table2_runner",
+             "results.table2_record", "results.table2_report", "results.table2_eval_modes",
+             "benchmarks.bench_runs_measure", "benchmarks.bench_runs_report")
+MODULES = sorted(
+    os.path.relpath(p, os.path.join(ROOT, "experiments"))[:-3].replace(os.sep, ".")
+    for folder in ("", "results", "benchmarks")
+    for p in glob.glob(os.path.join(ROOT, "experiments", folder, "*.py"))
+    if os.path.basename(p) != "__init__.py")
+SCRIPTS = [m for m in MODULES if m not in LIBRARIES]
+
+
+def module_path(name: str) -> str:
+    """experiments/results/demo.py for results.demo."""
+    return os.path.join(ROOT, "experiments", *name.split(".")) + ".py"
 
 
 def cli_config(argv):
@@ -216,8 +227,8 @@ def test_benchmarks_doc_has_both_tables():
 
 # --- the scripts --------------------------------------------------------------------------------
 def test_scripts_use_no_path_hacks_or_private_imports():
-    for name in SCRIPTS + [m for m in LIBRARIES if m != "__init__"]:
-        path = os.path.join(ROOT, "experiments", f"{name}.py")
+    for name in MODULES:
+        path = module_path(name)
         with open(path) as f:
             src = f.read()
         assert "sys.path" not in src, name
@@ -226,7 +237,8 @@ def test_scripts_use_no_path_hacks_or_private_imports():
                 private = [a.name for a in node.names if a.name.startswith("_")]
                 assert not private, (name, node.module, private)
             if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name):
-                if (node.value.id in (*LIBRARIES, "table2")
+                if (node.value.id in ("common", "machine", "sections", "table2", "table2_record",
+                                      "table2_report", "table2_runner")
                         and node.attr.startswith("_")):
                     pytest.fail(f"{name}: {node.value.id}.{node.attr}")
 
@@ -241,11 +253,11 @@ def test_script_help_starts(script):
 
 @pytest.mark.parametrize("isize", [16, 32])
 def test_anomaly_map_defects_and_their_exact_masks(isize):
-    """experiments/anomaly_maps.py: each defect changes exactly the pixels its mask marks,
+    """experiments/results/anomaly_maps.py: each defect changes exactly the pixels its mask marks,
     within one square (isize/4) or patch (3 isize/8), and the dark square sits on a stroke."""
     import numpy as np
 
-    from experiments.anomaly_maps import KINDS, make_defects
+    from experiments.results.anomaly_maps import KINDS, make_defects
 
     rng = np.random.default_rng(0)
     images = np.zeros((6, isize, isize, 3), np.uint8)
@@ -328,7 +340,7 @@ def test_table2_reads_a_record_written_before_the_f1_rename(tmp_path):
     record reads back as written."""
     import csv
 
-    from experiments import table2, table2_record
+    from experiments.results import table2_record, table2_runner as table2
 
     old_fields = [k for k in table2_record.CSV_FIELDS if k != "f1_oracle_last_epoch"]
     row = {k: "" for k in old_fields}
@@ -348,7 +360,7 @@ def test_table2_reads_a_record_written_before_the_f1_rename(tmp_path):
 
 
 def test_three_way_table():
-    from experiments import table2_report
+    from experiments.results import table2_report
 
     def row(model, cls, seed, a, b, c):
         return {"model": model, "abnormal_class": cls, "seed": seed,
@@ -370,7 +382,7 @@ def test_three_way_table():
 
 
 def test_three_way_facts():
-    from experiments import table2_report
+    from experiments.results import table2_report
 
     def row(model, cls, seed, a, b, c, c_epoch, wall=100.0, train=40.0):
         return {"model": model, "abnormal_class": cls, "seed": seed, "epochs": 3,
@@ -395,7 +407,7 @@ def test_every_script_ends_user_errors_in_one_line(tmp_path):
     package (here: a data root that does not exist) ends it with one line and exit status 2,
     not a traceback."""
     for name in SCRIPTS:
-        with open(os.path.join(ROOT, "experiments", f"{name}.py")) as f:
+        with open(module_path(name)) as f:
             assert f.read().endswith('if __name__ == "__main__":\n    common.run_script(main)\n'), name
     p = subprocess.run([sys.executable, "-m", "experiments.table2", "--models=pca",
                         "--classes=bird", "--data_root=/nonexistent/cifar", f"--out={tmp_path}"],
@@ -413,7 +425,7 @@ def test_every_script_ends_user_errors_in_one_line(tmp_path):
     ("", "--seeds: give at least one seed, e.g. --seeds=0,1,2"),
 ])
 def test_table2_bad_seeds_give_one_line(capsys, seeds, expected):
-    from experiments import table2
+    from experiments.results import table2_runner as table2
 
     assert table2.parse_args(["--seeds=0,1, 2"]).seeds == [0, 1, 2]
     with pytest.raises(SystemExit) as e:
@@ -423,32 +435,32 @@ def test_table2_bad_seeds_give_one_line(capsys, seeds, expected):
 
 
 @pytest.mark.parametrize("module, argv, expected", [
-    ("bench_train", ["--configs=dsc,bogus"],
+    ("benchmarks.bench_train", ["--configs=dsc,bogus"],
      "--configs=dsc,bogus: choose dsc and/or plain, e.g. --configs dsc,plain"),
-    ("bench_train", ["--jax_dsc_impls=shift,bogus"],
+    ("benchmarks.bench_train", ["--jax_dsc_impls=shift,bogus"],
      "--jax_dsc_impls=shift,bogus: choose from auto, dense, shift, shift_vjp, repeat, xla"),
-    ("bench_train", ["--batch=0"], "argument --batch: '0' is not a positive integer (e.g. 3)"),
-    ("bench_train", ["--sizes=64:2,8:x"], "bad --sizes entry '8:x'"),
-    ("startup_time", ["--compute_dtype=float16"], "--compute_dtype"),
-    ("startup_time", ["--repeats=0"], "argument --repeats: '0' is not a positive integer (e.g. 3)"),
-    ("bench_conv", ["--repeats=-1"], "argument --repeats: '-1' is not a positive integer (e.g. 3)"),
-    ("bench_input", ["--steps=x"], "argument --steps: 'x' is not a positive integer (e.g. 3)"),
-    ("bench_dsc", ["--impls=bogus"], "--impls=bogus: choose from"),
-    ("bench_runs", ["--epochs=0"], "argument --epochs: '0' is not a positive integer (e.g. 3)"),
-    ("profile_step", ["--steps=0"], "argument --steps: '0' is not a positive integer (e.g. 3)"),
-    ("bench_control_flow", ["--repeats=0"], "argument --repeats: '0' is not a positive integer"),
-    ("bf16_check", ["--batch=0"], "argument --batch: '0' is not a positive integer (e.g. 3)"),
-    ("bench_control_flow", ["--scan_steps=0"], "argument --scan_steps: '0' is not a positive"),
-    ("bench_runs", ["--ks=1,2", "--separate_ks=4"], "--separate_ks=4: each must be one of --ks=1,2"),
-    ("bench_runs", ["--proc_timeout_s=0"], "--proc_timeout_s must be > 0"),
-    ("bench_train", ["--jax_dsc_impls=shift,shift"], "choose from auto, dense, shift, shift_vjp, "
+    ("benchmarks.bench_train", ["--batch=0"], "argument --batch: '0' is not a positive integer (e.g. 3)"),
+    ("benchmarks.bench_train", ["--sizes=64:2,8:x"], "bad --sizes entry '8:x'"),
+    ("benchmarks.startup_time", ["--compute_dtype=float16"], "--compute_dtype"),
+    ("benchmarks.startup_time", ["--repeats=0"], "argument --repeats: '0' is not a positive integer (e.g. 3)"),
+    ("benchmarks.bench_conv", ["--repeats=-1"], "argument --repeats: '-1' is not a positive integer (e.g. 3)"),
+    ("benchmarks.bench_input", ["--steps=x"], "argument --steps: 'x' is not a positive integer (e.g. 3)"),
+    ("benchmarks.bench_dsc", ["--impls=bogus"], "--impls=bogus: choose from"),
+    ("benchmarks.bench_runs", ["--epochs=0"], "argument --epochs: '0' is not a positive integer (e.g. 3)"),
+    ("benchmarks.profile_step", ["--steps=0"], "argument --steps: '0' is not a positive integer (e.g. 3)"),
+    ("benchmarks.bench_control_flow", ["--repeats=0"], "argument --repeats: '0' is not a positive integer"),
+    ("benchmarks.bf16_check", ["--batch=0"], "argument --batch: '0' is not a positive integer (e.g. 3)"),
+    ("benchmarks.bench_control_flow", ["--scan_steps=0"], "argument --scan_steps: '0' is not a positive"),
+    ("benchmarks.bench_runs", ["--ks=1,2", "--separate_ks=4"], "--separate_ks=4: each must be one of --ks=1,2"),
+    ("benchmarks.bench_runs", ["--proc_timeout_s=0"], "--proc_timeout_s must be > 0"),
+    ("benchmarks.bench_train", ["--jax_dsc_impls=shift,shift"], "choose from auto, dense, shift, shift_vjp, "
                                                      "repeat, xla, each once"),
-    ("profile_step", ["--kernels_per_layer=,"], "give at least one value, e.g. 2,1"),
-    ("profile_control_flow", ["--top=0"], "argument --top: '0' is not a positive integer"),
-    ("anomaly_maps", ["--n_images=0"], "argument --n_images: '0' is not a positive integer"),
-    ("bf16_check", ["--batch=1798"], "--batch=1798: the embedded digits hold 1797 images"),
-    ("anomaly_maps", ["--seeds="], "--seeds=: give distinct seeds, at least one"),
-    ("profile_step", ["--threads=-1"], "--threads=-1: give 0 (PyTorch's default) or more"),
+    ("benchmarks.profile_step", ["--kernels_per_layer=,"], "give at least one value, e.g. 2,1"),
+    ("benchmarks.profile_control_flow", ["--top=0"], "argument --top: '0' is not a positive integer"),
+    ("results.anomaly_maps", ["--n_images=0"], "argument --n_images: '0' is not a positive integer"),
+    ("benchmarks.bf16_check", ["--batch=1798"], "--batch=1798: the embedded digits hold 1797 images"),
+    ("results.anomaly_maps", ["--seeds="], "--seeds=: give distinct seeds, at least one"),
+    ("benchmarks.profile_step", ["--threads=-1"], "--threads=-1: give 0 (PyTorch's default) or more"),
 ])
 def test_benchmarks_refuse_bad_flags_before_waiting(monkeypatch, capsys, module, argv, expected):
     """A benchmark waits up to --wait_quiet seconds for a quiet machine; a bad flag must end it
@@ -474,7 +486,7 @@ def test_benchmarks_refuse_bad_flags_before_waiting(monkeypatch, capsys, module,
     ("--ngf=16,x", "argument --ngf: '16,x' is not a comma-separated list of integers (e.g. 0,1,2)"),
 ])
 def test_demo_sweep_bad_lists_give_one_line(capsys, flag, expected):
-    from experiments import demo_sweep
+    from experiments.results import demo_sweep
 
     args = demo_sweep.parse_args(["--seeds=0, 2", "--ngf=8"])
     assert args.seeds == "0,2" and args.ngf == [8]  # sagan_jax's --seeds gets "0,2"
@@ -495,7 +507,7 @@ def _t2_row(model, cls, seed, auc=0.6):
 def test_table2_coverage_names_each_missing_run_and_the_command(tmp_path):
     """A partial report says which requested runs it lacks and why (diverged, started, not
     run), and gives the commands that complete it; a complete one says so."""
-    from experiments import table2, table2_record, table2_report
+    from experiments.results import table2_record, table2_report, table2_runner as table2
 
     argv = ["--three_way", "--dataset=digits", "--models", "sagan,pca,ganomaly",
             "--classes=0,1,2", "--seeds=0,1", f"--out={tmp_path}", "--report_only"]
@@ -541,7 +553,7 @@ def test_committed_three_way_sections_are_their_records():
     never drifts from the runs it names."""
     import shlex
 
-    from experiments import table2, table2_report
+    from experiments.results import table2_report, table2_runner as table2
 
     checked = 0
     for record in sorted(glob.glob(os.path.join(common.DOCS, "runs", "*.csv"))):
@@ -563,7 +575,7 @@ def test_committed_three_way_sections_are_their_records():
 def test_table2_doc_section(tmp_path, capsys):
     """--doc_section writes the report into that section of --doc and leaves the rest of the
     file as it was; a file without the section's markers is refused before any training."""
-    from experiments import table2, table2_record, table2_report
+    from experiments.results import table2_record, table2_report, table2_runner as table2
 
     doc = tmp_path / "results.md"
     doc.write_text("# Results\n\nby hand\n")
@@ -598,7 +610,7 @@ def test_table2_doc_section(tmp_path, capsys):
 def test_table2_keeps_no_row_of_an_unfinished_run(tmp_path, monkeypatch):
     """A run that diverged (even after epochs that were scored, so it has an AUC) or stopped
     short of its epochs is not a row of the table; the coverage line names it instead."""
-    from experiments import table2
+    from experiments.results import table2_runner as table2
     import sagan_jax.training.loop as loop
 
     def metrics(auc, last_epoch, diverged=None):
@@ -638,7 +650,7 @@ def test_table2_record_rebuilds_and_completes_a_report_without_workdirs(tmp_path
     be committed: a checkout without the workdirs reads those runs back instead of retraining
     them, trains only the missing ones, writes the same table, and keeps recorded runs it was
     not asked for."""
-    from experiments import table2, table2_record, table2_report
+    from experiments.results import table2_record, table2_report, table2_runner as table2
     import sagan_jax.training.loop as loop
 
     calls = []
@@ -683,7 +695,7 @@ def test_table2_record_refuses_other_flags_and_bad_files(tmp_path, capsys, monke
     """A finished run trained with other flags, in the record or in a workdir, is not read into
     this command's table (one line naming the flag, exit 2, before any training); nor is a file
     that is not a record. Two commands writing one record keep each other's runs."""
-    from experiments import table2, table2_record, table2_report
+    from experiments.results import table2_record, table2_report, table2_runner as table2
     import sagan_jax.training.loop as loop
 
     monkeypatch.setattr(loop, "train", _fake_train([]))
@@ -757,7 +769,7 @@ def test_table2_record_refuses_other_flags_and_bad_files(tmp_path, capsys, monke
 def test_parity_train_one_seed_and_failed_runs_are_written_plainly(capsys):
     """One seed per framework: no standard deviation, no ratio to it (never 'nan' in the
     docs); a run without a result is named under the table; bad --frameworks are refused."""
-    from experiments import parity_train
+    from experiments.results import parity_train
 
     rows = [{"framework": fw, "seed": 0, "auc": a, "wall_time_s": 10.0, "runs_in_program": 1}
             for fw, a in (("jax", 0.61), ("torch", 0.58))]
@@ -781,7 +793,7 @@ def test_parity_train_one_seed_and_failed_runs_are_written_plainly(capsys):
 def test_demo_sweep_refuses_results_of_other_settings(tmp_path, capsys):
     """sweep.json's keys name a digit and sizes only: results stored with other seeds, --set
     flags or without a requested lambda are refused, not reused under this sweep's heading."""
-    from experiments import demo_sweep
+    from experiments.results import demo_sweep
 
     run = {"seed": 0, "auc": {"0.2": 0.6, "0.9": 0.5}, "auc_r": 0.5, "auc_lat": 0.5,
            "wall_time_s": 1.0, "epochs": 3}
@@ -804,7 +816,7 @@ def test_demo_sweep_refuses_results_of_other_settings(tmp_path, capsys):
 
 
 def test_digits_sweep_refuses_several_runs_per_digit(capsys):
-    from experiments import digits_sweep
+    from experiments.results import digits_sweep
 
     with pytest.raises(SystemExit) as e:
         digits_sweep.main(["--digits=0", "--extra=--seeds=0,1", "--doc=/nonexistent/x.md"])
@@ -818,7 +830,7 @@ def test_digits_sweep_refuses_several_runs_per_digit(capsys):
 def test_digits_sweep_table_names_what_is_missing(tmp_path):
     """A partial sweep's mean says over how many digits it is; a run without a result is named
     under the table, not averaged."""
-    from experiments import digits_sweep
+    from experiments.results import digits_sweep
 
     doc = tmp_path / "r.md"
     m = {"auc": 0.8, "ap": 0.7, "auc_r_alone": 0.6, "auc_lat_alone": 0.5, "wall_time_s": 9.0,
@@ -841,7 +853,7 @@ def test_digits_sweep_table_names_what_is_missing(tmp_path):
     (["--classes=bird", "--eval_modes=sagan:cat"], "--eval_modes=sagan:cat: give MODEL:CLASS"),
 ])
 def test_table2_refuses_lists_it_would_misread(capsys, argv, expected):
-    from experiments import table2
+    from experiments.results import table2_runner as table2
 
     assert table2.parse_args(["--classes=bird,cat", "--eval_modes=sagan:cat"]).eval_modes_classes == ["cat"]
     with pytest.raises(SystemExit) as e:
@@ -853,7 +865,7 @@ def test_table2_refuses_lists_it_would_misread(capsys, argv, expected):
 def test_demo_counts_no_diverged_run():
     """A run that diverged after scored epochs carries an earlier epoch's AUC: the demo and
     bf16_auc take it for no result (by seed), never for the run's last-epoch AUC."""
-    from experiments import demo
+    from experiments.results import demo
 
     result = {"results": [{"flags": {"seed": 0}, "auc": 0.7},
                           {"flags": {"seed": 1}, "auc": 0.9, "diverged": {"step": 5}},
@@ -866,7 +878,7 @@ def test_demo_counts_no_diverged_run():
 def test_demo_verdicts_compare_95_percent_intervals():
     """The demo's closing line follows the README's rule: Student-t 95% intervals of the mean
     over seeds, never one mean against a line."""
-    from experiments import demo
+    from experiments.results import demo
 
     lo, hi = demo.interval((0.7, 0.1), 5)  # t(0.975, 4) = 2.7764
     assert (lo, hi) == pytest.approx((0.7 - 2.7764 * 0.1 / 5 ** 0.5,

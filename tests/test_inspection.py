@@ -246,7 +246,7 @@ def test_auc_per_defect_also_with_one_defect_type():
 def test_pixel_metrics_in_summaries_and_table2_rows():
     """summary.json/summary.md and table2's runs.csv carry pixel AUROC and AUPRO when the runs
     have defect masks, and nothing (empty cells) when they do not."""
-    from experiments import table2_record
+    from experiments.results import table2_record
     from sagan_jax.training.results import summarise_runs, summary_markdown
     from sagan_jax.training.runs import Run
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 import statistics
 
 from experiments import common, machine
-from experiments.bench_runs_measure import MODULE
+from experiments.benchmarks.bench_runs_measure import MODULE
 
 
 def aggregate(samples: dict) -> dict:

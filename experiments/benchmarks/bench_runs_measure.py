@@ -14,7 +14,7 @@ import time
 
 from experiments import common
 
-MODULE = "experiments.bench_runs"
+MODULE = "experiments.benchmarks.bench_runs"
 CHILD = "--_child_timing"
 TORCH_CHILD = "--_torch_child"
 

@@ -17,7 +17,7 @@ over all pixels of the defect images, and the image AUROC of the defect images a
 clean originals (the model's own score). The defects are the same for every seed (defect seed
 fixed), so the seeds differ only in the trained model.
 
-    python -m experiments.anomaly_maps [--seeds 0,1,2] [--n_images 100] [--no_docs]
+    python -m experiments.results.anomaly_maps [--seeds 0,1,2] [--n_images 100] [--no_docs]
 
 Writes the section ``anomaly_maps`` of docs/results.md (unless --no_docs) and
 WORKDIR/anomaly_maps.json.
@@ -31,7 +31,7 @@ import time
 
 from experiments import common, machine, sections
 
-MODULE = "experiments.anomaly_maps"
+MODULE = "experiments.results.anomaly_maps"
 KINDS = ("bright square", "dark square", "noise square", "digit-0 patch")
 HEADING = "## Anomaly maps: residual vs gradient, synthetic defects with exact masks"
 

@@ -3,7 +3,7 @@ three seeds per setting trained together as one program (--seeds), the last-epoc
 several score weights, beside the PCA and kNN baselines on the same splits; the table goes to
 the section `demo_sweep` of docs/results.md.
 
-    python -m experiments.demo_sweep [--digits 0,1] [--isize 16] [--ngf 16,32] [--kpl 1,2] [--epochs 3,6]
+    python -m experiments.results.demo_sweep [--digits 0,1] [--isize 16] [--ngf 16,32] [--kpl 1,2] [--epochs 3,6]
         [--lambdas 0.2,0.5,0.9] [--seeds 0,1,2] [--out workdirs/demo_sweep] [--set FLAG=VALUE]
 
 Grid: abnormal digit x generator width (--ngf) x DSC channel multiplier (--kernels_per_layer);
@@ -30,7 +30,7 @@ import time
 
 from experiments import common, machine, sections
 
-MODULE = "experiments.demo_sweep"
+MODULE = "experiments.results.demo_sweep"
 SECTION = "demo_sweep"
 HEADING = "## Quickstart flags: measured sweep (issue 13)"
 # The quickstart's fixed settings; everything swept comes after them. The fixed DSC rule

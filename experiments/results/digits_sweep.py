@@ -1,7 +1,7 @@
 """Train the quickstart configuration with each digit held out as the anomaly, one after the
 other, and write a table of the last-epoch AUCs to docs/results.md.
 
-    python -m experiments.digits_sweep [--digits 0,1,...] [--extra "--epochs=3"]
+    python -m experiments.results.digits_sweep [--digits 0,1,...] [--extra "--epochs=3"]
 
 Every digit uses the same flags (experiments/quickstart.cfg), so the table shows how much the
 result depends on which digit is abnormal; the quickstart's own digit is one row of it. Each
@@ -19,7 +19,7 @@ import sys
 
 from experiments import common, machine, sections
 
-MODULE = "experiments.digits_sweep"
+MODULE = "experiments.results.digits_sweep"
 
 
 def run_flags(args, digit: str) -> list:

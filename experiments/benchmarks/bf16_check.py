@@ -16,7 +16,7 @@ this network is so sensitive (training-mode BatchNorm over ~18 layers) that this
 the early layers' gradients by 20-50%. It prints a table and writes no docs. The AUC comparison (quickstart over seeds in both dtypes) is a separate,
 longer run.
 
-    python -m experiments.bf16_check [--ngf 64] [--batch 32] [--kernels_per_layer 2]
+    python -m experiments.benchmarks.bf16_check [--ngf 64] [--batch 32] [--kernels_per_layer 2]
 """
 from __future__ import annotations
 
@@ -150,7 +150,7 @@ def main(argv=None):
         "| quantity | value |", "|---|---|",
         *[f"| {k} | {v} |" for k, v in rows], "",
         machine.machine_header(load), "",
-        "Command: `" + common.command_line("experiments.bf16_check", argv) + "`"])
+        "Command: `" + common.command_line("experiments.benchmarks.bf16_check", argv) + "`"])
     print(body)
     if args.docs:
         sections.replace_section(common.RESULTS_MD, "bf16_check", body,

@@ -8,7 +8,7 @@ import logging
 import os
 import time
 
-from experiments.table2_record import legacy_workdir, run_workdir
+from experiments.results.table2_record import legacy_workdir, run_workdir
 from sagan_jax.config import Config
 
 log = logging.getLogger("table2")

@@ -11,9 +11,9 @@ import shlex
 import statistics
 
 from experiments import common, machine, sections
-from experiments.table2_eval_modes import collect_studies, eval_modes_table
-from experiments.table2_record import (BUDGETS, CSV_FIELDS, FITTED, home_as_tilde, legacy_workdir,
-                                       run_workdir, write_record)
+from experiments.results.table2_eval_modes import collect_studies, eval_modes_table
+from experiments.results.table2_record import (BUDGETS, CSV_FIELDS, FITTED, home_as_tilde,
+                                               legacy_workdir, run_workdir, write_record)
 
 
 MODULE = "experiments.table2"

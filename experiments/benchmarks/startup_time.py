@@ -18,7 +18,7 @@ It prints a table; it writes no docs (the machine is shared: pass the figures to
 decides). The step is the data-parallel one the training loop compiles
 (sagan_jax.training.step.make_train_step over a one-device mesh).
 
-    python -m experiments.startup_time [--ngf 64] [--batch 64] [--kernels_per_layer 2]
+    python -m experiments.benchmarks.startup_time [--ngf 64] [--batch 64] [--kernels_per_layer 2]
         [--xla_flags "--xla_cpu_..."] [--eager_init] [--autotune] [--repeats 1]
 """
 from __future__ import annotations
@@ -101,7 +101,8 @@ def child(args) -> dict:
 
 
 def run_child(args, cache_dir: str) -> dict:
-    cmd = [sys.executable, "-m", "experiments.startup_time", "--child", "--cache_dir", cache_dir,
+    cmd = [sys.executable, "-m", "experiments.benchmarks.startup_time", "--child",
+           "--cache_dir", cache_dir,
            "--ngf", str(args.ngf), "--batch", str(args.batch),
            "--kernels_per_layer", str(args.kernels_per_layer), "--dsc_impl", args.dsc_impl,
            "--compute_dtype", args.compute_dtype,
@@ -167,7 +168,7 @@ def main(argv=None):
     if "dsc_impls" in cold[0]:
         print("DSC impls:", ", ".join(f"{k}={v}" for k, v in cold[0]["dsc_impls"].items()))
     print("\n" + machine.machine_header(load))
-    print("Command: `" + common.command_line("experiments.startup_time", argv) + "`")
+    print("Command: `" + common.command_line("experiments.benchmarks.startup_time", argv) + "`")
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """The quickstart's AUC in float32 and in bfloat16, over seeds (issue 12, item 4).
 
-    python -m experiments.bf16_auc [--seeds 0,1,2] [--out workdirs/bf16_auc] [--no_docs]
+    python -m experiments.results.bf16_auc [--seeds 0,1,2] [--out workdirs/bf16_auc] [--no_docs]
 
 Trains SAGAN with experiments/quickstart.cfg (embedded digits, digit 0 abnormal) for every
 seed, once with ``--compute_dtype=float32`` and once with ``--compute_dtype=bfloat16`` (each
@@ -9,7 +9,7 @@ the last-epoch test AUC of both dtypes, their mean ± std, and the wall time of 
 The seed draws the split and the initial weights, so seed s of both dtypes starts from the
 same float32 parameters on the same split; only the compute dtype differs. Writes the section
 ``bf16_auc`` of docs/results.md (unless --no_docs). The one-step error of bfloat16 against
-float32 is experiments/bf16_check.py's.
+float32 is experiments/benchmarks/bf16_check.py's.
 """
 from __future__ import annotations
 
@@ -19,9 +19,9 @@ import os
 import time
 
 from experiments import common, machine, sections
-from experiments.demo import aucs_by_seed, mean_std
+from experiments.results.demo import aucs_by_seed, mean_std
 
-MODULE = "experiments.bf16_auc"
+MODULE = "experiments.results.bf16_auc"
 HEADING = "## Mixed precision: quickstart AUC in float32 and bfloat16 over seeds"
 DTYPES = ("float32", "bfloat16")
 

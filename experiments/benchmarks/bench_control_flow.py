@@ -8,8 +8,8 @@ chunk program writes its steps out one after another on CPU and selects instead 
 then timed over ``--repeats`` calls; the per-step time is the median call divided by the steps
 per call.
 
-    python -m experiments.bench_control_flow                 # ngf 32, batch 32
-    python -m experiments.bench_control_flow --ngf 64 --batch 64 --no-write
+    python -m experiments.benchmarks.bench_control_flow                 # ngf 32, batch 32
+    python -m experiments.benchmarks.bench_control_flow --ngf 64 --batch 64 --no-write
 """
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ import time
 
 from experiments import common, machine
 
-MODULE = "experiments.bench_control_flow"
+MODULE = "experiments.benchmarks.bench_control_flow"
 
 
 def step_config(ngf: int, batch: int, isize: int = 32, dsc_impl: str = "auto"):

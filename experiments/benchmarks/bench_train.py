@@ -28,9 +28,9 @@ during the run; experiments/machine.py). Figures go to docs/benchmarks.md only f
 machine (section bench_train); a loaded machine's only with --allow_loaded, and then to the
 labelled second table (section bench_train_loaded).
 
-    python -m experiments.bench_train                     # DSC and plain, writes docs
-    python -m experiments.bench_train --configs dsc --repeats 2 --no-write
-    python -m experiments.bench_train --jax_dsc_impls shift,auto   # compare DSC impls too
+    python -m experiments.benchmarks.bench_train                     # DSC and plain, writes docs
+    python -m experiments.benchmarks.bench_train --configs dsc --repeats 2 --no-write
+    python -m experiments.benchmarks.bench_train --jax_dsc_impls shift,auto   # compare DSC impls too
 """
 from __future__ import annotations
 
@@ -45,7 +45,7 @@ import time
 
 from experiments import common, machine
 
-MODULE = "experiments.bench_train"
+MODULE = "experiments.benchmarks.bench_train"
 
 
 # --- workers --------------------------------------------------------------------------------

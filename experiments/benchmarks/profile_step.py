@@ -18,8 +18,8 @@ The two differ in what a layer holds: JAX's down<i> is the DoubleConv only (max-
 the module), PyTorch's holds its max-pool; JAX's up<i> is the DoubleConv, PyTorch's holds the
 upsampling, padding and concatenation. The table notes it.
 
-    python -m experiments.profile_step                       # ngf 64, k=2, batch 64; writes docs
-    python -m experiments.profile_step --kernels_per_layer 1 --no-write
+    python -m experiments.benchmarks.profile_step                       # ngf 64, k=2, batch 64; writes docs
+    python -m experiments.benchmarks.profile_step --kernels_per_layer 1 --no-write
 
 Writes section ``profile_step`` of docs/benchmarks.md from a quiet machine only (as every
 benchmark: experiments/machine.py), and the raw figures to --json.
@@ -39,7 +39,7 @@ import time
 
 from experiments import common, machine
 
-MODULE = "experiments.profile_step"
+MODULE = "experiments.benchmarks.profile_step"
 _INSTR = re.compile(r"^\s*(?:ROOT\s+)?%?([\w.\-]+) = .*?\s([\w\-]+)\(.*?metadata=\{[^}]*?"
                     r"op_name=\"([^\"]*)\"")
 _WRAP = re.compile(r"^(?:jvp|transpose|vmap|pjit|jit|checkpoint|remat|cond|while|scan|"

@@ -6,9 +6,9 @@ a training step splits it; dsc_autotune.time_candidates: compiled ahead, warm-up
 rounds, medians) and the fastest is written to the table with its timings, the machine, the
 load and the date. Run it once per device count on a quiet machine:
 
-    python -m experiments.dsc_table --devices 1
-    python -m experiments.dsc_table --devices 2
-    python -m experiments.dsc_table --report     # the table -> docs/benchmarks.md (dsc_table)
+    python -m experiments.benchmarks.dsc_table --devices 1
+    python -m experiments.benchmarks.dsc_table --devices 2
+    python -m experiments.benchmarks.dsc_table --report     # the table -> docs/benchmarks.md (dsc_table)
 
 Run time: a few minutes per device count on a 2-core machine. Timing never happens at run
 time unless a user opts in with --dsc_autotune, so every run with the same flags computes
@@ -107,8 +107,8 @@ def report(path=None) -> None:
                      f"{'yes' if dx == 'dx' else 'no'} | **{e['impl']}** | "
                      + " | ".join(f"{ms[i]:.1f}" if i in ms else "-"
                                   for i in ("dense", "shift", "shift_vjp")) + " |")
-    lines += ["", "Command: `python -m experiments.dsc_table --devices N` per device count, then "
-              "`python -m experiments.dsc_table --report`."]
+    lines += ["", "Command: `python -m experiments.benchmarks.dsc_table --devices N` per device "
+              "count, then `python -m experiments.benchmarks.dsc_table --report`."]
     sections.replace_section(common.BENCHMARKS_MD, "dsc_table", "\n".join(lines),
                            heading="## Depthwise-separable convolution forms (the fixed table)")
     print(f"wrote the dsc_table section of {common.BENCHMARKS_MD}")

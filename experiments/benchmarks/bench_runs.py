@@ -9,7 +9,7 @@ For each K in --ks, on the same machine in one invocation, alternating:
 Then, at the first K, the same one-program run with ``--steps_per_chunk=1`` (one jitted call
 per step, no lax.scan) against ``--steps_per_chunk=--chunk`` (lax.scan over the chunk on
 accelerators; on CPU the chunk's steps are unrolled, since XLA:CPU runs a step inside a loop
-25x slower: experiments/bench_control_flow.py).
+25x slower: experiments/benchmarks/bench_control_flow.py).
 
 Every process trains a fixed budget: ``--steps`` steps per epoch (``--max_train_images =
 steps x batch``), one warm-up epoch (compilation) and ``--epochs`` timed epochs, test set
@@ -35,8 +35,8 @@ docs/benchmarks.md only from a quiet machine, a loaded machine's only with --all
 section bench_runs_loaded). Raw figures: WORKDIR/bench_runs.json (rewritten after each
 measurement, so a run stopped part-way leaves what it measured).
 
-    python -m experiments.bench_runs --ks 1,2,4,8,10 --impl vmap            # GPU
-    python -m experiments.bench_runs --ks 1,2 --ngf 16 --isize 16 --batch_size 16 \\
+    python -m experiments.benchmarks.bench_runs --ks 1,2,4,8,10 --impl vmap            # GPU
+    python -m experiments.benchmarks.bench_runs --ks 1,2 --ngf 16 --isize 16 --batch_size 16 \\
         --steps 4 --epochs 1 --no-write                                      # smoke
 """
 from __future__ import annotations
@@ -49,10 +49,11 @@ import sys
 import time
 
 from experiments import common, machine
-from experiments.bench_runs_measure import (CHILD, TORCH_CHILD, ProcessFailed, base_flags,
-                                            child_main, measure_separate, measure_together,
-                                            measure_torch, plan, torch_child_main)
-from experiments.bench_runs_report import aggregate, markdown
+from experiments.benchmarks.bench_runs_measure import (CHILD, TORCH_CHILD, ProcessFailed,
+                                                       base_flags, child_main, measure_separate,
+                                                       measure_together, measure_torch, plan,
+                                                       torch_child_main)
+from experiments.benchmarks.bench_runs_report import aggregate, markdown
 
 
 def parse_args(argv=None):

@@ -10,7 +10,7 @@ repeats after a warm-up, for
 and the largest kernel-gradient difference from conv's, relative to its largest entry. Prints
 the machine, versions and its load during the run (experiments/machine.py); writes no docs.
 
-    python -m experiments.bench_conv [--repeats 3] [--batch 64]
+    python -m experiments.benchmarks.bench_conv [--repeats 3] [--batch 64]
 """
 from __future__ import annotations
 
@@ -83,7 +83,7 @@ def main(argv=None):
               f"{med['shifted']:.0f} | {err['im2col']:.1e} | {err['shifted']:.1e} |", flush=True)
     print()
     print(machine.machine_header(monitor.report(), packages=("jax", "jaxlib")))
-    print(f"Command: `{common.command_line('experiments.bench_conv')}`.")
+    print(f"Command: `{common.command_line('experiments.benchmarks.bench_conv')}`.")
 
 
 if __name__ == "__main__":

@@ -7,7 +7,7 @@ prints which impl is fastest per layer and what ``impl='auto'`` picks. The rule 
 'auto' (sagan_jax.models.layers.auto_dsc_impl) was derived from these numbers. Prints the
 machine, versions and its load during the run (experiments/machine.py); writes no docs.
 
-    python -m experiments.bench_dsc [--ngf 64] [--isize 32] [--batch 64] [--repeats 3]
+    python -m experiments.benchmarks.bench_dsc [--ngf 64] [--isize 32] [--batch 64] [--repeats 3]
 """
 from __future__ import annotations
 
@@ -104,7 +104,7 @@ def main(argv=None):
     print("total ms  " + "  ".join(f"{k} {1e3 * v:.0f}" for k, v in totals.items()))
     load = monitor.report()
     print(machine.machine_header(load, packages=("jax", "jaxlib", "flax")))
-    print(f"Command: `{common.command_line('experiments.bench_dsc')}`.")
+    print(f"Command: `{common.command_line('experiments.benchmarks.bench_dsc')}`.")
     if args.json:
         with open(args.json, "w") as f:
             json.dump(dict(args=vars(args), rows=rows, load=load.to_dict(),

@@ -4,7 +4,7 @@ test set three ways and prints the mean reconstruction error R and the AUC of ea
   moving averages | test-batch statistics | recomputed statistics (precise BN, 20 batches)
 A finished training run in --workdir is reused.
 
-    python -m experiments.bn_staleness [--workdir=workdirs/bn_staleness]
+    python -m experiments.results.bn_staleness [--workdir=workdirs/bn_staleness]
 """
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ import sys
 
 from experiments import common, machine
 
-MODULE = "experiments.bn_staleness"
+MODULE = "experiments.results.bn_staleness"
 
 
 def main():

@@ -1,6 +1,6 @@
 """Input pipeline throughput against the training step's, on this machine.
 
-    python -m experiments.bench_input [--data_root=~/.cache/sagan_jax/cifar10_jpg] [--steps=5]
+    python -m experiments.benchmarks.bench_input [--data_root=~/.cache/sagan_jax/cifar10_jpg] [--steps=5]
 
 Measures, in one process:
   1. decoding: the labelled JPEG folder (the shared CIFAR-10 copy, if --data_root exists) read
@@ -24,7 +24,7 @@ import time
 
 from experiments import common, machine
 
-MODULE = "experiments.bench_input"
+MODULE = "experiments.benchmarks.bench_input"
 
 
 def bench_decode(data_root: str):
