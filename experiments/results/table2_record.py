@@ -1,6 +1,7 @@
 """Table 2's runs: where each lives, the flags that define it, its row in runs.csv, and the
 committed per-run record (--record) that lets a checkout without workdirs redo the report.
-experiments/table2.py trains the runs; experiments/results/table2_report.py writes the tables."""
+table2_runner.py trains the runs (python -m experiments.table2); table2_report.py writes the
+tables."""
 from __future__ import annotations
 
 import csv
