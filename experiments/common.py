@@ -1,36 +1,27 @@
-"""Plumbing shared by the scripts in experiments/ (run them as ``python -m experiments.NAME``
-from the repository root).
+"""Plumbing every script in experiments/ shares (run them as ``python -m experiments.NAME``,
+``python -m experiments.results.NAME`` or ``python -m experiments.benchmarks.NAME`` from the
+repository root).
 
 - ``config_from_flagfiles``: flagfiles + flags -> ``sagan_jax.config.Config``, parsed by absl
   itself (a fresh ``FlagValues`` holding one flag per Config field), so flagfiles mean here
   exactly what they mean to ``python -m sagan_jax.main``: nested ``--flagfile=``, comments,
   ``--noflag``, last value wins, absl's errors.
-- ``done_metrics``: a run's metrics.json if that run finished all its epochs (resuming sweeps).
-- ``replace_section``: rewrite one ``<!-- NAME:begin -->`` ... ``<!-- NAME:end -->`` section of
-  a Markdown file, nothing else.
-- ``machine_header``: CPU, cores, Python and package versions, date, git commit, and (given a
-  ``LoadReport``) the machine's load during the run.
-- ``LoadMonitor`` / ``LoadReport``: load average before and after, and the CPU time other
-  processes took while the script ran (/proc/stat against this process's own CPU time).
-- ``write_benchmark_section``: the benchmarks' guard: quiet-machine figures go to the section
-  NAME, figures from a loaded machine are refused unless ``allow_loaded``, and then go,
-  labelled, to the section NAME_loaded.
+- ``run_script``, ``fail``, ``package_errors``: a script's entry point, user errors in one line.
+- ``int_list``, ``positive_int``: argparse types.
+- ``done_metrics``, ``no_result``: a run's metrics.json if that run finished (resuming sweeps).
 
-Nothing here imports JAX, TensorFlow or PyTorch, so a script's ``--help`` is quick.
+The docs' marked sections are in experiments/sections.py; the machine header, load monitor and
+the benchmarks' quiet-machine guard in experiments/machine.py. Nothing here imports JAX,
+TensorFlow or PyTorch, so a script's ``--help`` is quick.
 """
 from __future__ import annotations
 
 import argparse
 import contextlib
 import dataclasses
-import datetime
-import importlib.metadata
 import json
 import os
-import platform
-import subprocess
 import sys
-import time
 import typing
 from typing import Iterable, Mapping, Optional, Sequence
 
@@ -43,7 +34,6 @@ ROOT = os.path.dirname(EXPERIMENTS)
 DOCS = os.path.join(ROOT, "docs")
 BENCHMARKS_MD = os.path.join(DOCS, "benchmarks.md")
 RESULTS_MD = os.path.join(DOCS, "results.md")
-DEFAULT_PACKAGES = ("jax", "jaxlib", "flax", "torch")
 
 
 # --- flagfiles -> Config ------------------------------------------------------------------------
@@ -105,7 +95,7 @@ def config_from_flagfiles(*flagfiles: str, overrides: Optional[Mapping[str, obje
     flagfiles = tuple(configs.resolve(f) or f for f in flagfiles)
     argv = [f"--flagfile={f}" for f in flagfiles] + flag_args(overrides) + list(args)
     fv = define_config_flags(flags.FlagValues())
-    where = ", ".join(_short_path(f) for f in flagfiles)
+    where = ", ".join(short_path(f) for f in flagfiles)
     where = f" (flags from {where}{' and the command line' if len(argv) > len(flagfiles) else ''})" \
         if flagfiles else ""
     try:
@@ -120,7 +110,7 @@ def config_from_flagfiles(*flagfiles: str, overrides: Optional[Mapping[str, obje
         raise FlagError(f"{e}{where}") from None
 
 
-def _short_path(path: str) -> str:
+def short_path(path: str) -> str:
     rel = os.path.relpath(path)
     return path if rel.startswith("..") else rel
 
@@ -210,269 +200,6 @@ def no_result(metrics: dict, epochs: int) -> Optional[str]:
     if "auc" not in metrics or metrics.get("last_epoch") != epochs:
         return f"stopped after epoch {metrics.get('last_epoch')} of {epochs}"
     return None
-
-
-# --- Markdown sections -------------------------------------------------------------------------
-def markers(name: str) -> tuple:
-    return f"<!-- {name}:begin -->", f"<!-- {name}:end -->"
-
-
-def replace_section(path: str, name: str, body: str, heading: Optional[str] = None) -> None:
-    """Put ``body`` between the ``<!-- NAME:begin -->`` and ``<!-- NAME:end -->`` markers of
-    the Markdown file ``path``, leaving every other byte of the file as it was. If the markers
-    are missing: with ``heading``, append ``heading`` and a new marked section at the end;
-    without, raise ValueError."""
-    begin, end = markers(name)
-    text = ""
-    if os.path.exists(path):
-        with open(path) as f:
-            text = f.read()
-    block = f"{begin}\n{body.strip(chr(10))}\n{end}"
-    i = text.find(begin)
-    j = text.find(end, i + len(begin)) if i >= 0 else -1
-    if i >= 0 and j >= 0:
-        text = text[:i] + block + text[j + len(end):]
-    elif heading is not None:
-        text = (text.rstrip("\n") + "\n\n" if text.strip() else "") + f"{heading}\n{block}\n"
-    else:
-        raise ValueError(f"{path} lacks the section markers {begin} ... {end}")
-    tmp = f"{path}.tmp{os.getpid()}"
-    with open(tmp, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
-
-
-def read_section(path: str, name: str) -> Optional[str]:
-    """The body of section NAME of ``path`` (None if it has no such section)."""
-    begin, end = markers(name)
-    with open(path) as f:
-        text = f.read()
-    i = text.find(begin)
-    j = text.find(end, i + len(begin)) if i >= 0 else -1
-    return text[i + len(begin):j].strip("\n") if i >= 0 and j >= 0 else None
-
-
-# --- machine, versions, commit -----------------------------------------------------------------
-def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def package_version(name: str) -> str:
-    for dist in (name, f"{name}-cpu"):
-        try:
-            return importlib.metadata.version(dist)
-        except importlib.metadata.PackageNotFoundError:
-            pass
-    module = sys.modules.get(name.replace("-", "_"))
-    return getattr(module, "__version__", "not installed")
-
-
-def git_commit() -> str:
-    """Short hash of HEAD, '+ uncommitted changes' when tracked files differ from it."""
-    try:
-        head = subprocess.run(["git", "-C", ROOT, "rev-parse", "--short", "HEAD"],
-                              capture_output=True, text=True, timeout=20).stdout.strip()
-        dirty = subprocess.run(["git", "-C", ROOT, "status", "--porcelain",
-                                "--untracked-files=no"],
-                               capture_output=True, text=True, timeout=20).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
-    return (head or "unknown") + (" + uncommitted changes" if head and dirty else "")
-
-
-def machine_header(load: Optional["LoadReport"] = None,
-                   packages: Sequence[str] = DEFAULT_PACKAGES) -> str:
-    """One paragraph: date, CPU, cores, OS, Python and package versions, commit, and the
-    load during the run when ``load`` is given."""
-    now = datetime.datetime.now(datetime.timezone.utc)
-    started = f"{load.started:%Y-%m-%d %H:%M}-{now:%H:%M} UTC" if load else \
-        f"{now:%Y-%m-%d %H:%M} UTC"
-    text = (f"Run {started} on {cpu_model()}, {os.cpu_count()} logical CPUs, "
-            f"{platform.system()} {platform.release()}; Python {platform.python_version()}, "
-            + ", ".join(f"{p} {package_version(p)}" for p in packages)
-            + f"{jax_devices()}; commit {git_commit()}.")
-    return text + (" " + load.describe() if load else "")
-
-
-def jax_devices() -> str:
-    """'; JAX on cpu (1 device)' when this process has imported JAX, else ''."""
-    jax = sys.modules.get("jax")
-    if jax is None:
-        return ""
-    try:
-        n = jax.device_count()
-        return f"; JAX on {jax.default_backend()} ({n} device{'s' if n != 1 else ''})"
-    except Exception:  # noqa: BLE001 - a header must not fail the run
-        return ""
-
-
-# --- machine load ------------------------------------------------------------------------------
-def _busy_cpu_seconds() -> Optional[tuple]:
-    """(busy CPU seconds of the whole machine since boot, number of CPUs) from /proc/stat."""
-    try:
-        with open("/proc/stat") as f:
-            lines = f.read().splitlines()
-    except OSError:
-        return None
-    total = [int(v) for v in lines[0].split()[1:]]
-    # user nice system idle iowait irq softirq steal (guest time is inside user/nice)
-    busy = sum(total[:3]) + sum(total[5:8])
-    ncpu = sum(1 for line in lines if line.startswith("cpu") and line[3:4].isdigit())
-    return busy / os.sysconf("SC_CLK_TCK"), ncpu
-
-
-def _own_cpu_seconds() -> float:
-    """CPU seconds of this process and of its children that have been waited for."""
-    t = os.times()
-    return t.user + t.system + t.children_user + t.children_system
-
-
-@dataclasses.dataclass(frozen=True)
-class LoadReport:
-    """How busy the machine was during a run. ``others_cores``: the average number of CPUs
-    that other processes kept busy (None without /proc/stat); ``own_cores`` likewise for this
-    process and its finished children."""
-    cores: int
-    started: datetime.datetime
-    wall_s: float
-    load_before: tuple
-    load_after: tuple
-    others_cores: Optional[float]
-    own_cores: float
-
-    @property
-    def threshold(self) -> float:
-        return self.cores / 2
-
-    @property
-    def loaded(self) -> bool:
-        """The 1-minute load average before the run, or the CPUs other processes used during
-        it, above half the cores."""
-        return max(self.load_before[0], self.others_cores or 0.0) > self.threshold
-
-    def describe(self) -> str:
-        others = ("other processes' CPU use not measured (no /proc/stat)"
-                  if self.others_cores is None else
-                  f"other processes kept {self.others_cores:.2f} of the {self.cores} CPUs busy "
-                  f"({100 * self.others_cores / self.cores:.0f}%) during the "
-                  f"{_fmt_duration(self.wall_s)} run (this run: {self.own_cores:.2f})")
-        verdict = (f"**Loaded machine** (above {self.threshold:g}, half the cores): timings "
-                   "are slower than a quiet machine's and not comparable with them"
-                   if self.loaded else
-                   f"Quiet machine (at most {self.threshold:g}, half the cores)")
-        return (f"Load average (1/5/15 min) {_fmt_load(self.load_before)} before, "
-                f"{_fmt_load(self.load_after)} after (includes this run); {others}. "
-                f"{verdict}.")
-
-    def to_dict(self) -> dict:
-        d = dataclasses.asdict(self)
-        d.update(started=f"{self.started:%Y-%m-%d %H:%M:%S} UTC", loaded=self.loaded)
-        return d
-
-
-def _fmt_duration(seconds: float) -> str:
-    return f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.1f} min"
-
-
-def _fmt_load(load: Sequence[float]) -> str:
-    return " / ".join(f"{x:.2f}" for x in load)
-
-
-class LoadMonitor:
-    """Starts measuring when created; ``report()`` gives the load from then until now (call
-    it after the run's worker processes have been waited for, so their CPU time counts as
-    this run's, not as other processes')."""
-
-    def __init__(self):
-        self.started = datetime.datetime.now(datetime.timezone.utc)
-        self.t0 = time.monotonic()
-        self.load_before = os.getloadavg()
-        self.machine0 = _busy_cpu_seconds()
-        self.own0 = _own_cpu_seconds()
-
-    def report(self) -> LoadReport:
-        wall = max(time.monotonic() - self.t0, 1e-9)
-        own = (_own_cpu_seconds() - self.own0) / wall
-        machine = _busy_cpu_seconds()
-        others = None
-        if self.machine0 is not None and machine is not None:
-            others = max(0.0, (machine[0] - self.machine0[0]) / wall - own)
-        return LoadReport(cores=os.cpu_count() or 1, started=self.started, wall_s=wall,
-                          load_before=tuple(self.load_before), load_after=tuple(os.getloadavg()),
-                          others_cores=others, own_cores=own)
-
-
-def wait_for_quiet(max_wait_s: float, poll_s: float = 10.0) -> float:
-    """Wait up to ``max_wait_s`` for the 1-minute load average to fall to half the cores (a
-    previous benchmark's load takes a minute or two to decay). Returns the load average."""
-    limit = (os.cpu_count() or 1) / 2
-    deadline = time.monotonic() + max_wait_s
-    load = os.getloadavg()[0]
-    if load > limit and max_wait_s > 0:
-        print(f"load average {load:.2f} > {limit:g}: waiting up to {max_wait_s:.0f} s for it "
-              "to fall", file=sys.stderr, flush=True)
-    while load > limit and time.monotonic() < deadline:
-        time.sleep(min(poll_s, max(0.0, deadline - time.monotonic())))
-        load = os.getloadavg()[0]
-    if load > limit:
-        print(f"warning: load average {load:.2f} is above half the cores ({limit:g}): the "
-              "figures will be labelled as loaded (and written to the docs only with "
-              "--allow_loaded)", file=sys.stderr, flush=True)
-    return load
-
-
-def add_load_arguments(parser: argparse.ArgumentParser, writes_docs: bool = True) -> None:
-    """The benchmarks' --wait_quiet option, and --allow_loaded for those that write docs."""
-    if writes_docs:
-        parser.add_argument("--allow_loaded", action="store_true",
-                            help="write figures measured on a loaded machine (load above half "
-                                 "the cores) to the docs; they go, labelled, to the 'loaded' "
-                                 "section")
-    parser.add_argument("--wait_quiet", type=float, default=120.0, metavar="SECONDS",
-                        help="before starting, wait up to this long for the 1-minute load "
-                             "average to fall to half the cores (0 = start at once)")
-
-
-def publish(args, name: str, text: str, load: LoadReport, raw=None) -> None:
-    """A benchmark's ending: print ``text``; with ``args.json`` write ``raw`` and the load
-    there; with ``args.write`` put ``text`` in section NAME of ``args.doc`` through the load
-    guard (write_benchmark_section), exiting with status 3 when it refuses."""
-    print(text)
-    if raw is not None and getattr(args, "json", ""):
-        with open(args.json, "w") as f:
-            json.dump({**raw, "load": load.to_dict()}, f, indent=1, default=str)
-    if args.write and not write_benchmark_section(args.doc, name, text, load,
-                                                  args.allow_loaded):
-        sys.exit(3)
-
-
-def write_benchmark_section(path: str, name: str, body: str, load: LoadReport,
-                            allow_loaded: bool = False) -> Optional[str]:
-    """The benchmarks' guard. On a quiet machine, write ``body`` (which should include
-    ``load.describe()``) to section NAME of ``path``; on a loaded one, refuse unless
-    ``allow_loaded``, and then write it with a 'loaded' label to section NAME_loaded. Returns
-    the section written, or None when refused (with the reason on stderr)."""
-    if not load.loaded:
-        replace_section(path, name, body)
-        return name
-    if not allow_loaded:
-        print(f"not writing {_short_path(path)}: the machine was loaded (1-min load average "
-              f"{load.load_before[0]:.2f} before the run; other processes used "
-              f"{load.others_cores if load.others_cores is not None else float('nan'):.2f} "
-              f"CPUs during it; threshold {load.threshold:g}). Rerun on a quiet machine, or "
-              "pass --allow_loaded to record these figures as loaded.", file=sys.stderr)
-        return None
-    label = ("**Loaded-machine figures** (written with --allow_loaded; not comparable with the "
-             "quiet-machine table).")
-    replace_section(path, f"{name}_loaded", f"{label}\n\n{body}")
-    return f"{name}_loaded"
 
 
 def command_line(module: str, argv: Optional[Sequence[str]] = None) -> str:

@@ -11,9 +11,9 @@
 #   2 frameworks  one SAGAN training step and scoring batch, JAX vs PyTorch on CUDA, ngf 64,
 #                 kernels_per_layer 2 and 1 (bench_train's JAX worker; PyTorch's TorchTrainer
 #                 moved to the GPU here, since bench_train runs PyTorch on the CPU only)
-#   3 run_axis    python -m experiments.bench_runs, K = 1, 2, 4, 8, 10 runs in one program
+#   3 run_axis    python -m experiments.benchmarks.bench_runs, K = 1, 2, 4, 8, 10 runs in one program
 #                 (vmap) against K processes, and the step with and without lax.scan
-#   4 control_flow  python -m experiments.bench_control_flow: the training step alone, inside
+#   4 control_flow  python -m experiments.benchmarks.bench_control_flow: the training step alone, inside
 #                 lax.cond, inside lax.scan and in the loop's chunk program (XLA:CPU runs the
 #                 step 25x slower inside control flow; does the GPU?)
 #   5 paper       one paper-protocol class: CIFAR-10 (the shared JPEG copy, image_folder),
@@ -255,7 +255,7 @@ cat >"$WORK/frameworks.py" <<'EOF'
 """Stage 2: per (kernels_per_layer, framework) one worker process: setup, first step (JAX:
 compilation), first scoring batch, one warm-up step, then --repeats blocks of --steps training
 steps and --eval_batches scoring batches, synced at the end of each block; medians. JAX: the
-worker of experiments/bench_train.py (jit, donated state, the project's optimisers). PyTorch:
+worker of experiments/benchmarks/bench_train.py (jit, donated state, the project's optimisers). PyTorch:
 sagan_jax.torch_ref.TorchTrainer with G and D moved to the GPU (one host sync per step: the
 reference step reads L_D for the re-initialisation rule)."""
 import argparse, json, os, resource, statistics, subprocess, sys, time
@@ -300,7 +300,7 @@ cfg = Config(batch_size=a.batch, eval_batch_size=a.batch, ngf=a.ngf, ndf=a.ngf, 
              progress=False, kernels_per_layer=a.kpl, dsc_impl=a.dsc_impl)
 if a.fw == "jax":
     import jax
-    from experiments.bench_train import jax_worker
+    from experiments.benchmarks.bench_train import jax_worker
 
     info, train, evaluate = jax_worker(cfg)
     info.update(device=str(jax.devices()[0]), dsc_impl=cfg.dsc_impl,
@@ -374,12 +374,12 @@ run_stage frameworks "$PY" "$WORK/frameworks.py" "${FW_ARGS[@]}" --frameworks "$
 
 # --- stage 3: the run axis -----------------------------------------------------------------------
 t=$(stage_timeout run_axis)
-run_stage run_axis "$PY" -m experiments.bench_runs "${RUNS_ARGS[@]}" --workdir "$WORK/bench_runs" \
+run_stage run_axis "$PY" -m experiments.benchmarks.bench_runs "${RUNS_ARGS[@]}" --workdir "$WORK/bench_runs" \
   --json "$OUTDIR/bench_runs.json" --md "$WORK/bench_runs.md" --no-write --wait_quiet 0 \
   --budget_s $(( t * 3 / 4 )) --proc_timeout_s "$t"
 
 # --- stage 4: the step inside control flow -------------------------------------------------------
-run_stage control_flow "$PY" -m experiments.bench_control_flow "${CF_ARGS[@]}" --no-write \
+run_stage control_flow "$PY" -m experiments.benchmarks.bench_control_flow "${CF_ARGS[@]}" --no-write \
   --wait_quiet 0 --md "$WORK/control_flow.md"
 
 # --- stage 5: one paper-protocol class -----------------------------------------------------------
@@ -483,10 +483,10 @@ if fw:
                  f"{r['peak_device_mb']} | {r['peak_rss_mb']} |")
 md = os.path.join(work, "bench_runs.md")
 if os.path.exists(md):
-    L += ["", "## Run axis (experiments.bench_runs)", "", open(md).read()]
+    L += ["", "## Run axis (experiments.benchmarks.bench_runs)", "", open(md).read()]
 md = os.path.join(work, "control_flow.md")
 if os.path.exists(md):
-    L += ["", "## The step inside control flow (experiments.bench_control_flow)", "", open(md).read()]
+    L += ["", "## The step inside control flow (experiments.benchmarks.bench_control_flow)", "", open(md).read()]
 if "paper" in rep:
     L += ["", "## Paper protocol, one class (bird), CIFAR-10 JPEG copy", "", json.dumps(rep["paper"])]
 with open(os.path.join(out, "device_check.md"), "w") as f:

@@ -2,7 +2,6 @@
 PyTorch definitions, forward shapes, one training step each, the per-model score (formula and
 direction), the model dispatch, and experiments/table2.py's bookkeeping."""
 import os
-import sys
 
 import jax
 import jax.numpy as jnp
@@ -256,15 +255,9 @@ def test_model_flags_validated():
     Config(model="ganomaly", ngf=8)  # the CBAM width rule is SAGAN's only
 
 
-# ---- experiments/table2.py -------------------------------------------------------------------
-def _table2():
-    sys.path.insert(0, os.path.join(ROOT, "experiments"))
-    import table2
-    return table2
-
-
+# ---- experiments/table2*.py ------------------------------------------------------------------
 def test_table2_configs_follow_model_flagfiles():
-    t2 = _table2()
+    from experiments.results import table2_record, table2_runner as t2
     args = t2.parse_args(["--dataset=digits", "--classes=3", "--budget=tiny", "--out=/tmp/x",
                           "--set", "epochs=2"])
     skip = t2.run_config(args, "skip_ganomaly", "3", 0)
@@ -275,7 +268,7 @@ def test_table2_configs_follow_model_flagfiles():
     # the run axis: a model's runs train as one program in OUT/runs/<model>, each run in
     # runs/<class>_seed<seed> below it (the earlier layout <class>/seed<seed> is still read)
     assert sagan.workdir == os.path.join("/tmp/x", "runs", "sagan", "runs", "3_seed0")
-    assert t2.legacy_workdir("/tmp/x", "sagan", "3", 0) == os.path.join(
+    assert table2_record.legacy_workdir("/tmp/x", "sagan", "3", 0) == os.path.join(
         "/tmp/x", "runs", "sagan", "3", "seed0")
     program = t2.program_config(args, "sagan", ["3", "5"], [0, 1])
     assert (program.abnormal_classes, program.seeds) == ("3,5", "0,1")
@@ -284,7 +277,7 @@ def test_table2_configs_follow_model_flagfiles():
 
 
 def test_table2_markdown_layout():
-    t2 = _table2()
+    from experiments.results import table2_report as t2
     rows = [dict(model="sagan", abnormal_class=c, seed=s, auc_last_epoch=a,
                  auc_best_epoch_test_selected=a + 0.01)
             for c, s, a in (("bird", 0, 0.6), ("bird", 1, 0.7), ("airplane", 0, 0.5))]

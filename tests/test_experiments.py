@@ -1,5 +1,6 @@
-"""experiments/common.py (flagfiles -> Config through absl, docs sections, the load guard) and
-that every script in experiments/ starts. Fast: no training, no benchmark."""
+"""experiments/common.py (flagfiles -> Config through absl), sections.py (docs sections),
+machine.py (the load guard) and that every script in experiments/ starts. Fast: no training, no
+benchmark."""
 import ast
 import dataclasses
 import datetime
@@ -12,12 +13,26 @@ import sys
 import pytest
 from absl.testing import flagsaver
 
-from experiments import common
+from experiments import common, machine, sections
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SCRIPTS = sorted(
-    os.path.basename(p)[:-3] for p in glob.glob(os.path.join(ROOT, "experiments", "*.py"))
-    if os.path.basename(p) not in ("__init__.py", "common.py"))
+# The modules of experiments/ (dotted, below it) that scripts import; every other one is a
+# script, run as python -m experiments.NAME (demo and table2 start results.demo and
+# results.table2_runner).
+LIBRARIES = ("common", "machine", "sections", "results.demo", "results.table2_runner",
+             "results.table2_record", "results.table2_report", "results.table2_eval_modes",
+             "benchmarks.bench_runs_measure", "benchmarks.bench_runs_report")
+MODULES = sorted(
+    os.path.relpath(p, os.path.join(ROOT, "experiments"))[:-3].replace(os.sep, ".")
+    for folder in ("", "results", "benchmarks")
+    for p in glob.glob(os.path.join(ROOT, "experiments", folder, "*.py"))
+    if os.path.basename(p) != "__init__.py")
+SCRIPTS = [m for m in MODULES if m not in LIBRARIES]
+
+
+def module_path(name: str) -> str:
+    """experiments/results/demo.py for results.demo."""
+    return os.path.join(ROOT, "experiments", *name.split(".")) + ".py"
 
 
 def cli_config(argv):
@@ -142,22 +157,22 @@ tail without newline"""
 def test_replace_section_touches_only_its_section(tmp_path):
     path = tmp_path / "doc.md"
     path.write_text(DOC)
-    common.replace_section(str(path), "bench", "new\nbody\n")
+    sections.replace_section(str(path), "bench", "new\nbody\n")
     assert path.read_text() == DOC.replace("old bench", "new\nbody")
-    assert common.read_section(str(path), "bench_loaded") == "old loaded"
-    common.replace_section(str(path), "bench_loaded", "x")
+    assert sections.read_section(str(path), "bench_loaded") == "old loaded"
+    sections.replace_section(str(path), "bench_loaded", "x")
     assert path.read_text() == DOC.replace("old bench", "new\nbody").replace("old loaded", "x")
 
     with pytest.raises(ValueError, match="lacks the section markers"):
-        common.replace_section(str(path), "other", "y")
+        sections.replace_section(str(path), "other", "y")
     before = path.read_text()
-    common.replace_section(str(path), "other", "y", heading="## Other")
+    sections.replace_section(str(path), "other", "y", heading="## Other")
     assert path.read_text() == before + "\n\n## Other\n<!-- other:begin -->\ny\n<!-- other:end -->\n"
 
 
 # --- machine header and load guard --------------------------------------------------------------
 def report(load1, others, cores=2):
-    return common.LoadReport(cores=cores, started=datetime.datetime.now(datetime.timezone.utc),
+    return machine.LoadReport(cores=cores, started=datetime.datetime.now(datetime.timezone.utc),
                              wall_s=600.0, load_before=(load1, load1, load1),
                              load_after=(load1 + 2, 1.0, 1.0), others_cores=others,
                              own_cores=1.9)
@@ -175,10 +190,10 @@ def test_load_report_threshold_is_half_the_cores():
 
 
 def test_load_monitor_and_header():
-    r = common.LoadMonitor().report()
+    r = machine.LoadMonitor().report()
     assert r.cores == os.cpu_count() and len(r.load_before) == len(r.load_after) == 3
     assert r.others_cores is None or r.others_cores >= 0
-    h = common.machine_header(r, packages=("absl-py", "no-such-package-xyz"))
+    h = machine.machine_header(r, packages=("absl-py", "no-such-package-xyz"))
     assert f"{os.cpu_count()} logical CPUs" in h and "Python " in h
     assert "no-such-package-xyz not installed" in h and "commit " in h
     assert "Load average (1/5/15 min)" in h
@@ -188,32 +203,32 @@ def test_guard_refuses_loaded_figures_unless_allowed(tmp_path, capsys):
     path = tmp_path / "doc.md"
     path.write_text(DOC)
     loaded = report(6.0, 1.4)
-    assert common.write_benchmark_section(str(path), "bench", "figures", loaded) is None
+    assert machine.write_benchmark_section(str(path), "bench", "figures", loaded) is None
     assert path.read_text() == DOC
     assert "not writing" in capsys.readouterr().err
 
-    assert common.write_benchmark_section(str(path), "bench", "figures", loaded,
+    assert machine.write_benchmark_section(str(path), "bench", "figures", loaded,
                                           allow_loaded=True) == "bench_loaded"
-    assert common.read_section(str(path), "bench") == "old bench"  # the headline untouched
-    assert common.read_section(str(path), "bench_loaded").startswith(
+    assert sections.read_section(str(path), "bench") == "old bench"  # the headline untouched
+    assert sections.read_section(str(path), "bench_loaded").startswith(
         "**Loaded-machine figures**")
 
-    assert common.write_benchmark_section(str(path), "bench", "quiet figures",
+    assert machine.write_benchmark_section(str(path), "bench", "quiet figures",
                                           report(0.2, 0.1)) == "bench"
-    assert common.read_section(str(path), "bench") == "quiet figures"
+    assert sections.read_section(str(path), "bench") == "quiet figures"
 
 
 def test_benchmarks_doc_has_both_tables():
     for name in ("bench_train", "bench_train_loaded", "bench_input", "bench_input_loaded"):
-        assert common.read_section(common.BENCHMARKS_MD, name) is not None, name
-    assert "Loaded-machine figures" in common.read_section(common.BENCHMARKS_MD,
+        assert sections.read_section(common.BENCHMARKS_MD, name) is not None, name
+    assert "Loaded-machine figures" in sections.read_section(common.BENCHMARKS_MD,
                                                            "bench_train_loaded")
 
 
 # --- the scripts --------------------------------------------------------------------------------
 def test_scripts_use_no_path_hacks_or_private_imports():
-    for name in SCRIPTS + ["common"]:
-        path = os.path.join(ROOT, "experiments", f"{name}.py")
+    for name in MODULES:
+        path = module_path(name)
         with open(path) as f:
             src = f.read()
         assert "sys.path" not in src, name
@@ -222,7 +237,9 @@ def test_scripts_use_no_path_hacks_or_private_imports():
                 private = [a.name for a in node.names if a.name.startswith("_")]
                 assert not private, (name, node.module, private)
             if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name):
-                if node.value.id in ("common", "table2") and node.attr.startswith("_"):
+                if (node.value.id in ("common", "machine", "sections", "table2", "table2_record",
+                                      "table2_report", "table2_runner")
+                        and node.attr.startswith("_")):
                     pytest.fail(f"{name}: {node.value.id}.{node.attr}")
 
 
@@ -236,11 +253,11 @@ def test_script_help_starts(script):
 
 @pytest.mark.parametrize("isize", [16, 32])
 def test_anomaly_map_defects_and_their_exact_masks(isize):
-    """experiments/anomaly_maps.py: each defect changes exactly the pixels its mask marks,
+    """experiments/results/anomaly_maps.py: each defect changes exactly the pixels its mask marks,
     within one square (isize/4) or patch (3 isize/8), and the dark square sits on a stroke."""
     import numpy as np
 
-    from experiments.anomaly_maps import KINDS, make_defects
+    from experiments.results.anomaly_maps import KINDS, make_defects
 
     rng = np.random.default_rng(0)
     images = np.zeros((6, isize, isize, 3), np.uint8)
@@ -323,9 +340,9 @@ def test_table2_reads_a_record_written_before_the_f1_rename(tmp_path):
     record reads back as written."""
     import csv
 
-    from experiments import table2
+    from experiments.results import table2_record, table2_runner as table2
 
-    old_fields = [k for k in table2.CSV_FIELDS if k != "f1_oracle_last_epoch"]
+    old_fields = [k for k in table2_record.CSV_FIELDS if k != "f1_oracle_last_epoch"]
     row = {k: "" for k in old_fields}
     row.update(model="sagan", abnormal_class="bird", seed="0", f1_last_epoch="0.61", flags="{}")
     path = tmp_path / "old.csv"
@@ -333,9 +350,9 @@ def test_table2_reads_a_record_written_before_the_f1_rename(tmp_path):
         w = csv.DictWriter(f, old_fields)
         w.writeheader()
         w.writerow(row)
-    got = table2.read_record(str(path))[("sagan", "bird", 0)]
+    got = table2_record.read_record(str(path))[("sagan", "bird", 0)]
     assert got["f1_oracle_last_epoch"] == 0.61 and got["f1_last_epoch"] == ""
-    cur = table2.row_of(table2.Config(), {"auc": 0.6, "ap": 0.5, "f1": 0.2, "f1_oracle": 0.61,
+    cur = table2_record.row_of(table2.Config(), {"auc": 0.6, "ap": 0.5, "f1": 0.2, "f1_oracle": 0.61,
                                           "last_epoch": 1, "wall_time_s": 1.0,
                                           "best_epoch_on_test_set": {"auc": 0.6, "epoch": 1}},
                         "tiny")
@@ -343,7 +360,7 @@ def test_table2_reads_a_record_written_before_the_f1_rename(tmp_path):
 
 
 def test_three_way_table():
-    from experiments import table2
+    from experiments.results import table2_report
 
     def row(model, cls, seed, a, b, c):
         return {"model": model, "abnormal_class": cls, "seed": seed,
@@ -351,7 +368,7 @@ def test_three_way_table():
 
     rows = [row("sagan", "0", 0, 0.9, 0.6, 0.7), row("sagan", "0", 1, 0.8, 0.6, 0.5),
             row("sagan", "1", 0, 0.7, 0.4, 0.4), row("pca", "0", 0, 0.8, 0.8, 0.8)]
-    text = table2.three_way_table(rows, ["0", "1"], ["sagan", "pca"])
+    text = table2_report.three_way_table(rows, ["0", "1"], ["sagan", "pca"])
     lines = text.splitlines()
     assert lines[2] == "| PCA (baseline) | (a) = (b) = (c): no BatchNorm, no epochs | 0.800 | – | 0.800 (1 of 2) | 0 |"
     assert lines[3] == ("| SAGAN (proposed) | (a) originals' evaluation | 0.850 ± 0.071 | 0.700 | "
@@ -365,7 +382,7 @@ def test_three_way_table():
 
 
 def test_three_way_facts():
-    from experiments import table2
+    from experiments.results import table2_report
 
     def row(model, cls, seed, a, b, c, c_epoch, wall=100.0, train=40.0):
         return {"model": model, "abnormal_class": cls, "seed": seed, "epochs": 3,
@@ -377,7 +394,7 @@ def test_three_way_facts():
             row("sagan", "0", 1, 0.8, 0.4, 0.4, 3, wall=110.0, train=50.0),
             row("sagan", "1", 0, 0.3, 0.45, 0.45, 3, wall=400.0),
             row("pca", "0", 0, "", 0.8, "", "", wall=5.0, train=0.0)]
-    lines = table2.three_way_facts(rows, ["sagan", "pca"]).splitlines()
+    lines = table2_report.three_way_facts(rows, ["sagan", "pca"]).splitlines()
     assert lines[2] == "| PCA (baseline) | 1 | 0.800 | 0 of 1 | – | – | – | 5 s | – |"
     # (b) mean 0.483; 2 runs below chance; (c) chose the last epoch in 2 of 3 runs and added
     # +10 points in one: +3.3 on average; (a) - (b): +30, +40, -15
@@ -390,7 +407,7 @@ def test_every_script_ends_user_errors_in_one_line(tmp_path):
     package (here: a data root that does not exist) ends it with one line and exit status 2,
     not a traceback."""
     for name in SCRIPTS:
-        with open(os.path.join(ROOT, "experiments", f"{name}.py")) as f:
+        with open(module_path(name)) as f:
             assert f.read().endswith('if __name__ == "__main__":\n    common.run_script(main)\n'), name
     p = subprocess.run([sys.executable, "-m", "experiments.table2", "--models=pca",
                         "--classes=bird", "--data_root=/nonexistent/cifar", f"--out={tmp_path}"],
@@ -408,7 +425,7 @@ def test_every_script_ends_user_errors_in_one_line(tmp_path):
     ("", "--seeds: give at least one seed, e.g. --seeds=0,1,2"),
 ])
 def test_table2_bad_seeds_give_one_line(capsys, seeds, expected):
-    from experiments import table2
+    from experiments.results import table2_runner as table2
 
     assert table2.parse_args(["--seeds=0,1, 2"]).seeds == [0, 1, 2]
     with pytest.raises(SystemExit) as e:
@@ -418,32 +435,32 @@ def test_table2_bad_seeds_give_one_line(capsys, seeds, expected):
 
 
 @pytest.mark.parametrize("module, argv, expected", [
-    ("bench_train", ["--configs=dsc,bogus"],
+    ("benchmarks.bench_train", ["--configs=dsc,bogus"],
      "--configs=dsc,bogus: choose dsc and/or plain, e.g. --configs dsc,plain"),
-    ("bench_train", ["--jax_dsc_impls=shift,bogus"],
+    ("benchmarks.bench_train", ["--jax_dsc_impls=shift,bogus"],
      "--jax_dsc_impls=shift,bogus: choose from auto, dense, shift, shift_vjp, repeat, xla"),
-    ("bench_train", ["--batch=0"], "argument --batch: '0' is not a positive integer (e.g. 3)"),
-    ("bench_train", ["--sizes=64:2,8:x"], "bad --sizes entry '8:x'"),
-    ("startup_time", ["--compute_dtype=float16"], "--compute_dtype"),
-    ("startup_time", ["--repeats=0"], "argument --repeats: '0' is not a positive integer (e.g. 3)"),
-    ("bench_conv", ["--repeats=-1"], "argument --repeats: '-1' is not a positive integer (e.g. 3)"),
-    ("bench_input", ["--steps=x"], "argument --steps: 'x' is not a positive integer (e.g. 3)"),
-    ("bench_dsc", ["--impls=bogus"], "--impls=bogus: choose from"),
-    ("bench_runs", ["--epochs=0"], "argument --epochs: '0' is not a positive integer (e.g. 3)"),
-    ("profile_step", ["--steps=0"], "argument --steps: '0' is not a positive integer (e.g. 3)"),
-    ("bench_control_flow", ["--repeats=0"], "argument --repeats: '0' is not a positive integer"),
-    ("bf16_check", ["--batch=0"], "argument --batch: '0' is not a positive integer (e.g. 3)"),
-    ("bench_control_flow", ["--scan_steps=0"], "argument --scan_steps: '0' is not a positive"),
-    ("bench_runs", ["--ks=1,2", "--separate_ks=4"], "--separate_ks=4: each must be one of --ks=1,2"),
-    ("bench_runs", ["--proc_timeout_s=0"], "--proc_timeout_s must be > 0"),
-    ("bench_train", ["--jax_dsc_impls=shift,shift"], "choose from auto, dense, shift, shift_vjp, "
+    ("benchmarks.bench_train", ["--batch=0"], "argument --batch: '0' is not a positive integer (e.g. 3)"),
+    ("benchmarks.bench_train", ["--sizes=64:2,8:x"], "bad --sizes entry '8:x'"),
+    ("benchmarks.startup_time", ["--compute_dtype=float16"], "--compute_dtype"),
+    ("benchmarks.startup_time", ["--repeats=0"], "argument --repeats: '0' is not a positive integer (e.g. 3)"),
+    ("benchmarks.bench_conv", ["--repeats=-1"], "argument --repeats: '-1' is not a positive integer (e.g. 3)"),
+    ("benchmarks.bench_input", ["--steps=x"], "argument --steps: 'x' is not a positive integer (e.g. 3)"),
+    ("benchmarks.bench_dsc", ["--impls=bogus"], "--impls=bogus: choose from"),
+    ("benchmarks.bench_runs", ["--epochs=0"], "argument --epochs: '0' is not a positive integer (e.g. 3)"),
+    ("benchmarks.profile_step", ["--steps=0"], "argument --steps: '0' is not a positive integer (e.g. 3)"),
+    ("benchmarks.bench_control_flow", ["--repeats=0"], "argument --repeats: '0' is not a positive integer"),
+    ("benchmarks.bf16_check", ["--batch=0"], "argument --batch: '0' is not a positive integer (e.g. 3)"),
+    ("benchmarks.bench_control_flow", ["--scan_steps=0"], "argument --scan_steps: '0' is not a positive"),
+    ("benchmarks.bench_runs", ["--ks=1,2", "--separate_ks=4"], "--separate_ks=4: each must be one of --ks=1,2"),
+    ("benchmarks.bench_runs", ["--proc_timeout_s=0"], "--proc_timeout_s must be > 0"),
+    ("benchmarks.bench_train", ["--jax_dsc_impls=shift,shift"], "choose from auto, dense, shift, shift_vjp, "
                                                      "repeat, xla, each once"),
-    ("profile_step", ["--kernels_per_layer=,"], "give at least one value, e.g. 2,1"),
-    ("profile_control_flow", ["--top=0"], "argument --top: '0' is not a positive integer"),
-    ("anomaly_maps", ["--n_images=0"], "argument --n_images: '0' is not a positive integer"),
-    ("bf16_check", ["--batch=1798"], "--batch=1798: the embedded digits hold 1797 images"),
-    ("anomaly_maps", ["--seeds="], "--seeds=: give distinct seeds, at least one"),
-    ("profile_step", ["--threads=-1"], "--threads=-1: give 0 (PyTorch's default) or more"),
+    ("benchmarks.profile_step", ["--kernels_per_layer=,"], "give at least one value, e.g. 2,1"),
+    ("benchmarks.profile_control_flow", ["--top=0"], "argument --top: '0' is not a positive integer"),
+    ("results.anomaly_maps", ["--n_images=0"], "argument --n_images: '0' is not a positive integer"),
+    ("benchmarks.bf16_check", ["--batch=1798"], "--batch=1798: the embedded digits hold 1797 images"),
+    ("results.anomaly_maps", ["--seeds="], "--seeds=: give distinct seeds, at least one"),
+    ("benchmarks.profile_step", ["--threads=-1"], "--threads=-1: give 0 (PyTorch's default) or more"),
 ])
 def test_benchmarks_refuse_bad_flags_before_waiting(monkeypatch, capsys, module, argv, expected):
     """A benchmark waits up to --wait_quiet seconds for a quiet machine; a bad flag must end it
@@ -453,7 +470,7 @@ def test_benchmarks_refuse_bad_flags_before_waiting(monkeypatch, capsys, module,
     def waited(*a, **k):
         raise AssertionError(f"{module} started waiting before refusing {argv}")
 
-    monkeypatch.setattr(common, "wait_for_quiet", waited)
+    monkeypatch.setattr(machine, "wait_for_quiet", waited)
     main = importlib.import_module(f"experiments.{module}").main
     with pytest.raises(SystemExit) as e:
         with common.package_errors(f"experiments.{module}"):
@@ -469,7 +486,7 @@ def test_benchmarks_refuse_bad_flags_before_waiting(monkeypatch, capsys, module,
     ("--ngf=16,x", "argument --ngf: '16,x' is not a comma-separated list of integers (e.g. 0,1,2)"),
 ])
 def test_demo_sweep_bad_lists_give_one_line(capsys, flag, expected):
-    from experiments import demo_sweep
+    from experiments.results import demo_sweep
 
     args = demo_sweep.parse_args(["--seeds=0, 2", "--ngf=8"])
     assert args.seeds == "0,2" and args.ngf == [8]  # sagan_jax's --seeds gets "0,2"
@@ -490,21 +507,21 @@ def _t2_row(model, cls, seed, auc=0.6):
 def test_table2_coverage_names_each_missing_run_and_the_command(tmp_path):
     """A partial report says which requested runs it lacks and why (diverged, started, not
     run), and gives the commands that complete it; a complete one says so."""
-    from experiments import table2
+    from experiments.results import table2_record, table2_report, table2_runner as table2
 
     argv = ["--three_way", "--dataset=digits", "--models", "sagan,pca,ganomaly",
             "--classes=0,1,2", "--seeds=0,1", f"--out={tmp_path}", "--report_only"]
     args = table2.parse_args(argv)
     rows = [_t2_row("pca", c, s) for c in "012" for s in (0, 1)]
     rows += [_t2_row("sagan", c, 0) for c in "012"] + [_t2_row("sagan", "0", 1)]
-    started = table2.run_workdir(str(tmp_path), "sagan", "1", 1)
+    started = table2_record.run_workdir(str(tmp_path), "sagan", "1", 1)
     os.makedirs(started)
     open(os.path.join(started, "metrics.jsonl"), "w").close()
-    diverged = table2.run_workdir(str(tmp_path), "sagan", "2", 1)
+    diverged = table2_record.run_workdir(str(tmp_path), "sagan", "2", 1)
     os.makedirs(diverged)
     with open(os.path.join(diverged, "metrics.json"), "w") as f:
         json.dump({"diverged": {"step": 12, "what": "loss g_loss = nan"}, "last_epoch": 1}, f)
-    text = table2.coverage(args, rows).splitlines()
+    text = table2_report.coverage(args, rows).splitlines()
     assert text[0] == (
         "Coverage: PARTIAL, 10 of 18 requested runs (3 models x 3 classes x 2 seeds) finished. "
         "PCA (baseline): seeds 0,1 complete. "
@@ -518,14 +535,14 @@ def test_table2_coverage_names_each_missing_run_and_the_command(tmp_path):
     assert text[-1].startswith("A diverged run is not retried by a command")
     os.remove(os.path.join(started, "metrics.jsonl"))  # seed 1: class 2 diverged, 1 not run
     rows.append(_t2_row("sagan", "1", 1))
-    text = table2.coverage(args, rows).splitlines()
+    text = table2_report.coverage(args, rows).splitlines()
     assert text[0].endswith("SAGAN (proposed): seed 0 complete; seed 1: 2 of 3 classes "
                             "finished (0, 1), class 2 diverged (loss g_loss = nan at step 12).")
     assert not any("--models=sagan" in line for line in text)  # nothing a command would train
     os.remove(os.path.join(diverged, "metrics.json"))
     rows += [_t2_row("sagan", "2", 1)] + [_t2_row("ganomaly", c, s) for c in "012"
                                           for s in (0, 1)]
-    assert table2.coverage(args, rows) == (
+    assert table2_report.coverage(args, rows) == (
         "Coverage: complete, all 18 requested runs (3 models x 3 classes x 2 seeds) finished.")
 
 
@@ -536,12 +553,12 @@ def test_committed_three_way_sections_are_their_records():
     never drifts from the runs it names."""
     import shlex
 
-    from experiments import table2
+    from experiments.results import table2_report, table2_runner as table2
 
     checked = 0
     for record in sorted(glob.glob(os.path.join(common.DOCS, "runs", "*.csv"))):
         name = os.path.basename(record)[:-len(".csv")]
-        body = common.read_section(common.RESULTS_MD, name)
+        body = sections.read_section(common.RESULTS_MD, name)
         assert body is not None, f"{record}: docs/results.md has no section {name}"
         command = body.splitlines()[0]
         assert command.startswith("Command: `python -m experiments.table2 "), command
@@ -549,8 +566,8 @@ def test_committed_three_way_sections_are_their_records():
         assert os.path.samefile(args.record, record)
         rows = [r for (m, c, s), r in args.recorded.items()
                 if m in args.models and c in args.classes and s in args.seeds]
-        assert table2.three_way_table(rows, args.classes, args.models) in body
-        assert table2.three_way_facts(rows, args.models) in body
+        assert table2_report.three_way_table(rows, args.classes, args.models) in body
+        assert table2_report.three_way_facts(rows, args.models) in body
         checked += 1
     assert checked >= 1
 
@@ -558,7 +575,7 @@ def test_committed_three_way_sections_are_their_records():
 def test_table2_doc_section(tmp_path, capsys):
     """--doc_section writes the report into that section of --doc and leaves the rest of the
     file as it was; a file without the section's markers is refused before any training."""
-    from experiments import table2
+    from experiments.results import table2_record, table2_report, table2_runner as table2
 
     doc = tmp_path / "results.md"
     doc.write_text("# Results\n\nby hand\n")
@@ -573,18 +590,18 @@ def test_table2_doc_section(tmp_path, capsys):
         "add them where the report belongs")
     doc.write_text("# Results\n\nby hand\n<!-- t2:begin -->\nold\n<!-- t2:end -->\n\nafter\n")
     args = table2.parse_args(argv)
-    table2.write_outputs(args, [_t2_row(m, c, 0, 0.4) for m in ("pca", "sagan") for c in "01"])
+    table2_report.write_outputs(args, [_t2_row(m, c, 0, 0.4) for m in ("pca", "sagan") for c in "01"])
     text = doc.read_text()
     assert text.startswith("# Results\n\nby hand\n<!-- t2:begin -->\nCommand: `python -m "
                            "experiments.table2 --three_way")
     assert text.endswith("<!-- t2:end -->\n\nafter\n") and "old" not in text
-    body = common.read_section(str(doc), "t2")
+    body = sections.read_section(str(doc), "t2")
     assert "Coverage: complete, all 4 requested runs (2 models x 2 classes x 1 seed) finished." in body
     assert "| SAGAN (proposed) | (b) honest: precise BN, last epoch | 0.400 | 0.400 | 0.400 | 0 |" in body
     assert "ours, last epoch" not in body  # the one-evaluation table stays in table2.md only
     assert "ours, last epoch" in (tmp_path / "out" / "table2.md").read_text()
     # the section's per-run record sits beside the doc, in runs/NAME.csv, named in the report
-    assert sorted(table2.read_record(str(tmp_path / "runs" / "t2.csv"))) == [
+    assert sorted(table2_record.read_record(str(tmp_path / "runs" / "t2.csv"))) == [
         (m, c, 0) for m in ("pca", "sagan") for c in "01"]
     assert f"Per-run record (each finished run's numbers and defining flags; runs found there " \
            f"are not retrained): {tmp_path / 'runs' / 't2.csv'}." in body
@@ -593,7 +610,7 @@ def test_table2_doc_section(tmp_path, capsys):
 def test_table2_keeps_no_row_of_an_unfinished_run(tmp_path, monkeypatch):
     """A run that diverged (even after epochs that were scored, so it has an AUC) or stopped
     short of its epochs is not a row of the table; the coverage line names it instead."""
-    from experiments import table2
+    from experiments.results import table2_runner as table2
     import sagan_jax.training.loop as loop
 
     def metrics(auc, last_epoch, diverged=None):
@@ -606,7 +623,7 @@ def test_table2_keeps_no_row_of_an_unfinished_run(tmp_path, monkeypatch):
     monkeypatch.setattr(loop, "train", lambda cfg, load: {"per_class": True, "results": results})
     args = table2.parse_args(["--dataset=digits", "--models=sagan", "--classes=0,1,2",
                               "--budget=tiny", f"--out={tmp_path}"])
-    rows = table2.run_all(args, common.LoadMonitor())
+    rows = table2.run_all(args, machine.LoadMonitor())
     assert [(r["abnormal_class"], r["auc_last_epoch"]) for r in rows] == [("0", 0.7)]
 
 
@@ -633,7 +650,7 @@ def test_table2_record_rebuilds_and_completes_a_report_without_workdirs(tmp_path
     be committed: a checkout without the workdirs reads those runs back instead of retraining
     them, trains only the missing ones, writes the same table, and keeps recorded runs it was
     not asked for."""
-    from experiments import table2
+    from experiments.results import table2_record, table2_report, table2_runner as table2
     import sagan_jax.training.loop as loop
 
     calls = []
@@ -641,35 +658,35 @@ def test_table2_record_rebuilds_and_completes_a_report_without_workdirs(tmp_path
     rec = tmp_path / "record.csv"
     other = _t2_row("ganomaly", "5", 0)  # another table's run: kept
     with open(rec, "w") as f:
-        f.write(",".join(table2.CSV_FIELDS) + "\n"
-                + ",".join(str(other.get(k, "")) for k in table2.CSV_FIELDS) + "\n")
+        f.write(",".join(table2_record.CSV_FIELDS) + "\n"
+                + ",".join(str(other.get(k, "")) for k in table2_record.CSV_FIELDS) + "\n")
     argv = ["--three_way", "--dataset=digits", "--models=sagan", "--seeds=0", "--budget=tiny",
             f"--record={rec}"]
     args = table2.parse_args([*argv, "--classes=0,1", f"--out={tmp_path / 'a'}"])
-    first = table2.run_all(args, common.LoadMonitor())
+    first = table2.run_all(args, machine.LoadMonitor())
     assert sorted(calls) == [("0", 0), ("1", 0)]
     assert json.loads(first[0]["flags"])["ngf"] == 16  # the tiny budget's width
-    table2.write_outputs(args, first)
+    table2_report.write_outputs(args, first)
     args = table2.parse_args([*argv, "--classes=0,1", f"--out={tmp_path / 'b'}",
                               "--report_only"])  # a fresh checkout: no workdirs
     assert set(args.recorded) == {("ganomaly", "5", 0), ("sagan", "0", 0), ("sagan", "1", 0)}
-    again = table2.run_all(args, common.LoadMonitor())
+    again = table2.run_all(args, machine.LoadMonitor())
     assert again == first  # every field, typed as it was
-    assert (table2.three_way_table(again, ["0", "1"], ["sagan"])
-            == table2.three_way_table(first, ["0", "1"], ["sagan"]))
+    assert (table2_report.three_way_table(again, ["0", "1"], ["sagan"])
+            == table2_report.three_way_table(first, ["0", "1"], ["sagan"]))
     calls.clear()
     args = table2.parse_args([*argv, "--classes=0,1,2", f"--out={tmp_path / 'c'}"])
-    rows = table2.run_all(args, common.LoadMonitor())
+    rows = table2.run_all(args, machine.LoadMonitor())
     assert calls == [("2", 0)]  # only the run the record lacks was trained
     assert [(r["abnormal_class"], r["auc_last_epoch"]) for r in rows] == [
         ("0", 0.5), ("1", 0.6), ("2", 0.7)]
-    kept = table2.read_record(str(rec))
+    kept = table2_record.read_record(str(rec))
     assert sorted(kept) == [("ganomaly", "5", 0), ("sagan", "0", 0), ("sagan", "1", 0),
                             ("sagan", "2", 0)]
     assert kept[("ganomaly", "5", 0)]["auc_last_epoch"] == 0.6
     args = table2.parse_args([*argv, "--classes=0,1,2,3", f"--out={tmp_path / 'c'}",
                               "--report_only"])
-    assert table2.coverage(args, table2.run_all(args, common.LoadMonitor())).splitlines()[-1] \
+    assert table2_report.coverage(args, table2.run_all(args, machine.LoadMonitor())).splitlines()[-1] \
         == (f"    python -m experiments.table2 --three_way --dataset=digits --budget=tiny "
             f"--classes=0,1,2,3 --out={tmp_path / 'c'} --record={rec} --models=sagan --seeds=0")
 
@@ -678,7 +695,7 @@ def test_table2_record_refuses_other_flags_and_bad_files(tmp_path, capsys, monke
     """A finished run trained with other flags, in the record or in a workdir, is not read into
     this command's table (one line naming the flag, exit 2, before any training); nor is a file
     that is not a record. Two commands writing one record keep each other's runs."""
-    from experiments import table2
+    from experiments.results import table2_record, table2_report, table2_runner as table2
     import sagan_jax.training.loop as loop
 
     monkeypatch.setattr(loop, "train", _fake_train([]))
@@ -693,7 +710,7 @@ def test_table2_record_refuses_other_flags_and_bad_files(tmp_path, capsys, monke
         return capsys.readouterr().err.splitlines()[-1]
 
     args = table2.parse_args(argv)
-    table2.write_outputs(args, table2.run_all(args, common.LoadMonitor()))
+    table2_report.write_outputs(args, table2.run_all(args, machine.LoadMonitor()))
     fresh = [a.replace("/a", "/b") for a in argv]  # no workdir: the record alone
     assert refused([*fresh, "--set", "ngf=32", "--report_only"]).endswith(
         f"error: --record={rec}: run sagan class 0 seed 0 there was trained with other "
@@ -701,7 +718,7 @@ def test_table2_record_refuses_other_flags_and_bad_files(tmp_path, capsys, monke
         "--doc_section) for a new table")
     # a finished workdir run is compared with the flags its metrics.json saved, not labelled
     # with the command's
-    workdir = table2.run_workdir(str(tmp_path / "a"), "sagan", "0", 0)
+    workdir = table2_record.run_workdir(str(tmp_path / "a"), "sagan", "0", 0)
     os.makedirs(workdir)
     cfg = table2.run_config(args, "sagan", "0", 0)
     with open(os.path.join(workdir, "metrics.json"), "w") as f:
@@ -710,13 +727,13 @@ def test_table2_record_refuses_other_flags_and_bad_files(tmp_path, capsys, monke
         f"error: workdir {workdir}: run sagan class 0 seed 0 there was trained with other "
         "flags: --ngf=48 (now 16); use another --out, or this run's flags")
     # another machine keeps the data elsewhere: not a difference
-    assert "data_root" not in json.loads(table2.read_record(str(rec))[("sagan", "0", 0)]["flags"])
+    assert "data_root" not in json.loads(table2_record.read_record(str(rec))[("sagan", "0", 0)]["flags"])
     # two commands that read the record before either wrote it keep both runs
     one = table2.parse_args([*fresh[:3], "--classes=1", *fresh[4:]])
     two = table2.parse_args([*fresh[:3], "--classes=2", *fresh[4:]])
-    table2.write_outputs(one, table2.run_all(one, common.LoadMonitor()))
-    table2.write_outputs(two, table2.run_all(two, common.LoadMonitor()))
-    assert sorted(table2.read_record(str(rec))) == [("sagan", c, 0) for c in "012"]
+    table2_report.write_outputs(one, table2.run_all(one, machine.LoadMonitor()))
+    table2_report.write_outputs(two, table2.run_all(two, machine.LoadMonitor()))
+    assert sorted(table2_record.read_record(str(rec))) == [("sagan", c, 0) for c in "012"]
     assert not [n for n in os.listdir(tmp_path) if ".tmp" in n]
     text = rec.read_text()
     lines = text.splitlines()
@@ -752,7 +769,7 @@ def test_table2_record_refuses_other_flags_and_bad_files(tmp_path, capsys, monke
 def test_parity_train_one_seed_and_failed_runs_are_written_plainly(capsys):
     """One seed per framework: no standard deviation, no ratio to it (never 'nan' in the
     docs); a run without a result is named under the table; bad --frameworks are refused."""
-    from experiments import parity_train
+    from experiments.results import parity_train
 
     rows = [{"framework": fw, "seed": 0, "auc": a, "wall_time_s": 10.0, "runs_in_program": 1}
             for fw, a in (("jax", 0.61), ("torch", 0.58))]
@@ -776,7 +793,7 @@ def test_parity_train_one_seed_and_failed_runs_are_written_plainly(capsys):
 def test_demo_sweep_refuses_results_of_other_settings(tmp_path, capsys):
     """sweep.json's keys name a digit and sizes only: results stored with other seeds, --set
     flags or without a requested lambda are refused, not reused under this sweep's heading."""
-    from experiments import demo_sweep
+    from experiments.results import demo_sweep
 
     run = {"seed": 0, "auc": {"0.2": 0.6, "0.9": 0.5}, "auc_r": 0.5, "auc_lat": 0.5,
            "wall_time_s": 1.0, "epochs": 3}
@@ -799,7 +816,7 @@ def test_demo_sweep_refuses_results_of_other_settings(tmp_path, capsys):
 
 
 def test_digits_sweep_refuses_several_runs_per_digit(capsys):
-    from experiments import digits_sweep
+    from experiments.results import digits_sweep
 
     with pytest.raises(SystemExit) as e:
         digits_sweep.main(["--digits=0", "--extra=--seeds=0,1", "--doc=/nonexistent/x.md"])
@@ -813,15 +830,15 @@ def test_digits_sweep_refuses_several_runs_per_digit(capsys):
 def test_digits_sweep_table_names_what_is_missing(tmp_path):
     """A partial sweep's mean says over how many digits it is; a run without a result is named
     under the table, not averaged."""
-    from experiments import digits_sweep
+    from experiments.results import digits_sweep
 
     doc = tmp_path / "r.md"
     m = {"auc": 0.8, "ap": 0.7, "auc_r_alone": 0.6, "auc_lat_alone": 0.5, "wall_time_s": 9.0,
          "best_epoch_on_test_set": {"auc": 0.9}}
     args = digits_sweep.argparse.Namespace(doc=str(doc))
-    digits_sweep.write_table(args, [("0", m)], common.LoadMonitor(),
+    digits_sweep.write_table(args, [("0", m)], machine.LoadMonitor(),
                              [("1", "diverged (loss g = nan at step 3)")], 4)
-    body = common.read_section(str(doc), "digits_sweep")
+    body = sections.read_section(str(doc), "digits_sweep")
     assert "| mean of 1 of 4 digits | 0.8000 | | | | | |" in body
     assert "No result (not in the mean): digit 1: diverged (loss g = nan at step 3)." in body
     assert body.endswith("PARTIAL: 2 of 4 digits not run yet (the same command resumes the sweep).")
@@ -836,7 +853,7 @@ def test_digits_sweep_table_names_what_is_missing(tmp_path):
     (["--classes=bird", "--eval_modes=sagan:cat"], "--eval_modes=sagan:cat: give MODEL:CLASS"),
 ])
 def test_table2_refuses_lists_it_would_misread(capsys, argv, expected):
-    from experiments import table2
+    from experiments.results import table2_runner as table2
 
     assert table2.parse_args(["--classes=bird,cat", "--eval_modes=sagan:cat"]).eval_modes_classes == ["cat"]
     with pytest.raises(SystemExit) as e:
@@ -848,7 +865,7 @@ def test_table2_refuses_lists_it_would_misread(capsys, argv, expected):
 def test_demo_counts_no_diverged_run():
     """A run that diverged after scored epochs carries an earlier epoch's AUC: the demo and
     bf16_auc take it for no result (by seed), never for the run's last-epoch AUC."""
-    from experiments import demo
+    from experiments.results import demo
 
     result = {"results": [{"flags": {"seed": 0}, "auc": 0.7},
                           {"flags": {"seed": 1}, "auc": 0.9, "diverged": {"step": 5}},
@@ -861,7 +878,7 @@ def test_demo_counts_no_diverged_run():
 def test_demo_verdicts_compare_95_percent_intervals():
     """The demo's closing line follows the README's rule: Student-t 95% intervals of the mean
     over seeds, never one mean against a line."""
-    from experiments import demo
+    from experiments.results import demo
 
     lo, hi = demo.interval((0.7, 0.1), 5)  # t(0.975, 4) = 2.7764
     assert (lo, hi) == pytest.approx((0.7 - 2.7764 * 0.1 / 5 ** 0.5,

@@ -246,7 +246,7 @@ def test_auc_per_defect_also_with_one_defect_type():
 def test_pixel_metrics_in_summaries_and_table2_rows():
     """summary.json/summary.md and table2's runs.csv carry pixel AUROC and AUPRO when the runs
     have defect masks, and nothing (empty cells) when they do not."""
-    from experiments import table2
+    from experiments.results import table2_record
     from sagan_jax.training.results import summarise_runs, summary_markdown
     from sagan_jax.training.runs import Run
 
@@ -262,8 +262,8 @@ def test_pixel_metrics_in_summaries_and_table2_rows():
         summarise_runs(runs, [{k: v for k, v in r.items() if "pixel" not in k} for r in res]),
         "sagan")
     metrics = dict(res[0], ap=0.5, f1=0.5, last_epoch=1, wall_time_s=1.0)
-    got = table2.row_of(runs[0].cfg, metrics, "tiny")
+    got = table2_record.row_of(runs[0].cfg, metrics, "tiny")
     assert (got["pixel_auc_last_epoch"], got["pixel_aupro_last_epoch"]) == (0.7, 0.3)
-    got = table2.row_of(runs[0].cfg, dict(metrics, pixel_auc=None, pixel_aupro=None), "tiny")
+    got = table2_record.row_of(runs[0].cfg, dict(metrics, pixel_auc=None, pixel_aupro=None), "tiny")
     assert (got["pixel_auc_last_epoch"], got["pixel_aupro_last_epoch"]) == ("", "")
-    assert set(table2.OPTIONAL_FIELDS) <= set(table2.CSV_FIELDS)
+    assert set(table2_record.OPTIONAL_FIELDS) <= set(table2_record.CSV_FIELDS)

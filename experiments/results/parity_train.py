@@ -23,8 +23,8 @@ Writes OUT/parity_<protocol>.json and, unless --no-write, a section of docs/resu
 seed AUC, mean, sample standard deviation, range, and whether the JAX mean lies within the
 PyTorch seeds' range.
 
-  python -m experiments.parity_train --protocol digits --seeds 0,1,2 --out workdirs/parity
-  python -m experiments.parity_train --protocol cifar10_reduced --abnormal_class bird \\
+  python -m experiments.results.parity_train --protocol digits --seeds 0,1,2 --out workdirs/parity
+  python -m experiments.results.parity_train --protocol cifar10_reduced --abnormal_class bird \\
       --data_root ~/.cache/sagan_jax/cifar10_jpg --out workdirs/table2_reduced
 """
 from __future__ import annotations
@@ -36,10 +36,11 @@ import os
 import statistics
 import time
 
-from experiments import common, table2
+from experiments import common, machine, sections
+from experiments.results import table2_record, table2_runner
 from sagan_jax.config import Config
 
-MODULE = "experiments.parity_train"
+MODULE = "experiments.results.parity_train"
 log = logging.getLogger("parity_train")
 PROTOCOLS = ("digits", "cifar10_reduced")
 
@@ -66,14 +67,14 @@ def make_config(args, seed: int) -> Config:
         cfg = _digits_config(args, seed=seed)
         return cfg.replace(workdir=os.path.join(digits_workdir(args), "runs",
                                                 f"{cfg.abnormal_class}_seed{seed}"))
-    return table2.run_config(_table2_args(args), "sagan", args.abnormal_class, seed)
+    return table2_runner.run_config(_table2_args(args), "sagan", args.abnormal_class, seed)
 
 
 def legacy_workdir(args, cfg: Config) -> str:
     """Where a seed's JAX run lived before the run axis (one process per seed)."""
     if args.protocol == "digits":
         return os.path.join(digits_workdir(args), f"seed{cfg.seed}")
-    return table2.legacy_workdir(args.out, "sagan", cfg.abnormal_class, cfg.seed)
+    return table2_record.legacy_workdir(args.out, "sagan", cfg.abnormal_class, cfg.seed)
 
 
 def program_config(args, seeds: list) -> Config:
@@ -83,7 +84,7 @@ def program_config(args, seeds: list) -> Config:
     if args.protocol == "digits":
         return _digits_config(args, seed=seeds[0], seeds=",".join(map(str, seeds)),
                               workdir=digits_workdir(args))
-    return table2.program_config(_table2_args(args), "sagan", [args.abnormal_class], seeds)
+    return table2_runner.program_config(_table2_args(args), "sagan", [args.abnormal_class], seeds)
 
 
 def torch_workdir(args, cfg: Config) -> str:
@@ -142,7 +143,7 @@ def _row(fw: str, seed: int, m: dict) -> dict:
 def run_all(args) -> tuple:
     """(rows of the finished runs, [(framework, seed, why)] of the runs with no result: a run
     that diverged, even after scored epochs, or stopped short of its epochs is no row)."""
-    cache = table2.DataCache()
+    cache = table2_runner.DataCache()
     rows, failed = [], []
     if "jax" in args.frameworks:
         epochs = make_config(args, args.seeds[0]).epochs
@@ -193,7 +194,7 @@ def summarise(rows: list) -> dict:
 def markdown(args, rows: list, summary: dict, command: str, load=None, failed=()) -> str:
     seeds = sorted({r["seed"] for r in rows})
     lines = [
-        f"Command: `{command}`. " + common.machine_header(load)
+        f"Command: `{command}`. " + machine.machine_header(load)
         + " Result = last-epoch AUC (no selection); each framework "
         "draws its own initial weights from the seed; same data, batch order, hyperparameters "
         "and evaluation (precise BN, 0.2 R + 0.8 L).",
@@ -264,7 +265,7 @@ def main(argv=None):
         program_config(args, args.seeds)
     except common.FlagError as e:
         common.fail(str(e))
-    monitor = common.LoadMonitor()
+    monitor = machine.LoadMonitor()
     rows, failed = run_all(args)
     summary = summarise(rows)
     os.makedirs(args.out, exist_ok=True)
@@ -278,7 +279,7 @@ def main(argv=None):
         heading = {"digits": "## Training parity, JAX vs PyTorch: embedded digits (quickstart)",
                    "cifar10_reduced": "## Training parity, JAX vs PyTorch: CIFAR-10 JPEG copy, "
                                       "reduced budget"}[args.protocol]
-        common.replace_section(args.doc, name, body, heading=heading)
+        sections.replace_section(args.doc, name, body, heading=heading)
     return summary
 
 

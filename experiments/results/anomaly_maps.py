@@ -17,7 +17,7 @@ over all pixels of the defect images, and the image AUROC of the defect images a
 clean originals (the model's own score). The defects are the same for every seed (defect seed
 fixed), so the seeds differ only in the trained model.
 
-    python -m experiments.anomaly_maps [--seeds 0,1,2] [--n_images 100] [--no_docs]
+    python -m experiments.results.anomaly_maps [--seeds 0,1,2] [--n_images 100] [--no_docs]
 
 Writes the section ``anomaly_maps`` of docs/results.md (unless --no_docs) and
 WORKDIR/anomaly_maps.json.
@@ -29,9 +29,9 @@ import json
 import os
 import time
 
-from experiments import common
+from experiments import common, machine, sections
 
-MODULE = "experiments.anomaly_maps"
+MODULE = "experiments.results.anomaly_maps"
 KINDS = ("bright square", "dark square", "noise square", "digit-0 patch")
 HEADING = "## Anomaly maps: residual vs gradient, synthetic defects with exact masks"
 
@@ -138,7 +138,7 @@ def main(argv=None):
     if not args.seeds or len(set(args.seeds)) < len(args.seeds):
         ap.error(f"--seeds={','.join(map(str, args.seeds))}: give distinct seeds, at least one")
     seeds = args.seeds
-    monitor = common.LoadMonitor()
+    monitor = machine.LoadMonitor()
     per_seed, train_s = {}, {}
     for seed in seeds:
         try:
@@ -182,13 +182,13 @@ def main(argv=None):
         "AUROC: the model's score of the defect images against their clean originals. Cells: "
         "mean over seeds in bold, then each seed.",
         "",
-        common.machine_header(monitor.report(), packages=("jax", "jaxlib", "flax")),
+        machine.machine_header(monitor.report(), packages=("jax", "jaxlib", "flax")),
         "",
         table(per_seed),
     ])
     print(body)
     if not args.no_docs:
-        common.replace_section(common.RESULTS_MD, "anomaly_maps", body, heading=HEADING)
+        sections.replace_section(common.RESULTS_MD, "anomaly_maps", body, heading=HEADING)
 
 
 if __name__ == "__main__":

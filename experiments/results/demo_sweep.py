@@ -3,7 +3,7 @@ three seeds per setting trained together as one program (--seeds), the last-epoc
 several score weights, beside the PCA and kNN baselines on the same splits; the table goes to
 the section `demo_sweep` of docs/results.md.
 
-    python -m experiments.demo_sweep [--digits 0,1] [--isize 16] [--ngf 16,32] [--kpl 1,2] [--epochs 3,6]
+    python -m experiments.results.demo_sweep [--digits 0,1] [--isize 16] [--ngf 16,32] [--kpl 1,2] [--epochs 3,6]
         [--lambdas 0.2,0.5,0.9] [--seeds 0,1,2] [--out workdirs/demo_sweep] [--set FLAG=VALUE]
 
 Grid: abnormal digit x generator width (--ngf) x DSC channel multiplier (--kernels_per_layer);
@@ -28,9 +28,9 @@ import subprocess
 import sys
 import time
 
-from experiments import common
+from experiments import common, machine, sections
 
-MODULE = "experiments.demo_sweep"
+MODULE = "experiments.results.demo_sweep"
 SECTION = "demo_sweep"
 HEADING = "## Quickstart flags: measured sweep (issue 13)"
 # The quickstart's fixed settings; everything swept comes after them. The fixed DSC rule
@@ -190,7 +190,7 @@ def write_table(args, state, monitor):
     lines = [
         f"Command: `{common.command_line(MODULE)}`",
         "",
-        common.machine_header(monitor.report() if monitor else None,
+        machine.machine_header(monitor.report() if monitor else None,
                               packages=("jax", "jaxlib", "flax", "scikit-learn")),
         "",
         f"Each row: SAGAN trained with seeds {args.seeds} together as one program "
@@ -234,7 +234,7 @@ def write_table(args, state, monitor):
         if b:
             lines.append(f"| {digit} | {b['pca']['auc_mean']:.3f} ± {b['pca']['auc_std']:.3f} | "
                          f"{b['knn']['auc_mean']:.3f} ± {b['knn']['auc_std']:.3f} |")
-    common.replace_section(args.doc, SECTION, "\n".join(lines), heading=HEADING)
+    sections.replace_section(args.doc, SECTION, "\n".join(lines), heading=HEADING)
 
 
 def main(argv=None):
@@ -263,7 +263,7 @@ def main(argv=None):
             json.dump(state, f, indent=1)
         os.replace(tmp, path)
 
-    monitor = None if args.report_only else common.LoadMonitor()
+    monitor = None if args.report_only else machine.LoadMonitor()
     if not args.report_only:
         for digit in args.digits:
             if f"isize{args.isize}_digit{digit}" not in state["baselines"]:

@@ -1,7 +1,7 @@
 """Train the quickstart configuration with each digit held out as the anomaly, one after the
 other, and write a table of the last-epoch AUCs to docs/results.md.
 
-    python -m experiments.digits_sweep [--digits 0,1,...] [--extra "--epochs=3"]
+    python -m experiments.results.digits_sweep [--digits 0,1,...] [--extra "--epochs=3"]
 
 Every digit uses the same flags (experiments/quickstart.cfg), so the table shows how much the
 result depends on which digit is abnormal; the quickstart's own digit is one row of it. Each
@@ -17,9 +17,9 @@ import shlex
 import subprocess
 import sys
 
-from experiments import common
+from experiments import common, machine, sections
 
-MODULE = "experiments.digits_sweep"
+MODULE = "experiments.results.digits_sweep"
 
 
 def run_flags(args, digit: str) -> list:
@@ -49,7 +49,7 @@ def main(argv=None):
         ap.error("--extra sets --seeds or --abnormal_classes: this sweep trains one run per "
                  "digit (for several seeds per digit: python -m experiments.table2 "
                  "--dataset=digits --seeds=...)")
-    monitor = common.LoadMonitor()
+    monitor = machine.LoadMonitor()
     rows, failed = [], []
     for digit, cfg in cfgs.items():
         m = common.done_metrics(cfg.workdir, cfg.epochs)
@@ -80,7 +80,7 @@ def write_table(args, rows, monitor, failed=(), n_digits=None):
     lines = [
         f"Command: `{common.command_line(MODULE)}` "
         f"(each run: `experiments/quickstart.cfg` with `--abnormal_class=D`).",
-        common.machine_header(monitor.report(), packages=("jax", "jaxlib", "flax")),
+        machine.machine_header(monitor.report(), packages=("jax", "jaxlib", "flax")),
         "Result = last-epoch AUC (no selection). R and L columns: AUC of each score term alone.",
         "",
         "| abnormal digit | AUC | AP | AUC of R alone | AUC of L alone | best epoch AUC (test-selected) | wall time (s) |",
@@ -102,7 +102,7 @@ def write_table(args, rows, monitor, failed=(), n_digits=None):
     if len(rows) + len(failed) < n_digits:
         lines += ["", f"PARTIAL: {n_digits - len(rows) - len(failed)} of {n_digits} digits "
                   "not run yet (the same command resumes the sweep)."]
-    common.replace_section(args.doc, "digits_sweep",
+    sections.replace_section(args.doc, "digits_sweep",
                            "\n".join(lines), heading="## Embedded digits: every digit as the anomaly")
 
 

@@ -16,7 +16,7 @@ this network is so sensitive (training-mode BatchNorm over ~18 layers) that this
 the early layers' gradients by 20-50%. It prints a table and writes no docs. The AUC comparison (quickstart over seeds in both dtypes) is a separate,
 longer run.
 
-    python -m experiments.bf16_check [--ngf 64] [--batch 32] [--kernels_per_layer 2]
+    python -m experiments.benchmarks.bf16_check [--ngf 64] [--batch 32] [--kernels_per_layer 2]
 """
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ import argparse
 import json
 import time
 
-from experiments import common
+from experiments import common, machine, sections
 
 
 def rel(a, b) -> float:
@@ -88,7 +88,7 @@ def main(argv=None):
     from sagan_jax.training.state import init_state, make_optimizers
     from sagan_jax.training.step import train_step
 
-    monitor = common.LoadMonitor()
+    monitor = machine.LoadMonitor()
     base = dict(ngf=args.ngf, ndf=args.ngf, isize=args.isize, batch_size=args.batch,
                 kernels_per_layer=args.kernels_per_layer, seed=args.seed)
     cfgs = {d: Config(**base, compute_dtype=d) for d in ("float32", "bfloat16")}
@@ -149,11 +149,11 @@ def main(argv=None):
         f"({time.perf_counter() - t0:.0f} s).", "",
         "| quantity | value |", "|---|---|",
         *[f"| {k} | {v} |" for k, v in rows], "",
-        common.machine_header(load), "",
-        "Command: `" + common.command_line("experiments.bf16_check", argv) + "`"])
+        machine.machine_header(load), "",
+        "Command: `" + common.command_line("experiments.benchmarks.bf16_check", argv) + "`"])
     print(body)
     if args.docs:
-        common.replace_section(common.RESULTS_MD, "bf16_check", body,
+        sections.replace_section(common.RESULTS_MD, "bf16_check", body,
                                heading="## Mixed precision: bfloat16 against float32, one step")
     if args.json:
         with open(args.json, "w") as f:

@@ -18,7 +18,7 @@ It prints a table; it writes no docs (the machine is shared: pass the figures to
 decides). The step is the data-parallel one the training loop compiles
 (sagan_jax.training.step.make_train_step over a one-device mesh).
 
-    python -m experiments.startup_time [--ngf 64] [--batch 64] [--kernels_per_layer 2]
+    python -m experiments.benchmarks.startup_time [--ngf 64] [--batch 64] [--kernels_per_layer 2]
         [--xla_flags "--xla_cpu_..."] [--eager_init] [--autotune] [--repeats 1]
 """
 from __future__ import annotations
@@ -32,7 +32,7 @@ import sys
 import tempfile
 import time
 
-from experiments import common
+from experiments import common, machine
 
 ROWS = (("init_s", "init (jitted init_state)"),
         ("init_eager_s", "init (op by op, previous)"),
@@ -101,7 +101,8 @@ def child(args) -> dict:
 
 
 def run_child(args, cache_dir: str) -> dict:
-    cmd = [sys.executable, "-m", "experiments.startup_time", "--child", "--cache_dir", cache_dir,
+    cmd = [sys.executable, "-m", "experiments.benchmarks.startup_time", "--child",
+           "--cache_dir", cache_dir,
            "--ngf", str(args.ngf), "--batch", str(args.batch),
            "--kernels_per_layer", str(args.kernels_per_layer), "--dsc_impl", args.dsc_impl,
            "--compute_dtype", args.compute_dtype,
@@ -134,7 +135,7 @@ def main(argv=None):
                     help="jax_persistent_cache_min_compile_time_secs (main.py: 1.0)")
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--cache_dir", default="", help=argparse.SUPPRESS)
-    common.add_load_arguments(ap, writes_docs=False)
+    machine.add_load_arguments(ap, writes_docs=False)
     args = ap.parse_args(argv)
     if args.child:
         print(json.dumps(child(args)), flush=True)
@@ -144,8 +145,8 @@ def main(argv=None):
     Config(ngf=args.ngf, ndf=args.ngf, batch_size=args.batch,  # the child's flags, checked now
            kernels_per_layer=args.kernels_per_layer, dsc_impl=args.dsc_impl,
            compute_dtype=args.compute_dtype)
-    common.wait_for_quiet(args.wait_quiet)
-    monitor = common.LoadMonitor()
+    machine.wait_for_quiet(args.wait_quiet)
+    monitor = machine.LoadMonitor()
     cold, warm = [], []
     for _ in range(args.repeats):
         with tempfile.TemporaryDirectory(prefix="sagan_jax_startup_") as d:
@@ -166,8 +167,8 @@ def main(argv=None):
     print(f"\nStableHLO of the step: {cold[0]['hlo_ops']} lines.")
     if "dsc_impls" in cold[0]:
         print("DSC impls:", ", ".join(f"{k}={v}" for k, v in cold[0]["dsc_impls"].items()))
-    print("\n" + common.machine_header(load))
-    print("Command: `" + common.command_line("experiments.startup_time", argv) + "`")
+    print("\n" + machine.machine_header(load))
+    print("Command: `" + common.command_line("experiments.benchmarks.startup_time", argv) + "`")
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """The quickstart's AUC in float32 and in bfloat16, over seeds (issue 12, item 4).
 
-    python -m experiments.bf16_auc [--seeds 0,1,2] [--out workdirs/bf16_auc] [--no_docs]
+    python -m experiments.results.bf16_auc [--seeds 0,1,2] [--out workdirs/bf16_auc] [--no_docs]
 
 Trains SAGAN with experiments/quickstart.cfg (embedded digits, digit 0 abnormal) for every
 seed, once with ``--compute_dtype=float32`` and once with ``--compute_dtype=bfloat16`` (each
@@ -9,7 +9,7 @@ the last-epoch test AUC of both dtypes, their mean ± std, and the wall time of 
 The seed draws the split and the initial weights, so seed s of both dtypes starts from the
 same float32 parameters on the same split; only the compute dtype differs. Writes the section
 ``bf16_auc`` of docs/results.md (unless --no_docs). The one-step error of bfloat16 against
-float32 is experiments/bf16_check.py's.
+float32 is experiments/benchmarks/bf16_check.py's.
 """
 from __future__ import annotations
 
@@ -18,10 +18,10 @@ import logging
 import os
 import time
 
-from experiments import common
-from experiments.demo import aucs_by_seed, mean_std
+from experiments import common, machine, sections
+from experiments.results.demo import aucs_by_seed, mean_std
 
-MODULE = "experiments.bf16_auc"
+MODULE = "experiments.results.bf16_auc"
 HEADING = "## Mixed precision: quickstart AUC in float32 and bfloat16 over seeds"
 DTYPES = ("float32", "bfloat16")
 
@@ -48,7 +48,7 @@ def main(argv=None):
     from sagan_jax.training.loop import train
 
     enable_compilation_cache(cfg.compilation_cache)
-    monitor = common.LoadMonitor()
+    monitor = machine.LoadMonitor()
     aucs, walls = {}, {}
     for dtype in DTYPES:
         t0 = time.time()
@@ -83,11 +83,11 @@ def main(argv=None):
         f"back shows seconds): float32 {walls['float32']:.0f} s, bfloat16 "
         f"{walls['bfloat16']:.0f} s.", "",
         *lines, "",
-        common.machine_header(monitor.report(), packages=("jax", "jaxlib", "flax")),
+        machine.machine_header(monitor.report(), packages=("jax", "jaxlib", "flax")),
     ])
     print(body)
     if not args.no_docs:
-        common.replace_section(common.RESULTS_MD, "bf16_auc", body, heading=HEADING)
+        sections.replace_section(common.RESULTS_MD, "bf16_auc", body, heading=HEADING)
 
 
 if __name__ == "__main__":

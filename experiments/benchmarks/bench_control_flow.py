@@ -8,8 +8,8 @@ chunk program writes its steps out one after another on CPU and selects instead 
 then timed over ``--repeats`` calls; the per-step time is the median call divided by the steps
 per call.
 
-    python -m experiments.bench_control_flow                 # ngf 32, batch 32
-    python -m experiments.bench_control_flow --ngf 64 --batch 64 --no-write
+    python -m experiments.benchmarks.bench_control_flow                 # ngf 32, batch 32
+    python -m experiments.benchmarks.bench_control_flow --ngf 64 --batch 64 --no-write
 """
 from __future__ import annotations
 
@@ -18,9 +18,9 @@ import functools
 import statistics
 import time
 
-from experiments import common
+from experiments import common, machine
 
-MODULE = "experiments.bench_control_flow"
+MODULE = "experiments.benchmarks.bench_control_flow"
 
 
 def step_config(ngf: int, batch: int, isize: int = 32, dsc_impl: str = "auto"):
@@ -156,22 +156,22 @@ def main(argv=None):
     ap.add_argument("--repeats", type=common.positive_int, default=3)
     ap.add_argument("--no-write", dest="write", action="store_false")
     ap.add_argument("--doc", default=common.BENCHMARKS_MD)
-    common.add_load_arguments(ap)
+    machine.add_load_arguments(ap)
     args = ap.parse_args(argv)
     unknown = sorted(set(args.variants) - {"alone", "cond", "scan", "chunk"})
     if unknown or not args.variants or args.variants[0] != "alone":
         ap.error(f"--variants={','.join(args.variants)}: a comma list of alone,cond,scan,chunk "
                  "starting with alone (the base of the ratios)")
     step_config(args.ngf, args.batch, args.isize, args.dsc_impl)  # bad sizes: before waiting
-    common.wait_for_quiet(args.wait_quiet)
-    monitor = common.LoadMonitor()
+    machine.wait_for_quiet(args.wait_quiet)
+    monitor = machine.LoadMonitor()
     rows = measure(args)
     load = monitor.report()
     base = rows[0][2]
     import jax
 
     lines = [
-        common.machine_header(load, packages=("jax", "jaxlib", "flax")),
+        machine.machine_header(load, packages=("jax", "jaxlib", "flax")),
         "",
         f"SAGAN training step, {args.isize}x{args.isize}, batch {args.batch}, ngf = ndf = "
         f"{args.ngf}, dsc_impl {args.dsc_impl}{' (autotuned)' if args.dsc_impl == 'auto' else ''}"
@@ -188,7 +188,7 @@ def main(argv=None):
     if args.md:
         with open(args.md, "w") as f:
             f.write("\n".join(lines) + "\n")
-    common.publish(args, "bench_control_flow", "\n".join(lines), load)
+    machine.publish(args, "bench_control_flow", "\n".join(lines), load)
 
 
 if __name__ == "__main__":

@@ -24,13 +24,13 @@ Measured:
     the framework, the compiled programs and all buffers.
 
 The machine's load is recorded (load average before and after, other processes' CPU share
-during the run; experiments/common.py). Figures go to docs/benchmarks.md only from a quiet
+during the run; experiments/machine.py). Figures go to docs/benchmarks.md only from a quiet
 machine (section bench_train); a loaded machine's only with --allow_loaded, and then to the
 labelled second table (section bench_train_loaded).
 
-    python -m experiments.bench_train                     # DSC and plain, writes docs
-    python -m experiments.bench_train --configs dsc --repeats 2 --no-write
-    python -m experiments.bench_train --jax_dsc_impls shift,auto   # compare DSC impls too
+    python -m experiments.benchmarks.bench_train                     # DSC and plain, writes docs
+    python -m experiments.benchmarks.bench_train --configs dsc --repeats 2 --no-write
+    python -m experiments.benchmarks.bench_train --jax_dsc_impls shift,auto   # compare DSC impls too
 """
 from __future__ import annotations
 
@@ -43,9 +43,9 @@ import subprocess
 import sys
 import time
 
-from experiments import common
+from experiments import common, machine
 
-MODULE = "experiments.bench_train"
+MODULE = "experiments.benchmarks.bench_train"
 
 
 # --- workers --------------------------------------------------------------------------------
@@ -209,7 +209,7 @@ def bench_config(name, cfg_dict, jax_impls, args):
 def table(results, args, load) -> str:
     threads = {r["PyTorch"]["info"]["threads"] for r in results.values()}
     lines = [
-        common.machine_header(load, packages=("jax", "jaxlib", "flax", "optax", "torch", "numpy"))
+        machine.machine_header(load, packages=("jax", "jaxlib", "flax", "optax", "torch", "numpy"))
         + f" PyTorch threads: {', '.join(map(str, sorted(threads)))}.",
         "",
         f"SAGAN, 32x32, batch {args.batch}, ngf = ndf = "
@@ -285,7 +285,7 @@ def main(argv=None):
                     help="print the table only (default: also write docs/benchmarks.md)")
     ap.add_argument("--doc", default=common.BENCHMARKS_MD, help="the Markdown file to write")
     ap.add_argument("--json", default="", help="also write the raw figures to this JSON file")
-    common.add_load_arguments(ap)
+    machine.add_load_arguments(ap)
     ap.add_argument("--worker", choices=("jax", "torch"), help=argparse.SUPPRESS)
     ap.add_argument("--worker_cfg", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
@@ -314,8 +314,8 @@ def main(argv=None):
                 name += f", ngf {ngf}"
             # without DSCs kernels_per_layer changes nothing: the first such config only
             plan.setdefault(name, base.replace(use_dsc=use_dsc))
-    common.wait_for_quiet(args.wait_quiet)
-    monitor = common.LoadMonitor()
+    machine.wait_for_quiet(args.wait_quiet)
+    monitor = machine.LoadMonitor()
     results = {}
     t0 = time.time()
     for name, cfg in plan.items():
@@ -324,7 +324,7 @@ def main(argv=None):
     load = monitor.report()  # after the workers exited: their CPU time is this run's
     text = table(results, args, load)
     print(f"(total {time.time() - t0:.0f} s)")
-    common.publish(args, "bench_train", text, load, {"results": results})
+    machine.publish(args, "bench_train", text, load, {"results": results})
 
 
 if __name__ == "__main__":

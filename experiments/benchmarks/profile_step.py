@@ -18,11 +18,11 @@ The two differ in what a layer holds: JAX's down<i> is the DoubleConv only (max-
 the module), PyTorch's holds its max-pool; JAX's up<i> is the DoubleConv, PyTorch's holds the
 upsampling, padding and concatenation. The table notes it.
 
-    python -m experiments.profile_step                       # ngf 64, k=2, batch 64; writes docs
-    python -m experiments.profile_step --kernels_per_layer 1 --no-write
+    python -m experiments.benchmarks.profile_step                       # ngf 64, k=2, batch 64; writes docs
+    python -m experiments.benchmarks.profile_step --kernels_per_layer 1 --no-write
 
 Writes section ``profile_step`` of docs/benchmarks.md from a quiet machine only (as every
-benchmark: experiments/common.py), and the raw figures to --json.
+benchmark: experiments/machine.py), and the raw figures to --json.
 """
 from __future__ import annotations
 
@@ -37,9 +37,9 @@ import statistics
 import tempfile
 import time
 
-from experiments import common
+from experiments import common, machine
 
-MODULE = "experiments.profile_step"
+MODULE = "experiments.benchmarks.profile_step"
 _INSTR = re.compile(r"^\s*(?:ROOT\s+)?%?([\w.\-]+) = .*?\s([\w\-]+)\(.*?metadata=\{[^}]*?"
                     r"op_name=\"([^\"]*)\"")
 _WRAP = re.compile(r"^(?:jvp|transpose|vmap|pjit|jit|checkpoint|remat|cond|while|scan|"
@@ -208,7 +208,7 @@ def order_key(name: str):
 def table(args, k: int, jx: dict, th: dict, load) -> str:
     names = sorted(set(jx["layers"]) | set(th["layers"]), key=order_key)
     jtot = sum(v["fwd_ms"] + v["bwd_ms"] for v in jx["layers"].values()) + jx["unmatched_ms"]
-    head = [common.machine_header(load, packages=("jax", "jaxlib", "flax", "torch")), ""] \
+    head = [machine.machine_header(load, packages=("jax", "jaxlib", "flax", "torch")), ""] \
         if load is not None else []
     lines = head + [
         f"**kernels_per_layer {k}.** "
@@ -271,7 +271,7 @@ def main(argv=None):
     ap.add_argument("--json", default="", help="also write the raw figures here")
     ap.add_argument("--no-write", dest="write", action="store_false")
     ap.add_argument("--doc", default=common.BENCHMARKS_MD)
-    common.add_load_arguments(ap)
+    machine.add_load_arguments(ap)
     args = ap.parse_args(argv)
     if args.threads < 0:
         ap.error(f"--threads={args.threads}: give 0 (PyTorch's default) or more")
@@ -289,8 +289,8 @@ def main(argv=None):
         common.fail(f"--kernels_per_layer={args.kernels_per_layer!r}: {e}", prog="profile_step")
     import torch
 
-    common.wait_for_quiet(args.wait_quiet)
-    monitor = common.LoadMonitor()
+    machine.wait_for_quiet(args.wait_quiet)
+    monitor = machine.LoadMonitor()
     raw = []
     for cfg in cfgs:
         jx = jax_profile(cfg, args.steps)
@@ -300,7 +300,7 @@ def main(argv=None):
     text = "\n\n".join(table(args, k, jx, th, load if i == 0 else None)
                        for i, (k, jx, th) in enumerate(raw))
     text += f"\n\nCommand: `{common.command_line(MODULE)}`."
-    common.publish(args, "profile_step", text, load, {"profiles": raw})
+    machine.publish(args, "profile_step", text, load, {"profiles": raw})
 
 
 if __name__ == "__main__":

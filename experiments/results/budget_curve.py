@@ -9,9 +9,9 @@ independent of the test order) and as the PyTorch originals score (training-mode
 the stored order, --eval_originals). PCA and kNN are fitted once on the same normal images:
 their AUC is a line, not a curve.
 
-    python -m experiments.budget_curve --train --models=sagan --classes=frog   # one run, resumes
-    python -m experiments.budget_curve --collect            # finished epochs -> the record
-    python -m experiments.budget_curve --report             # the record -> docs/results.md
+    python -m experiments.results.budget_curve --train --models=sagan --classes=frog   # one run, resumes
+    python -m experiments.results.budget_curve --collect            # finished epochs -> the record
+    python -m experiments.results.budget_curve --report             # the record -> docs/results.md
 
 --train runs (or resumes) the runs; stop it at any time: every finished epoch is checkpointed
 and --collect adds what is finished to the committed record (docs/runs/budget_curve.csv, one
@@ -25,9 +25,9 @@ import csv
 import json
 import os
 
-from experiments import common
+from experiments import common, sections
 
-MODULE = "experiments.budget_curve"
+MODULE = "experiments.results.budget_curve"
 RECORD = os.path.join(common.DOCS, "runs", "budget_curve.csv")
 PLOT = os.path.join(common.DOCS, "budget_curve.png")
 SECTION = "budget_curve"
@@ -101,7 +101,7 @@ def write_record(path: str, rows: list) -> None:
 def report(rows: list) -> str:
     """The results section: per class, one row per epoch with each GAN's two AUCs, the
     baselines' AUCs beside them."""
-    lines = ["Command: `python -m experiments.budget_curve --report` (from the record "
+    lines = ["Command: `python -m experiments.results.budget_curve --report` (from the record "
              "docs/runs/budget_curve.csv; `--train` and `--collect` add points).", ""]
     if not rows:
         return "\n".join(lines + ["No points recorded yet."])
@@ -192,7 +192,7 @@ def main(argv=None):
         rows = read_record(args.record)
         if rows:
             plot(rows, PLOT)
-        common.replace_section(common.RESULTS_MD, SECTION, report(rows),
+        sections.replace_section(common.RESULTS_MD, SECTION, report(rows),
                                heading="## Budget curve: AUC against images seen")
         print(f"wrote the {SECTION} section of {common.RESULTS_MD}")
 

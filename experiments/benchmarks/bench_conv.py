@@ -8,16 +8,16 @@ repeats after a warm-up, for
   im2col    the 9 shifted views concatenated on channels, one (N*H*W, 9*Cin) x (9*Cin, Cout) matmul
   shifted   the sum of 9 shifted (N*H*W, Cin) x (Cin, Cout) matmuls
 and the largest kernel-gradient difference from conv's, relative to its largest entry. Prints
-the machine, versions and its load during the run (experiments/common.py); writes no docs.
+the machine, versions and its load during the run (experiments/machine.py); writes no docs.
 
-    python -m experiments.bench_conv [--repeats 3] [--batch 64]
+    python -m experiments.benchmarks.bench_conv [--repeats 3] [--batch 64]
 """
 from __future__ import annotations
 
 import argparse
 import time
 
-from experiments import common
+from experiments import common, machine
 
 SHAPES = ((64, 64, 32), (128, 128, 16), (256, 256, 8), (512, 512, 4))
 
@@ -53,14 +53,14 @@ def main(argv=None):
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--repeats", type=common.positive_int, default=3)
     ap.add_argument("--batch", type=common.positive_int, default=64)
-    common.add_load_arguments(ap, writes_docs=False)
+    machine.add_load_arguments(ap, writes_docs=False)
     args = ap.parse_args(argv)
     import jax
     import jax.numpy as jnp
     import numpy as np
 
-    common.wait_for_quiet(args.wait_quiet)
-    monitor = common.LoadMonitor()
+    machine.wait_for_quiet(args.wait_quiet)
+    monitor = machine.LoadMonitor()
     print("| cin->cout | HxW | conv ms | im2col ms | shifted ms | im2col err | shifted err |")
     print("|---|---|---:|---:|---:|---:|---:|")
     rng = np.random.default_rng(0)
@@ -82,8 +82,8 @@ def main(argv=None):
         print(f"| {cin}->{cout} | {hw}x{hw} | {med['conv']:.0f} | {med['im2col']:.0f} | "
               f"{med['shifted']:.0f} | {err['im2col']:.1e} | {err['shifted']:.1e} |", flush=True)
     print()
-    print(common.machine_header(monitor.report(), packages=("jax", "jaxlib")))
-    print(f"Command: `{common.command_line('experiments.bench_conv')}`.")
+    print(machine.machine_header(monitor.report(), packages=("jax", "jaxlib")))
+    print(f"Command: `{common.command_line('experiments.benchmarks.bench_conv')}`.")
 
 
 if __name__ == "__main__":

@@ -6,9 +6,9 @@ a training step splits it; dsc_autotune.time_candidates: compiled ahead, warm-up
 rounds, medians) and the fastest is written to the table with its timings, the machine, the
 load and the date. Run it once per device count on a quiet machine:
 
-    python -m experiments.dsc_table --devices 1
-    python -m experiments.dsc_table --devices 2
-    python -m experiments.dsc_table --report     # the table -> docs/benchmarks.md (dsc_table)
+    python -m experiments.benchmarks.dsc_table --devices 1
+    python -m experiments.benchmarks.dsc_table --devices 2
+    python -m experiments.benchmarks.dsc_table --report     # the table -> docs/benchmarks.md (dsc_table)
 
 Run time: a few minutes per device count on a 2-core machine. Timing never happens at run
 time unless a user opts in with --dsc_autotune, so every run with the same flags computes
@@ -21,7 +21,9 @@ import datetime
 import json
 import os
 
-from experiments import common
+from experiments import common, sections
+from experiments.machine import cpu_model
+
 SHAPES = [  # (ngf, kernels_per_layer) at isize 32: the paper's, the authors' code's, narrow
     (64, 2), (64, 1), (32, 2), (32, 1), (16, 2), (16, 1)]
 
@@ -73,7 +75,8 @@ def main():
             print(f"{key}: {impl}  " + " ".join(f"{i}={1e3 * t:.2f}ms"
                                                  for i, t in sorted(times.items())), flush=True)
     table.setdefault("measured", {})[f"{backend}|d{args.devices}"] = {
-        "date": datetime.date.today().isoformat(), "machine": common.cpu_model(), "cores": os.cpu_count(), "jax": jax.__version__,
+        "date": datetime.date.today().isoformat(), "machine": cpu_model(),
+        "cores": os.cpu_count(), "jax": jax.__version__,
         "global_batch": args.batch, "load_1min": [round(load_before, 2),
                                                   round(os.getloadavg()[0], 2)]}
     table["entries"] = dict(sorted(table["entries"].items()))
@@ -105,9 +108,9 @@ def report(path=None) -> None:
                      f"{'yes' if dx == 'dx' else 'no'} | **{e['impl']}** | "
                      + " | ".join(f"{ms[i]:.1f}" if i in ms else "-"
                                   for i in ("dense", "shift", "shift_vjp")) + " |")
-    lines += ["", "Command: `python -m experiments.dsc_table --devices N` per device count, then "
-              "`python -m experiments.dsc_table --report`."]
-    common.replace_section(common.BENCHMARKS_MD, "dsc_table", "\n".join(lines),
+    lines += ["", "Command: `python -m experiments.benchmarks.dsc_table --devices N` per device "
+              "count, then `python -m experiments.benchmarks.dsc_table --report`."]
+    sections.replace_section(common.BENCHMARKS_MD, "dsc_table", "\n".join(lines),
                            heading="## Depthwise-separable convolution forms (the fixed table)")
     print(f"wrote the dsc_table section of {common.BENCHMARKS_MD}")
 

@@ -5,9 +5,9 @@ given), times forward + backward (gradients w.r.t. the input and all four kernel
 of each ``DepthwiseSeparableConv`` impl, jitted, median over repeats after a warm-up, and
 prints which impl is fastest per layer and what ``impl='auto'`` picks. The rule behind
 'auto' (sagan_jax.models.layers.auto_dsc_impl) was derived from these numbers. Prints the
-machine, versions and its load during the run (experiments/common.py); writes no docs.
+machine, versions and its load during the run (experiments/machine.py); writes no docs.
 
-    python -m experiments.bench_dsc [--ngf 64] [--isize 32] [--batch 64] [--repeats 3]
+    python -m experiments.benchmarks.bench_dsc [--ngf 64] [--isize 32] [--batch 64] [--repeats 3]
 """
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ import json
 import statistics
 import time
 
-from experiments import common
+from experiments import common, machine
 
 
 def generator_dsc_shapes(ngf: int, isize: int):
@@ -69,7 +69,7 @@ def main(argv=None):
     ap.add_argument("--repeats", type=common.positive_int, default=3)
     ap.add_argument("--impls", default="shift,dense,repeat")
     ap.add_argument("--json", default="", help="also write the figures to this JSON file")
-    common.add_load_arguments(ap, writes_docs=False)
+    machine.add_load_arguments(ap, writes_docs=False)
     args = ap.parse_args(argv)
     import jax
 
@@ -80,8 +80,8 @@ def main(argv=None):
     if unknown or not impls:
         choices = ", ".join(i for i in DSC_IMPLS if i != "auto")
         ap.error(f"--impls={args.impls}: choose from {choices} (auto is always measured)")
-    common.wait_for_quiet(args.wait_quiet)
-    monitor = common.LoadMonitor()
+    machine.wait_for_quiet(args.wait_quiet)
+    monitor = machine.LoadMonitor()
     rows, totals = [], {i: 0.0 for i in impls + ["auto"]}
     print(f"jax {jax.__version__}, {jax.devices()[0].platform}, batch {args.batch}, "
           f"m {args.kernels_per_layer}; forward+backward ms per layer (median of {args.repeats})")
@@ -103,8 +103,8 @@ def main(argv=None):
               + " ".join(f"{1e3 * t[i]:8.1f}" for i in impls) + f"  {best:<8} {auto}", flush=True)
     print("total ms  " + "  ".join(f"{k} {1e3 * v:.0f}" for k, v in totals.items()))
     load = monitor.report()
-    print(common.machine_header(load, packages=("jax", "jaxlib", "flax")))
-    print(f"Command: `{common.command_line('experiments.bench_dsc')}`.")
+    print(machine.machine_header(load, packages=("jax", "jaxlib", "flax")))
+    print(f"Command: `{common.command_line('experiments.benchmarks.bench_dsc')}`.")
     if args.json:
         with open(args.json, "w") as f:
             json.dump(dict(args=vars(args), rows=rows, load=load.to_dict(),

@@ -4,7 +4,7 @@ test set three ways and prints the mean reconstruction error R and the AUC of ea
   moving averages | test-batch statistics | recomputed statistics (precise BN, 20 batches)
 A finished training run in --workdir is reused.
 
-    python -m experiments.bn_staleness [--workdir=workdirs/bn_staleness]
+    python -m experiments.results.bn_staleness [--workdir=workdirs/bn_staleness]
 """
 from __future__ import annotations
 
@@ -13,9 +13,9 @@ import os
 import subprocess
 import sys
 
-from experiments import common
+from experiments import common, machine
 
-MODULE = "experiments.bn_staleness"
+MODULE = "experiments.results.bn_staleness"
 
 
 def main():
@@ -29,7 +29,7 @@ def main():
         cfg = common.config_from_flagfiles(args=flags)
     except common.FlagError as e:
         common.fail(str(e))
-    monitor = common.LoadMonitor()
+    monitor = machine.LoadMonitor()
     if common.done_metrics(cfg.workdir, cfg.epochs) is None:
         subprocess.run([sys.executable, "-m", "sagan_jax.main", *flags], check=True)
 
@@ -57,7 +57,7 @@ def main():
         auc = scoring.detection_metrics(y, scoring.anomaly_score(r, lat, 0.2))["auc"]
         rows.append(f"| {name} | {np.mean(r[y == 0]):.4f} | {np.mean(r[y == 1]):.4f} | {auc:.4f} |")
     print(f"Command: `{common.command_line(MODULE)}` (quickstart flags, digit 0 abnormal). "
-          + common.machine_header(monitor.report(), packages=("jax", "jaxlib", "flax")))
+          + machine.machine_header(monitor.report(), packages=("jax", "jaxlib", "flax")))
     print("| BatchNorm statistics | mean R normal | mean R abnormal | AUC (0.2 R + 0.8 L) |")
     print("|---|---:|---:|---:|")
     print("\n".join(rows))

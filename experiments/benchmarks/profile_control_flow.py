@@ -4,7 +4,7 @@ warm-up call, with ``jax.profiler`` (a Perfetto trace), and the slowest thunks b
 The op names say which thunks are YNNPACK fusions (``ynn_fusion.N``) and which are XLA's own
 convolutions (``conv_general_dilated.N``, ``convolution.N``). Prints; writes no docs.
 
-    python -m experiments.profile_control_flow [--ngf 32] [--batch 32] [--top 8]
+    python -m experiments.benchmarks.profile_control_flow [--ngf 32] [--batch 32] [--top 8]
 """
 from __future__ import annotations
 
@@ -17,13 +17,13 @@ import os
 import tempfile
 import time
 
-from experiments import common
+from experiments import common, machine
 
 
 def profile(args, variant: str) -> tuple:
     import jax
 
-    from experiments.bench_control_flow import step_functions
+    from experiments.benchmarks.bench_control_flow import step_functions
     from sagan_jax.training.state import init_state
 
     cfg, g_tx, d_tx, alone, in_cond, _ = step_functions(args.ngf, args.batch)
@@ -56,13 +56,13 @@ def main(argv=None):
     ap.add_argument("--ngf", type=common.positive_int, default=32)
     ap.add_argument("--batch", type=common.positive_int, default=32)
     ap.add_argument("--top", type=common.positive_int, default=8, help="slowest thunks shown per variant")
-    common.add_load_arguments(ap, writes_docs=False)
+    machine.add_load_arguments(ap, writes_docs=False)
     args = ap.parse_args(argv)
-    from experiments.bench_control_flow import step_config
+    from experiments.benchmarks.bench_control_flow import step_config
 
     step_config(args.ngf, args.batch)  # bad sizes: before waiting
-    common.wait_for_quiet(args.wait_quiet)
-    monitor = common.LoadMonitor()
+    machine.wait_for_quiet(args.wait_quiet)
+    monitor = machine.LoadMonitor()
     out = []
     for variant in ("alone", "cond"):
         wall, per_op = profile(args, variant)
@@ -82,8 +82,9 @@ def main(argv=None):
           "one profiled call per variant after a warm-up call; summed thunk durations "
           "(concurrent thunks overlap).\n")
     print("\n".join(out))
-    print(common.machine_header(monitor.report(), packages=("jax", "jaxlib")))
-    print("Command: `" + common.command_line("experiments.profile_control_flow", argv) + "`")
+    print(machine.machine_header(monitor.report(), packages=("jax", "jaxlib")))
+    print("Command: `" + common.command_line("experiments.benchmarks.profile_control_flow", argv)
+          + "`")
 
 
 if __name__ == "__main__":

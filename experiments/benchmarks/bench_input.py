@@ -1,6 +1,6 @@
 """Input pipeline throughput against the training step's, on this machine.
 
-    python -m experiments.bench_input [--data_root=~/.cache/sagan_jax/cifar10_jpg] [--steps=5]
+    python -m experiments.benchmarks.bench_input [--data_root=~/.cache/sagan_jax/cifar10_jpg] [--steps=5]
 
 Measures, in one process:
   1. decoding: the labelled JPEG folder (the shared CIFAR-10 copy, if --data_root exists) read
@@ -22,9 +22,9 @@ import statistics
 import sys
 import time
 
-from experiments import common
+from experiments import common, machine
 
-MODULE = "experiments.bench_input"
+MODULE = "experiments.benchmarks.bench_input"
 
 
 def bench_decode(data_root: str):
@@ -135,7 +135,7 @@ def main(argv=None):
     ap.add_argument("--steps", type=common.positive_int, default=5, help="timed training steps")
     ap.add_argument("--write", default=common.BENCHMARKS_MD,
                     help="the Markdown file to write ('' = print only)")
-    common.add_load_arguments(ap)
+    machine.add_load_arguments(ap)
     args = ap.parse_args(argv)
     if args.epochs < 2:
         ap.error(f"--epochs={args.epochs}: give at least 2 (the first epoch and the later ones "
@@ -145,8 +145,8 @@ def main(argv=None):
     import numpy as np
 
     root = os.path.expanduser(args.data_root)
-    common.wait_for_quiet(args.wait_quiet)
-    monitor = common.LoadMonitor()
+    machine.wait_for_quiet(args.wait_quiet)
+    monitor = machine.LoadMonitor()
     r = {"batch": args.batch, "steps": args.steps, "backend": jax.default_backend(),
          "command": common.command_line(MODULE)}
     if os.path.isdir(root):
@@ -163,11 +163,11 @@ def main(argv=None):
     r["ngf"] = cfg.ngf
     print(f"step: {r['step']:.1f} img/s (warm-up {r['warm']:.1f} s)", flush=True)
     load = monitor.report()
-    r["header"] = common.machine_header(
+    r["header"] = machine.machine_header(
         load, packages=("jax", "jaxlib", "flax", "tensorflow", "tensorflow-datasets"))
     text = table(r)
     print(text)
-    if args.write and not common.write_benchmark_section(args.write, "bench_input", text, load,
+    if args.write and not machine.write_benchmark_section(args.write, "bench_input", text, load,
                                                          args.allow_loaded):
         sys.exit(3)
 
