@@ -118,9 +118,9 @@ def test_cli_fit_on_digits_writes_gan_metrics(tmp_path, model, extra):
     assert "f1_at_threshold" not in m and "f1_at_threshold" not in m["history"][0]
     assert m["threshold_source"] == ("training normals (no val split), each scored by the model "
                                      "refitted without it (5-fold cross-fitting)")
-    assert (f"F1 {m['f1']:.4f} at the calibrated threshold {m['threshold']:.4g}, from training "
-            f"normals (no val split); oracle F1 {m['f1_oracle']:.4f} (best threshold on the test "
-            "set)") in out.stdout
+    assert (f"F1 {m['f1']:.4f} at the calibrated threshold {m['threshold']:.4g}, from "
+            f"{m['threshold_source']}; oracle F1 {m['f1_oracle']:.4f} (best threshold on the "
+            "test set)") in out.stdout
     assert (work / "checkpoints").is_dir()
     # rerun: the finished fit is read back, not refitted
     again = cli(f"--model={model}", *extra, "--abnormal_class=4", f"--workdir={work}", *FAST)
