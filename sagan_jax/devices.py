@@ -85,16 +85,18 @@ def local_mesh():
 
 
 def put_batch(x, mesh=None):
-    """``x`` on the devices, split along its first axis when it divides evenly over them
-    (else on the first device): a jitted function of it then runs data-parallel."""
+    """``x`` on the devices, split along its first axis when it divides evenly over them, so
+    a jitted function of it runs data-parallel; else whole on each of them (a batch that does
+    not divide, e.g. one image, is computed once per device: the same devices as the
+    replicated weights, the same result)."""
     import jax
     from jax.sharding import NamedSharding, PartitionSpec as P
 
     mesh = mesh if mesh is not None else local_mesh()
     n = mesh.devices.size
-    if n > 1 and len(x) % n == 0:
-        return jax.device_put(x, NamedSharding(mesh, P(DATA_AXIS)))
-    return jax.device_put(x, mesh.devices.flat[0])
+    if n == 1:
+        return jax.device_put(x, mesh.devices.flat[0])
+    return jax.device_put(x, NamedSharding(mesh, P(DATA_AXIS) if len(x) % n == 0 else P()))
 
 
 def put_replicated(tree, mesh=None):

@@ -246,6 +246,10 @@ class Trainer:
         for run in runs:  # checks that need no computation first (a changed --isize, ...)
             checkpoints.check_resumable(run.cfg)
         self.mesh = make_mesh(cfg.num_devices, cfg.batch_size)
+        if self.mesh.devices.size < jax.local_device_count() and not cfg.num_devices:
+            log.info("--batch_size=%d splits evenly over %d of the %d devices: training on %d "
+                     "(the batch size is kept)", cfg.batch_size, self.mesh.devices.size,
+                     jax.local_device_count(), self.mesh.devices.size)
         n_dev = self.mesh.devices.size
         if cfg.batch_size % n_dev:
             raise ConfigError(f"--batch_size={cfg.batch_size} is not divisible by the {n_dev} "
