@@ -1,6 +1,7 @@
 """What people who inspect parts expect: good images only (false-positive rate instead of an
-AUC), overlay pictures bounded by --max_pictures, the portable export (and its optional TensorFlow
-SavedModel) loaded in a fresh process without sagan_jax, and the Python API (docs/api.md's example, run as written)."""
+AUC), overlay pictures bounded by --max_pictures, the portable export (and its optional
+TensorFlow SavedModel) loaded in a fresh process without sagan_jax, and the Python API
+(docs/api.md's example, run as written)."""
 import csv
 import json
 import logging
