@@ -28,6 +28,7 @@ RESUMABLE_CHANGES = (
     "download", "seeds", "abnormal_classes", "run_axis_impl", "max_runs_per_program",
     "steps_per_chunk", "dsc_impl", "dsc_autotune", "coordinator_address", "num_processes",
     "process_id", "anomaly_map", "eval_batch_size", "max_pictures",
+    "export_savedmodel",
 )
 
 

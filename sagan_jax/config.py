@@ -34,7 +34,7 @@ class ConfigError(ValueError):
 @dataclasses.dataclass(frozen=True)
 class Config:
     # What to run.
-    mode: str = flag("train", 'train | eval (score the test set with the checkpoint in --workdir) | summary | score (score new images from --input with the trained --workdir) | export (write WORKDIR/export/model.jaxexport and model.json: the scoring function, loadable with jax alone)')
+    mode: str = flag("train", 'train | eval (score the test set with the checkpoint in --workdir) | summary | score (score new images from --input with the trained --workdir) | export (write WORKDIR/export/model.jaxexport and model.json: the scoring function, loadable with jax alone; with --export_savedmodel also a TensorFlow SavedModel)')
     model: str = flag("sagan", "the model (the registry in sagan_jax/methods; each model's original settings in experiments/model_<name>.cfg)")
     workdir: str = flag("workdirs/default", 'output folder: checkpoints, metrics.json, metrics.jsonl; resumes if it holds a run')
     seed: int = flag(0, 'seed of initialisation, data order and splits')
@@ -112,6 +112,7 @@ class Config:
     # Scoring new images (--mode=score).
     input: Optional[str] = flag(None, '--mode=score: an image file or a folder of images to score')
     output: Optional[str] = flag(None, '--mode=score: CSV path (default WORKDIR/scores.csv); the anomaly maps go to the folder <CSV path without .csv>_maps')
+    export_savedmodel: bool = flag(False, '--mode=export: also write WORKDIR/export/saved_model, a TensorFlow SavedModel of the same scoring function through jax2tf (signature serving_default: uint8 images -> score, map; any batch size), for serving stacks that want one; needs TensorFlow (pip install ".[tfds]")')
     max_pictures: int = flag(200, '--mode=score and --mode=eval: at most this many overlay pictures (image, anomaly map, decision, score, mask outline) into overlays/ beside the CSV; the first ones in input order, the rest named in the log; 200 covers a usual test set (an MVTec AD category) without writing thousands of files from a large folder by accident; 0 = none')
 
     def __post_init__(self):
@@ -293,6 +294,7 @@ _USE = (
     ("input", lambda c: c.mode != "score", lambda c: f"in --mode={c.mode}"),
     ("max_pictures", lambda c: c.mode not in ("score", "eval"), lambda c: f"in --mode={c.mode}"),
     ("output", lambda c: c.mode != "score", lambda c: f"in --mode={c.mode}"),
+    ("export_savedmodel", lambda c: c.mode != "export", lambda c: f"in --mode={c.mode}"),
     ("score_lambda", lambda c: c.model == "ganomaly",
      lambda c: "by --model=ganomaly (its score is the latent distance)"),
     ("originals_score_lambda", lambda c: not c.eval_originals,

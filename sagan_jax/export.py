@@ -10,6 +10,10 @@ Writes into WORKDIR/export/:
 - ``model.json``: how to feed it and read it: input size, resize rule, normalisation (done
   inside the function, stated for reference), score weights, the decision threshold and
   normalisation range, the map's colour scale, class names and the versions that wrote it.
+- ``saved_model/`` (only with ``--export_savedmodel``): a TensorFlow SavedModel of the same
+  function through jax2tf, batch polymorphic, signature ``serving_default``: ``images`` uint8
+  (B, isize, isize, 3) -> ``{"score": (B,), "map": (B, isize, isize)}`` float32. Needs
+  TensorFlow (the ``tfds`` extra), imported only here; model.json's ``saved_model`` names it.
 
 Scores equal --mode=score's up to float32 rounding: score mode sums the score's terms in
 float64 on the host and batches by --eval_batch_size; the export computes in float32 at the
@@ -20,6 +24,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 
 import jax
 import jax.numpy as jnp
@@ -27,8 +32,9 @@ import jax.numpy as jnp
 from sagan_jax import methods
 
 log = logging.getLogger("sagan_jax")
-MODEL_FILE, META_FILE = "model.jaxexport", "model.json"
+MODEL_FILE, META_FILE, SAVED_MODEL_DIR = "model.jaxexport", "model.json", "saved_model"
 PLATFORMS = ("cpu", "cuda")
+SIGNATURE = "serving_default"
 
 
 def scoring_function(cfg, variables):
@@ -66,6 +72,69 @@ def export_function(cfg, variables):
         return jax.export.export(fn)(arg)
 
 
+def import_tensorflow():
+    """TensorFlow, kept quiet and off the accelerators (they belong to JAX), for
+    --export_savedmodel only. ConfigError naming the fix when it does not import."""
+    from sagan_jax.config import ConfigError
+
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
+    try:
+        import tensorflow as tf
+        from jax.experimental import jax2tf
+    except ImportError as e:
+        raise ConfigError(
+            f"--export_savedmodel writes a TensorFlow SavedModel, and TensorFlow does not "
+            f"import here ({e}); install the tfds extra: pip install \".[tfds]\", or drop "
+            f"--export_savedmodel (model.jaxexport needs jax only)") from None
+    try:
+        tf.config.set_visible_devices([], "GPU")
+    except (RuntimeError, ValueError):  # already initialised: devices can no longer change
+        pass
+    return tf, jax2tf
+
+
+def write_saved_model(cfg, variables, folder: str, tf, jax2tf) -> dict:
+    """``folder``: the SavedModel of scoring_function through jax2tf (batch polymorphic,
+    lowered for CPU and CUDA when this jax can, as export_function); model.json's entry."""
+    fn = scoring_function(cfg, variables)
+    spec = tf.TensorSpec([None, cfg.isize, cfg.isize, 3], tf.uint8, name="images")
+    poly = f"(b, {cfg.isize}, {cfg.isize}, 3)"
+
+    def build(platforms):
+        converted = jax2tf.convert(fn, polymorphic_shapes=[poly], with_gradient=False,
+                                   native_serialization_platforms=platforms)
+
+        @tf.function(input_signature=[spec], autograph=False)
+        def serve(images):
+            score, amap = converted(images)
+            return {"score": tf.identity(score, name="score"), "map": tf.identity(amap, name="map")}
+
+        module = tf.Module()
+        module.serve = serve
+        serve.get_concrete_function()  # lowers now, so a platform failure shows here
+        return module, serve
+
+    try:
+        module, serve = build(PLATFORMS)
+        platforms = list(PLATFORMS)
+    except Exception as e:  # noqa: BLE001 - a platform this jax cannot lower for
+        log.info("SavedModel for %s failed (%s); exporting for %s only", ", ".join(PLATFORMS),
+                 " ".join(str(e).split())[:200], jax.default_backend())
+        module, serve = build(None)
+        platforms = [jax.default_backend()]
+    tmp = f"{folder}.tmp{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tf.saved_model.save(module, tmp, signatures={SIGNATURE: serve})
+    shutil.rmtree(folder, ignore_errors=True)
+    os.replace(tmp, folder)
+    return {"path": SAVED_MODEL_DIR, "signature": SIGNATURE,
+            "inputs": {"images": f"uint8 (batch, {cfg.isize}, {cfg.isize}, 3), RGB"},
+            "outputs": {"score": "float32 (batch,)",
+                        "map": f"float32 (batch, {cfg.isize}, {cfg.isize})"},
+            "platforms": platforms, "tensorflow": tf.__version__}
+
+
 def _versions() -> dict:
     import importlib.metadata as md
 
@@ -78,7 +147,7 @@ def _versions() -> dict:
     return out
 
 
-def metadata(cfg, calib, map_scale: float, exported) -> dict:
+def metadata(cfg, calib, map_scale: float, exported, saved_model=None) -> dict:
     """model.json's content (see the module doc)."""
     spec = methods.get(cfg.model)
     return {
@@ -105,16 +174,27 @@ def metadata(cfg, calib, map_scale: float, exported) -> dict:
         "platforms": list(exported.platforms),
         "calling_convention_version": exported.calling_convention_version,
         "versions": _versions(),
+        "saved_model": saved_model,  # None: not written (--export_savedmodel)
     }
 
 
 def export_detector(det, folder: str) -> dict:
-    """Write model.jaxexport and model.json of a sagan_jax.api.Detector into ``folder``."""
+    """Write model.jaxexport and model.json of a sagan_jax.api.Detector into ``folder``, and
+    saved_model/ with --export_savedmodel (TensorFlow checked before anything is written)."""
     cfg = det.cfg
+    tf_modules = import_tensorflow() if cfg.export_savedmodel else None
     exported = export_function(cfg, det.variables)
-    meta = metadata(cfg, det.calibration, det.map_scale, exported)
     os.makedirs(folder, exist_ok=True)
     model_path, meta_path = os.path.join(folder, MODEL_FILE), os.path.join(folder, META_FILE)
+    saved_path, saved = os.path.join(folder, SAVED_MODEL_DIR), None
+    if tf_modules:
+        saved = write_saved_model(cfg, det.variables, saved_path, *tf_modules)
+        log.info("exported the TensorFlow SavedModel %s (signature %s, platforms %s)",
+                 saved_path, SIGNATURE, ", ".join(saved["platforms"]))
+    elif os.path.isdir(saved_path):
+        log.warning("%s is from an earlier export, not this one (model.json: saved_model "
+                    "null); pass --export_savedmodel to rewrite it", saved_path)
+    meta = metadata(cfg, det.calibration, det.map_scale, exported, saved)
     for path, data in ((model_path, bytes(exported.serialize())),
                        (meta_path, (json.dumps(meta, indent=2) + "\n").encode())):
         tmp = f"{path}.tmp{os.getpid()}"
@@ -123,4 +203,7 @@ def export_detector(det, folder: str) -> dict:
         os.replace(tmp, path)
     log.info("exported %s (%d bytes, platforms %s) and %s", model_path,
              os.path.getsize(model_path), ", ".join(exported.platforms), meta_path)
-    return {"model": model_path, "meta": meta_path, "platforms": list(exported.platforms)}
+    out = {"model": model_path, "meta": meta_path, "platforms": list(exported.platforms)}
+    if saved:
+        out["saved_model"] = saved_path
+    return out

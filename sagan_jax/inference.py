@@ -69,7 +69,8 @@ from sagan_jax.data.images import decode_images
 log = logging.getLogger("sagan_jax")
 
 # Taken from the command line (or its defaults), never from the checkpoint.
-SCORE_FLAGS = ("input", "output", "on_bad_image", "on_small_image", "max_pictures")
+SCORE_FLAGS = ("input", "output", "on_bad_image", "on_small_image", "max_pictures",
+               "export_savedmodel")
 RUNTIME_FLAGS = ("mode", "workdir", "compilation_cache", "dsc_impl", "dsc_autotune",
                  "num_devices", "host_devices", "progress", "coordinator_address", "num_processes",
                  "process_id")

@@ -191,7 +191,8 @@ def run(cfg: Config) -> dict:
         from sagan_jax.api import Detector
 
         result = Detector(cfg).export()
-        say(f"exported to {result['model']} and {result['meta']}")
+        saved = f" and the SavedModel {result['saved_model']}" if "saved_model" in result else ""
+        say(f"exported to {result['model']} and {result['meta']}{saved}")
         return result
     if cfg.mode == "score":
         from sagan_jax.inference import score_new_images

@@ -1,6 +1,7 @@
 """What people who inspect parts expect: good images only (false-positive rate instead of an
-AUC), overlay pictures bounded by --max_pictures, the portable export loaded in a fresh process
-without sagan_jax, and the Python API (docs/api.md's example, run as written)."""
+AUC), overlay pictures bounded by --max_pictures, the portable export (and its optional
+TensorFlow SavedModel) loaded in a fresh process without sagan_jax, and the Python API
+(docs/api.md's example, run as written)."""
 import csv
 import json
 import logging
@@ -267,3 +268,81 @@ def test_pixel_metrics_in_summaries_and_table2_rows():
     got = table2_record.row_of(runs[0].cfg, dict(metrics, pixel_auc=None, pixel_aupro=None), "tiny")
     assert (got["pixel_auc_last_epoch"], got["pixel_aupro_last_epoch"]) == ("", "")
     assert set(table2_record.OPTIONAL_FIELDS) <= set(table2_record.CSV_FIELDS)
+
+
+SAVED_MODEL_RUN = r"""
+import json, sys
+import numpy as np
+images = np.load(sys.argv[1])
+{doc}
+print("RESULT", json.dumps({{"score": score.tolist(), "map": amap.tolist(),
+                            "sagan_jax": "sagan_jax" in sys.modules}}))
+"""
+
+
+def test_export_savedmodel_loads_in_tensorflow(doc_run, tmp_path):
+    """--export_savedmodel: docs/export.md's SavedModel block, run in a process that never
+    imports sagan_jax, gives the .jaxexport's scores and maps and score mode's scores, at
+    another batch size than the export was traced with (the batch is polymorphic)."""
+    import importlib.util
+
+    if importlib.util.find_spec("tensorflow") is None:
+        pytest.skip("tensorflow is not installed (the optional tfds extra: pip install '.[tfds]')")
+    work, det = doc_run["work"], doc_run["ns"]["detector"]
+    res = cli("--mode=export", f"--workdir={work}", "--export_savedmodel")
+    meta = json.loads(open(res["meta"]).read())
+    saved = meta["saved_model"]
+    assert saved["path"] == "saved_model" and saved["signature"] == "serving_default"
+    assert os.path.isfile(os.path.join(res["saved_model"], "saved_model.pb"))
+    images = doc_run["ns"]["result"].images[:5]
+    np.save(tmp_path / "images.npy", images)
+    doc = re.findall(r"```python\n(.*?)```", open(os.path.join(ROOT, "docs/export.md")).read(),
+                     re.S)[1]
+    doc = re.sub(r'^SAVED = .*$', f"SAVED = {res['saved_model']!r}", doc, flags=re.M)
+    doc = re.sub(r'^images = .*$', "", doc, flags=re.M)   # the test's images instead
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    proc = subprocess.run([sys.executable, "-c", SAVED_MODEL_RUN.format(doc=doc),
+                           str(tmp_path / "images.npy")], cwd=str(tmp_path), env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    got = json.loads(proc.stdout.split("RESULT ", 1)[1])
+    assert got["sagan_jax"] is False
+    exp = jax.export.deserialize(bytearray(open(res["model"], "rb").read()))
+    want_score, want_map = (np.asarray(a) for a in exp.call(images))
+    score, amap = np.asarray(got["score"]), np.asarray(got["map"])
+    print("max |SavedModel - jaxexport| score", np.abs(score - want_score).max(),
+          "map", np.abs(amap - want_map).max(), "| SavedModel - score mode| score",
+          np.abs(score - doc_run["ns"]["result"].scores[:5]).max(), "platforms",
+          saved["platforms"])
+    # the same StableHLO compiled by TensorFlow's XLA instead of jax's: float32 rounding
+    # (measured on CPU: 1.8e-7 on scores of about 0.3, 3e-7 on maps); 1e-5 relative leaves
+    # room for another XLA version or CPU
+    np.testing.assert_allclose(score, want_score, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(amap, want_map, rtol=1e-5, atol=1e-6)
+    # score mode (the Detector) adds the score's terms in float64: about 1e-7 relative
+    np.testing.assert_allclose(score, doc_run["ns"]["result"].scores[:5], rtol=1e-5)
+    assert amap.shape == (5, 16, 16)
+    # a later export without the flag says the SavedModel is not this export's
+    res = cli("--mode=export", f"--workdir={work}")
+    assert json.loads(open(res["meta"]).read())["saved_model"] is None
+
+
+def test_export_savedmodel_without_tensorflow_is_one_line(doc_run, monkeypatch, capsys):
+    """--export_savedmodel where tensorflow does not import: a ConfigError (main prints it as
+    one line and exits 2) naming the fix, raised before anything is written."""
+    from sagan_jax import main
+
+    monkeypatch.setitem(sys.modules, "tensorflow", None)   # `import tensorflow` fails
+    folder = doc_run["work"] / "export"
+    before = {p.name: p.stat().st_mtime_ns for p in folder.iterdir()} if folder.exists() else {}
+    with pytest.raises(ConfigError) as e:
+        cli("--mode=export", f"--workdir={doc_run['work']}", "--export_savedmodel")
+    after = {p.name: p.stat().st_mtime_ns for p in folder.iterdir()} if folder.exists() else {}
+    assert after == before   # nothing written, not even model.jaxexport
+    assert isinstance(e.value, main.USER_ERRORS)
+    with pytest.raises(SystemExit) as code:
+        main.fail(str(e.value))
+    assert code.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("sagan_jax: error: --export_savedmodel"), err
+    assert 'pip install ".[tfds]"' in err[0] and "drop --export_savedmodel" in err[0]
