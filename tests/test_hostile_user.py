@@ -453,19 +453,19 @@ def test_full_disk_while_checkpointing_prints_no_thread_tracebacks(tmp_path):
         "sagan_jax: error: cannot write the checkpoint of epoch 1 to ")
 
 
-def test_scoring_and_recalibration_split_or_replicate_any_batch_over_three_devices():
+def test_scoring_and_recalibration_split_or_replicate_any_batch_over_three_devices(tmp_path):
     """With one XLA device per core, a batch that does not divide over the devices (one
     image; 16 images on 3 devices) is scored and recalibrated like any other: same numbers as
     one device, within float rounding (other batch positions and shapes)."""
     code = r'''
 import os
-os.environ["JAX_NUM_CPU_DEVICES"] = "3"
+os.environ["JAX_NUM_CPU_DEVICES"] = "{n}"
 import jax, numpy as np
 from sagan_jax.config import Config
 from sagan_jax.training.bn_recalibration import recalibrate_batchnorm
 from sagan_jax.training.evaluate import score_images
 from sagan_jax.training.state import init_state, make_optimizers
-assert jax.local_device_count() == 3
+assert jax.local_device_count() == {n}
 cfg = Config(ngf=16, ndf=16, nz=8, isize=16, batch_size=16, eval_batch_size=8,
              bn_recalibration_batches=2)
 g, d = make_optimizers(cfg, 1)
@@ -474,36 +474,19 @@ images = np.random.default_rng(0).integers(0, 256, (17, 16, 16, 3), dtype=np.uin
 state = recalibrate_batchnorm(cfg, state, images, 0)
 r, lat = score_images(cfg, state, images)
 r1, _ = score_images(cfg, state, images[:1])
-np.save("out.npy", np.stack([np.asarray(r), np.asarray(lat)]))
-np.save("one.npy", np.asarray(r1))
+np.save(os.path.join({out!r}, "d{n}.npy"), np.stack([r, lat, np.resize(r1, r.shape)]))
 '''
     import subprocess
     import sys
-    import tempfile
 
-    with tempfile.TemporaryDirectory() as tmp:
-        env = dict(os.environ, PYTHONPATH=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-        env.pop("XLA_FLAGS", None)
-        p = subprocess.run([sys.executable, "-c", code], cwd=tmp, env=env, capture_output=True,
-                           text=True, timeout=1200)
-        assert p.returncode == 0, p.stderr[-3000:]
-        three, one = np.load(os.path.join(tmp, "out.npy")), np.load(os.path.join(tmp, "one.npy"))
-    import jax
-
-    from sagan_jax.config import Config
-    from sagan_jax.training.bn_recalibration import recalibrate_batchnorm
-    from sagan_jax.training.evaluate import score_images
-    from sagan_jax.training.state import init_state, make_optimizers
-
-    cfg = Config(ngf=16, ndf=16, nz=8, isize=16, batch_size=16, eval_batch_size=8,
-                 bn_recalibration_batches=2)
-    g, d = make_optimizers(cfg, 1)
-    state = init_state(cfg, jax.random.key(0), g, d)
-    images = np.random.default_rng(0).integers(0, 256, (17, 16, 16, 3), dtype=np.uint8)
-    state = recalibrate_batchnorm(cfg, state, images, 0)
-    r, lat = score_images(cfg, state, images)
+    env = dict(os.environ, PYTHONPATH=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    env.pop("XLA_FLAGS", None)
+    p = subprocess.run([sys.executable, "-c", code.format(n=3, out=str(tmp_path))], env=env,
+                       capture_output=True, text=True, timeout=1200)
+    assert p.returncode == 0, p.stderr[-3000:]
+    exec(code.format(n=1, out=str(tmp_path)), {})  # this pytest process: one device
+    three, one = np.load(tmp_path / "d3.npy"), np.load(tmp_path / "d1.npy")
     # BatchNorm statistics summed over the devices' shards in another order, then scores at
     # other batch positions: a few float32 ulps, amplified by the networks' depth
-    np.testing.assert_allclose(three[0], r, rtol=1e-4)
-    np.testing.assert_allclose(three[1], lat, rtol=1e-4)
-    np.testing.assert_allclose(one, three[0][:1], rtol=1e-4)
+    np.testing.assert_allclose(three, one, rtol=1e-4)
+    np.testing.assert_allclose(three[2, :1], three[0, :1], rtol=1e-4)  # one image alone
