@@ -176,11 +176,47 @@ class RunNeutral:
         return isinstance(other, RunNeutral) and self._key == other._key
 
 
+def parse_seeds(cfg) -> list:
+    """``--seeds`` as a list of distinct integers (``[--seed]`` when empty)."""
+    if not cfg.seeds.strip():
+        return [cfg.seed]
+    try:
+        seeds = [int(s) for s in cfg.seeds.split(",") if s.strip()]
+    except ValueError:
+        raise ConfigError(f"--seeds={cfg.seeds!r} must be comma-separated integers, e.g. 0,1,2")
+    if len(set(seeds)) != len(seeds) or not seeds:
+        raise ConfigError(f"--seeds={cfg.seeds!r} lists a seed twice or none; list each once")
+    return seeds
+
+
+def parse_host_devices(value: str) -> int:
+    """``--host_devices`` as a number: 0 for 'auto', else the positive count it names."""
+    v = str(value).strip().lower()
+    if v == "auto":
+        return 0
+    if v.isdigit() and int(v) > 0:
+        return int(v)
+    raise ValueError(value)
+
+
+class _ModelRegistry:
+    """The model registry as validation sees it. config imports nothing of the package, so
+    sagan_jax.methods installs its registry here when it is imported (sagan_jax/__init__.py
+    imports it, so every Config is checked against it)."""
+    names = staticmethod(lambda: ())
+    validate = staticmethod(lambda cfg: None)
+
+
+def use_model_registry(names, validate) -> None:
+    """Called by sagan_jax.methods: ``names()`` lists the models, ``validate(cfg)`` runs the
+    chosen model's own flag checks."""
+    _ModelRegistry.names = staticmethod(names)
+    _ModelRegistry.validate = staticmethod(validate)
+
+
 def validate(cfg: Config) -> None:
     _choice("mode", cfg.mode, MODES)
-    from sagan_jax import methods
-
-    _choice("model", cfg.model, methods.names())
+    _choice("model", cfg.model, _ModelRegistry.names())
     _choice("dataset", cfg.dataset, DATASETS)
     _choice("protocol", cfg.protocol, PROTOCOLS)
     _choice("dsc_impl", cfg.dsc_impl, DSC_IMPLS)
@@ -203,8 +239,6 @@ def validate(cfg: Config) -> None:
         raise ConfigError(f"--process_id={cfg.process_id} must lie in [0, --num_processes="
                           f"{cfg.num_processes}) (or -1 = detected)")
     if cfg.seeds.strip():
-        from sagan_jax.training.runs import parse_seeds
-
         parse_seeds(cfg)
     _choice("resize", cfg.resize, RESIZE_MODES)
     if cfg.max_pictures < 0:
@@ -266,15 +300,13 @@ def validate(cfg: Config) -> None:
     if cfg.mode == "score" and not cfg.input:
         raise ConfigError("--mode=score needs --input=IMAGE_OR_FOLDER (and the trained --workdir)")
     try:
-        from sagan_jax.devices import parse_host_devices
-
         parse_host_devices(cfg.host_devices)
     except ValueError:
         raise ConfigError(f"--host_devices={cfg.host_devices!r} must be 'auto' or a positive "
                           "number of CPU devices, e.g. --host_devices=2") from None
     if cfg.num_devices < 0:
         raise ConfigError(f"--num_devices={cfg.num_devices} must be >= 0 (0 = all local devices)")
-    methods.get(cfg.model).validate(cfg)
+    _ModelRegistry.validate(cfg)
 
 
 # Flags read only by some datasets, models or modes: (flag, predicate "unused for cfg", why).

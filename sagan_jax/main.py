@@ -194,7 +194,7 @@ def run(cfg: Config) -> dict:
         say(f"exported to {result['model']} and {result['meta']}")
         return result
     if cfg.mode == "score":
-        from sagan_jax.inference import score_new_images
+        from sagan_jax.score_mode import score_new_images
 
         result = score_new_images(cfg)
         say(f"scored {result['n']} images: {result['abnormal']} abnormal; "

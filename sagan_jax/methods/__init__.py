@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib
 
+from sagan_jax.config import use_model_registry
 from sagan_jax.methods.spec import ModelSpec
 
 REGISTRY = {
@@ -38,3 +39,11 @@ def register(spec: ModelSpec, module: str) -> None:
     if spec.name in REGISTRY and REGISTRY[spec.name] != module:
         raise ValueError(f"--model={spec.name} is registered already ({REGISTRY[spec.name]})")
     REGISTRY[spec.name] = module
+
+
+def validate(cfg) -> None:
+    """The chosen model's own flag checks (its spec's ``validate``)."""
+    get(cfg.model).validate(cfg)
+
+
+use_model_registry(names, validate)

@@ -6,25 +6,13 @@ from __future__ import annotations
 import dataclasses
 import os
 
-from sagan_jax.config import Config, ConfigError, classes_of
+from sagan_jax.config import Config, ConfigError, classes_of, parse_seeds
 
 
 @dataclasses.dataclass(frozen=True)
 class Run:
     name: str      # "" for a lone run (files at the workdir's top level)
     cfg: Config    # this run's flags: its own seed and abnormal class, its own workdir
-
-
-def parse_seeds(cfg) -> list:
-    if not cfg.seeds.strip():
-        return [cfg.seed]
-    try:
-        seeds = [int(s) for s in cfg.seeds.split(",") if s.strip()]
-    except ValueError:
-        raise ConfigError(f"--seeds={cfg.seeds!r} must be comma-separated integers, e.g. 0,1,2")
-    if len(set(seeds)) != len(seeds) or not seeds:
-        raise ConfigError(f"--seeds={cfg.seeds!r} lists a seed twice or none; list each once")
-    return seeds
 
 
 def parse_classes(cfg) -> list:
