@@ -57,9 +57,13 @@ import urllib.parse
 
 import numpy as np
 
-from sagan_jax.checkpoints import RESUMABLE_CHANGES, CheckpointError, all_finite, saved_meta
+from sagan_jax.anomaly_maps import SCALE_IMAGES, map_scales
 from sagan_jax.config import Config, ConfigError
+from sagan_jax.data import load_data
 from sagan_jax.data.base import DataError
+from sagan_jax.training.checkpoints import (CheckpointError, RESUMABLE_CHANGES, all_finite,
+                                            saved_meta)
+from sagan_jax.training.evaluate import calibration_images
 
 log = logging.getLogger("sagan_jax")
 
@@ -218,12 +222,7 @@ def map_scale(cfg, variables, calib) -> float:
     kind = cfg.anomaly_map
     stored = (calib.get("map_scale") or {}).get(kind)
     if stored is None:
-        from sagan_jax.anomaly_maps import SCALE_IMAGES, map_scales
-        from sagan_jax.training.evaluate import calibration_images
-
         try:
-            from sagan_jax.data import load_data
-
             images, source = calibration_images(load_data(cfg))
         except Exception as e:  # noqa: BLE001 - any failure to read the run's data
             msg = " ".join(str(e).split()) or type(e).__name__

@@ -19,7 +19,7 @@ import typing
 
 from absl import app, flags
 
-from sagan_jax.checkpoints import CheckpointError
+from sagan_jax.training.checkpoints import CheckpointError
 from sagan_jax.config import Config, ConfigError
 from sagan_jax.data.base import DataError
 from sagan_jax.training.errors import NonFiniteLossError
@@ -149,7 +149,7 @@ def f1_text(result: dict) -> str:
 
 
 def run(cfg: Config) -> dict:
-    from sagan_jax.models.summary import summary_text
+    from sagan_jax.methods.summary import summary_text
 
     if cfg.mode == "summary":
         from sagan_jax.training.fit import fit_summary_text, is_fitted

@@ -13,9 +13,9 @@ from sagan_jax.config import Config, ConfigError
 from sagan_jax.data.digits import load_digits_anomaly
 from sagan_jax.data.pipeline import to_float_np
 from sagan_jax import methods
-from sagan_jax.models import build_models
+from sagan_jax.methods import build_models
 from sagan_jax.training.evaluate import final_score
-from sagan_jax.models.summary import param_counts
+from sagan_jax.methods.summary import param_counts
 from sagan_jax.training.evaluate import score_images
 from sagan_jax.training.state import init_state, make_optimizers
 from sagan_jax.training.step import make_train_step

@@ -262,7 +262,7 @@ def test_anomaly_map_defects_and_their_exact_masks(isize):
 def test_package_errors_end_a_script_with_one_line(capsys):
     """A workdir trained with other flags (CheckpointError) ends an experiment script as it
     ends the CLI: one line, exit 2; other exceptions propagate unchanged."""
-    from sagan_jax.checkpoints import CheckpointError
+    from sagan_jax.training.checkpoints import CheckpointError
 
     with pytest.raises(SystemExit) as e:
         with common.package_errors("experiments.x"):

@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 
 from sagan_jax.config import Config
-from sagan_jax.models import build_models
-from sagan_jax.models.summary import param_counts, summary_text
+from sagan_jax.methods import build_models
+from sagan_jax.methods.summary import param_counts, summary_text
 
 
 @pytest.mark.parametrize(

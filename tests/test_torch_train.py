@@ -18,7 +18,7 @@ from sagan_jax.torch_ref import TorchTrainer  # noqa: E402
 from sagan_jax.torch_ref import train as torch_train  # noqa: E402
 from sagan_jax.torch_ref.convert import load_flax_into_torch  # noqa: E402
 from sagan_jax.training.evaluate import score_images  # noqa: E402
-from sagan_jax.checkpoints import restore_for_inference  # noqa: E402
+from sagan_jax.training.checkpoints import restore_for_inference  # noqa: E402
 from sagan_jax.training.loop import train_and_evaluate  # noqa: E402
 from sagan_jax.training.state import init_state, make_optimizers  # noqa: E402
 

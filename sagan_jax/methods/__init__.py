@@ -34,6 +34,12 @@ def get(name: str) -> ModelSpec:
     return spec
 
 
+def build_models(cfg, axis_name=None):
+    """(generator, discriminator) of ``cfg.model``. ``axis_name`` syncs BatchNorm statistics
+    over a mapped axis (data parallelism); the parameters do not depend on it."""
+    return get(cfg.model).build(cfg, axis_name)
+
+
 def register(spec: ModelSpec, module: str) -> None:
     """Register a model defined outside this package (``module`` holds ``SPEC``)."""
     if spec.name in REGISTRY and REGISTRY[spec.name] != module:

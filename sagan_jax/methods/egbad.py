@@ -14,16 +14,14 @@ import jax
 import jax.numpy as jnp
 
 from sagan_jax import losses
+from sagan_jax.methods import build_models
+from sagan_jax.methods.gan_step import d_apply, finish_step, grad_update, pmean
 from sagan_jax.methods.spec import ModelSpec, power_of_two_isize, split_variables, weighted_score
-from sagan_jax.models import build_models
-from sagan_jax.training.state import TrainState
-from sagan_jax.training.step import d_apply, finish_step
-from sagan_jax.training.updates import grad_update, pmean
+from sagan_jax.methods.state import TrainState
+from sagan_jax.models.egbad import EGBADDiscriminator, EGBADGenerator
 
 
 def build(cfg, axis_name=None):
-    from sagan_jax.models.egbad import EGBADDiscriminator, EGBADGenerator
-
     dtype = None if cfg.compute_dtype == "float32" else jnp.dtype(cfg.compute_dtype)
     return (EGBADGenerator(ngf=cfg.ngf, nz=cfg.nz, isize=cfg.isize, axis_name=axis_name,
                            dtype=dtype),

@@ -25,6 +25,7 @@ import math
 
 import numpy as np
 
+from sagan_jax.config import ConfigError
 from sagan_jax.methods.spec import ModelSpec
 
 CHUNK = 1024  # training images per step of the search (bounds memory)
@@ -34,8 +35,6 @@ SCORE_FORMULA = ("R = mean over the k nearest normal training images t_j (pixel 
 
 def fit(cfg, train_u8: np.ndarray, chunk: int = CHUNK) -> dict:
     """{"train": uint8 (chunks, C, D), "valid": uint8 (chunks, C)} of the training images."""
-    from sagan_jax.config import ConfigError
-
     n = len(train_u8)
     if cfg.knn_k > n:
         raise ConfigError(f"--knn_k={cfg.knn_k} exceeds the {n} training images; lower --knn_k")
@@ -105,8 +104,6 @@ def final_score(cfg, r, lat):
 
 
 def validate(cfg):
-    from sagan_jax.config import ConfigError
-
     if cfg.knn_k < 1:
         raise ConfigError(f"--knn_k={cfg.knn_k} must be >= 1 (the number of nearest training "
                           "images averaged)")

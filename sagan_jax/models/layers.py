@@ -326,7 +326,7 @@ depthwise_shift_vjp.defvjp(_depthwise_shift_vjp_fwd, _depthwise_shift_vjp_bwd)
 def auto_dsc_impl(cin: int, m: int, cout: int, h: int, w: int,
                   backend: Optional[str] = None) -> str:
     """The fixed rule 'auto' uses for one DSC layer when it is not autotuned
-    (``--dsc_autotune=false``, or no tuned choice for this shape; sagan_jax.models.dsc_autotune
+    (``--dsc_autotune=false``, or no tuned choice for this shape; sagan_jax.methods.dsc_autotune
     measures instead), from the layer's static shape and the backend (SPEC section 10).
 
     CPU (measured with experiments/bench_dsc.py, XLA:CPU, batch 64, forward + backward):
@@ -371,7 +371,7 @@ class DepthwiseSeparableConv(nn.Module):
         m > 1; native on GPU). With m = 1 'repeat' and 'xla' are the same computation.
       - 'auto': the fixed per-shape rule :func:`auto_dsc_impl` (CPU: 'dense' or 'shift' with
         m > 1, 'shift_vjp' with m = 1; other backends: 'xla'). The autotuned choice is passed
-        in as a concrete impl by the generator (sagan_jax.models.dsc_autotune).
+        in as a concrete impl by the generator (sagan_jax.methods.dsc_autotune).
     The parameters are the same for every impl, so checkpoints do not depend on it. Parameters
     are float32; the layer computes in ``dtype`` (None: the input's dtype).
     """

@@ -7,6 +7,7 @@ import dataclasses
 import os
 
 from sagan_jax.config import Config, ConfigError, classes_of, parse_seeds
+from sagan_jax.data.image_folder import scan
 
 
 @dataclasses.dataclass(frozen=True)
@@ -23,8 +24,6 @@ def parse_classes(cfg) -> list:
         known = classes_of(cfg.dataset)
         if known is None:
             if cfg.dataset == "image_folder":  # its class folders (layout checked)
-                from sagan_jax.data.image_folder import scan
-
                 return list(scan(cfg.data_root)["train"])
             raise ConfigError(f"--abnormal_classes=all: --dataset={cfg.dataset} has no classes "
                               "to hold out in turn; omit --abnormal_classes")

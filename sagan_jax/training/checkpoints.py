@@ -15,6 +15,12 @@ from typing import Optional
 
 import jax
 import orbax.checkpoint as ocp
+from sagan_jax import methods
+from sagan_jax.methods import dsc_autotune
+from sagan_jax.methods.state import fitted_state
+from sagan_jax.training.errors import deferred_interrupt
+from sagan_jax.training.state import init_state, make_optimizers
+
 
 # Flags that change the shapes or meaning of the saved arrays; all must match to resume.
 MODEL_FLAGS = ("model", "isize", "ngf", "ndf", "nz", "use_dsc", "use_cbam", "kernels_per_layer")
@@ -101,8 +107,6 @@ def save(mngr: ocp.CheckpointManager, state, epoch: int, cfg, extra: Optional[di
     if not all_finite(state):
         raise CheckpointError(f"refusing to save a non-finite state after epoch {epoch + 1}")
     meta = {"epoch": epoch, "config": cfg.to_dict(), **(extra or {})}
-    from sagan_jax.training.errors import deferred_interrupt
-
     with deferred_interrupt(), _quiet_orbax():  # a Ctrl-C waits until the save is complete
         before = set(threading.enumerate())
         try:
@@ -158,8 +162,6 @@ def _save_failed(mngr, epoch: int, e: Exception) -> "CheckpointError":
 def check_compatible(saved_cfg: dict, cfg, where: str) -> None:
     """The network flags must match for any use of a checkpoint (shapes, meaning); a fitted
     model (PCA, kNN) names its own (ModelSpec.checkpoint_flags)."""
-    from sagan_jax import methods
-
     diff = [
         f"{k}={saved_cfg.get(k)!r} (now {getattr(cfg, k)!r})"
         for k in (methods.get(cfg.model).checkpoint_flags or MODEL_FLAGS)
@@ -267,9 +269,6 @@ def restore_latest(mngr: ocp.CheckpointManager, abstract_state, cfg, resume: boo
 def restore_for_inference(cfg):
     """(state, meta) of the newest checkpoint in ``cfg.workdir`` (network flags checked),
     opened read-only (nothing in the workdir is created or changed)."""
-    from sagan_jax import methods
-    from sagan_jax.training.state import init_state, make_optimizers
-
     if methods.get(cfg.model).fit is not None:  # PCA, kNN: shapes from the metadata
         abstract = abstract_fitted_state
     else:
@@ -282,8 +281,6 @@ def restore_for_inference(cfg):
         raise _no_checkpoint(cfg.workdir)
     if meta.get("dsc_impls") and cfg.dsc_impl == "auto":
         # score with the DSC forms the run was trained and calibrated with (same rounding)
-        from sagan_jax.models import dsc_autotune
-
         dsc_autotune.pin(cfg, tuple(meta["dsc_impls"].items()))
     return state, meta
 
@@ -300,7 +297,6 @@ def abstract_fitted_state(meta: dict):
     """The abstract TrainState of a fitted model's checkpoint, from its metadata."""
     import jax.numpy as jnp
 
-    from sagan_jax.methods.spec import fitted_state
 
     if "fitted_shapes" not in meta:
         raise CheckpointError("the checkpoint holds no fitted model (no 'fitted_shapes' in its "
