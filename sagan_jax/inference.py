@@ -58,7 +58,7 @@ import urllib.parse
 import numpy as np
 
 from sagan_jax.anomaly_maps import SCALE_IMAGES, map_scales
-from sagan_jax.config import Config, ConfigError
+from sagan_jax.config import Config, ConfigError, flags_where
 from sagan_jax.data import load_data
 from sagan_jax.data.base import DataError
 from sagan_jax.training.checkpoints import (CheckpointError, RESUMABLE_CHANGES, all_finite,
@@ -68,12 +68,10 @@ from sagan_jax.training.evaluate import calibration_images
 log = logging.getLogger("sagan_jax")
 
 # Taken from the command line (or its defaults), never from the checkpoint.
-SCORE_FLAGS = ("input", "output", "on_bad_image", "on_small_image", "max_pictures")
-RUNTIME_FLAGS = ("mode", "workdir", "compilation_cache", "dsc_impl", "dsc_autotune",
-                 "num_devices", "host_devices", "progress", "coordinator_address", "num_processes",
-                 "process_id")
+SCORE_FLAGS = flags_where(score="line", role=("data", "scoring_io"))
+RUNTIME_FLAGS = flags_where(score="line", role=("runtime", "run_specific"))
 # From the command line when passed there, else the run's.
-RUN_DEFAULT_FLAGS = ("anomaly_map", "eval_batch_size")
+RUN_DEFAULT_FLAGS = flags_where(score="line_if_passed")
 # --mode=eval: also from the command line when passed (how the test set is read and scored).
 EVAL_DEFAULT_FLAGS = ("eval_batch_stats", "on_bad_image", "on_small_image") + tuple(
     n for n in RESUMABLE_CHANGES if n not in ("mode", "workdir", "input", "output"))

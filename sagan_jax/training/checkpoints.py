@@ -16,6 +16,7 @@ from typing import Optional
 import jax
 import orbax.checkpoint as ocp
 from sagan_jax import methods
+from sagan_jax.config import flags_where
 from sagan_jax.methods import dsc_autotune
 from sagan_jax.methods.state import fitted_state
 from sagan_jax.training.errors import deferred_interrupt
@@ -23,18 +24,11 @@ from sagan_jax.training.state import init_state, make_optimizers
 
 
 # Flags that change the shapes or meaning of the saved arrays; all must match to resume.
-MODEL_FLAGS = ("model", "isize", "ngf", "ndf", "nz", "use_dsc", "use_cbam", "kernels_per_layer")
+MODEL_FLAGS = flags_where(role="network")
 # Flags a resumed or reopened run may change: they do not change what is trained or measured
 # (where, how fast, how often the test set is scored, what is drawn, more epochs). Every
 # other flag defines the experiment and must match (README: "Reliability").
-RESUMABLE_CHANGES = (
-    "mode", "workdir", "epochs", "eval_every", "plots", "progress", "tensorboard",
-    "keep_checkpoints", "compilation_cache", "num_devices", "host_devices", "input", "output",
-    "data_dir",
-    "download", "seeds", "abnormal_classes", "run_axis_impl", "max_runs_per_program",
-    "steps_per_chunk", "dsc_impl", "dsc_autotune", "coordinator_address", "num_processes",
-    "process_id", "anomaly_map", "eval_batch_size", "max_pictures",
-)
+RESUMABLE_CHANGES = flags_where(resume=True)
 
 
 class CheckpointError(RuntimeError):
