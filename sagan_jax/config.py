@@ -76,7 +76,7 @@ class Config:
     resize: str = flag("crop", 'how images (and masks) become isize x isize: crop (shorter side to isize, centre crop; the originals) | squash (both sides to isize, aspect ratio lost) | pad (longer side to isize, centred on black)', "data")
     mask_root: Optional[str] = flag(None, 'anomaly_folder: folder of defect masks, flat (<stem>[_mask].png) or mirroring the test folders (<test folder>/<stem>[_mask].png); default DATA_ROOT/ground_truth', "data")
     download: bool = flag(True, 'cifar10: let tensorflow-datasets download it when --data_dir lacks it', "data", resume=True)
-    # Optimisation (SPEC section 5).
+    # Optimisation (docs/design.md, section 5).
     batch_size: int = flag(64, 'global training batch size (split over the devices)', "experiment")
     eval_batch_size: int = flag(64, 'batch size for scoring', "runtime", score="line_if_passed")
     epochs: int = flag(15, 'number of training epochs', "experiment", resume=True)
@@ -90,7 +90,7 @@ class Config:
     w_lat: float = flag(1.0, 'weight of L_lat', "experiment")
     d_lat_loss: bool = flag(False, "also train D on L_lat (the authors' code)", "experiment")
     reinit_d_threshold: float = flag(1e-5, 're-initialise D when L_D falls below this', "experiment")
-    # Model (SPEC sections 2-3).
+    # Model (docs/design.md, sections 3-4).
     ngf: int = flag(64, 'generator base width', "network")
     ndf: int = flag(64, 'discriminator base width', "network")
     nz: int = flag(100, 'latent size', "network")
@@ -102,7 +102,7 @@ class Config:
     # Non-GAN baselines, fitted without a training loop (sagan_jax/methods/pca.py, knn.py).
     pca_components: int = flag(16, "--model=pca: principal components of the normal training images kept; the score is the mean squared residual of the projection onto them", "experiment")
     knn_k: int = flag(1, "--model=knn: the score is the mean squared pixel distance to the k nearest normal training images (exact search)", "experiment")
-    # Scoring (SPEC section 6).
+    # Scoring (docs/design.md, section 7).
     score_lambda: float = flag(0.2, 'A = lambda R + (1 - lambda) L (paper 0.2, code 0.9)', "experiment")
     eval_batch_stats: bool = flag(False, 'score with test-batch BatchNorm statistics, as the PyTorch originals', "experiment")
     bn_recalibration_batches: int = flag(20, "before each evaluation, recompute BatchNorm running statistics with the current weights over this many training batches (0 = use the training run's moving averages)", "experiment")

@@ -1,5 +1,5 @@
-"""The baselines (SPEC section 8): parameter counts against independent formulas of their
-PyTorch definitions, forward shapes, one training step each, the per-model score (formula and
+"""The baselines (docs/design.md, section 9): parameter counts against independent formulas of
+their PyTorch definitions, forward shapes, one training step each, the per-model score (formula and
 direction), the model dispatch, and experiments/table2.py's bookkeeping."""
 import os
 import sys
@@ -23,7 +23,7 @@ from sagan_jax.training.step import make_train_step
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-# ---- PyTorch parameter counts, written from the layer lists in SPEC section 8 ----------------
+# ---- PyTorch parameter counts, written from the layer lists in docs/design.md, section 9 --------
 def conv(cin, cout, k=4, bias=False):
     return cin * cout * k * k + (cout if bias else 0)
 

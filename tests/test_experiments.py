@@ -275,7 +275,7 @@ def test_package_errors_end_a_script_with_one_line(capsys):
             raise KeyError("not the user's input")
 
 
-# --- Table 2's three evaluations (issue 13) -----------------------------------------------------
+# --- Table 2's three evaluations (evaluations (a)/(b)/(c), docs/design.md, section 8) ------------
 def test_history_gives_the_three_evaluations():
     from sagan_jax.training.results import summarise_history
 

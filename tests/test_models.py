@@ -1,4 +1,4 @@
-"""Model shapes and parameter counts (SPEC sections 2-3)."""
+"""Model shapes and parameter counts (docs/design.md, sections 3-4)."""
 import jax
 import jax.numpy as jnp
 import numpy as np

@@ -1,4 +1,4 @@
-"""--mode=score (issue 14 item 4): flags from the checkpoint, the run's resize, one-to-one map
+"""--mode=score: flags from the checkpoint, the run's resize, one-to-one map
 names, skipped files in the CSV, output errors, read-only workdirs, fixed map colours, and
 non-finite checkpoints refused."""
 import builtins

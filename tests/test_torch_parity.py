@@ -1,8 +1,8 @@
 """Parity of the Flax models with the PyTorch reference (sagan_jax.torch_ref), written from
-SPEC: the same weights give the same outputs, statistics, scores, gradients and one training
-step. Small widths (ngf = ndf = 16, 32x32, batch 4) keep them fast. (XLA's
-optimisation level 0 would halve compilation, but on jaxlib 0.10.2 it returns NaN gradients
-through the CBAM MLP, so the tests compile with the default options.)
+docs/design.md: the same weights give the same outputs, statistics, scores, gradients and one
+training step. Small widths (ngf = ndf = 16, 32x32, batch 4) keep them fast. (XLA's optimisation
+level 0 would halve compilation, but on jaxlib 0.10.2 it returns NaN gradients through the CBAM
+MLP, so the tests compile with the default options.)
 """
 from __future__ import annotations
 

@@ -106,8 +106,8 @@ def _init_leaves():
 
 
 def test_both_frameworks_initialise_as_spec():
-    """SPEC section 4 in both frameworks: conv / dense weights ~ N(0, 0.02), BatchNorm scales
-    ~ N(1, 0.02), biases and BatchNorm offsets 0. Training parity draws each framework's own
+    """docs/design.md, section 4 in both frameworks: conv / dense weights ~ N(0, 0.02), BatchNorm
+    scales ~ N(1, 0.02), biases and BatchNorm offsets 0. Training parity draws each framework's own
     initial weights, so a different initialiser would bias the comparison of AUCs."""
     leaves = _init_leaves()
     assert len(leaves) > 100

@@ -1,5 +1,5 @@
-"""EGBAD (Zenati et al. 2018), SPEC section 8: a BiGAN with encoder E, generator G and a joint
-discriminator D(x, z).
+"""EGBAD (Zenati et al. 2018), docs/design.md, section 9: a BiGAN with encoder E, generator G and a
+joint discriminator D(x, z).
 
 Step: z ~ N(0, I);  L_D = BCE(D(x, E(x)), 1) + BCE(D(G(z), z), 0); E and G minimise
 BCE(D(G(z), z), 1) + BCE(D(x, E(x)), 0) (labels swapped), jointly. l_con = mean |x - G(E(x))|

@@ -39,7 +39,7 @@ def d_apply(d, params, stats, *inputs, update):
 
 def finish_step(state, cfg, rng, x, g_params, g_stats, g_opt_state, d_params, d_stats, d_opt_state,
                 g_grads, d_grads, scalars):
-    """The end of every GAN step: re-initialise D when L_D < --reinit_d_threshold (SPEC
+    """The end of every GAN step: re-initialise D when L_D < --reinit_d_threshold (docs/design.md,
     section 5), assemble the new state and the step metrics (losses, norms)."""
     reinit = scalars["l_d"] < cfg.reinit_d_threshold
     d_params = jax.lax.cond(

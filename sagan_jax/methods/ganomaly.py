@@ -1,5 +1,5 @@
-"""GANomaly (Akcay et al. 2018), SPEC section 8: encoder -> decoder -> encoder generator,
-DCGAN discriminator with a 1-channel output.
+"""GANomaly (Akcay et al. 2018), docs/design.md, section 9: encoder -> decoder -> encoder
+generator, DCGAN discriminator with a 1-channel output.
 
 Step: L_G = w_adv * mean (f(x) - f(G(x)))^2 [f: D features] + w_con * mean |x - G(x)|
       + w_lat * mean (E1(x) - E2(G(x)))^2;  L_D = (BCE(D(x), 1) + BCE(D(G(x)), 0)) / 2,

@@ -1,8 +1,9 @@
 """SAGAN (the paper): attention U-Net generator with CBAM skips and DSCs, DCGAN discriminator,
 trained with the SAGAN step; A = lambda R + (1 - lambda) L with L on D's features.
 
-The step is a pure function of (state, batch, rng). Order per batch (SPEC section 5): forward
-G, update G, then update D on the G(x) computed before G's update. BatchNorm statistics, decided explicitly:
+The step is a pure function of (state, batch, rng). Order per batch (docs/design.md, section 5):
+forward G, update G, then update D on the G(x) computed before G's update. BatchNorm statistics,
+decided explicitly:
   - G's running statistics are updated by its one training-mode forward pass.
   - D inside G's loss runs in training mode (batch statistics) but does NOT update D's
     running statistics.
@@ -111,9 +112,9 @@ def describe(cfg, counts):
     return sagan_table1_lines(cfg)
 
 
-# SPEC section 2: the paper's Table 1 counted G + D with SmaAt-UNet's precipitation settings
-# (12 input channels, 1 output channel, kernels_per_layer 2) and a per-call hook counter that
-# counts the CBAM MLP twice. These are those components, as reproduced from the authors' code.
+# docs/design.md, section 3: the paper's Table 1 counted G + D with SmaAt-UNet's precipitation
+# settings (12 input channels, 1 output channel, kernels_per_layer 2) and a per-call hook counter
+# that counts the CBAM MLP twice. These are those components, as reproduced from the authors' code.
 PAPER_TABLE1 = {
     "with DSCs": {"paper": 5_181_089, "g_12in_1out": 4_033_537, "cbam_mlp_again": 77_852},
     "without DSCs": {"paper": 18_498_481, "g_12in_1out": 17_350_929, "cbam_mlp_again": 77_852},
@@ -122,7 +123,7 @@ D_PAPER = 1_069_700
 
 
 def sagan_table1_lines(cfg) -> list:
-    """Where the paper's Table 1 parameter counts came from (SPEC section 2)."""
+    """Where the paper's Table 1 parameter counts came from (docs/design.md, section 3)."""
     lines = [
         "The paper's Table 1 (18,498,481 without DSCs, 5,181,089 with) does not count this RGB",
         "model: it counts G + D with the generator built for SmaAt-UNet's precipitation data",

@@ -9,7 +9,7 @@ from sagan_jax.config import ConfigError
 
 @dataclasses.dataclass(frozen=True)
 class ModelSpec:
-    """A model, its training rule and its anomaly score (SPEC section 8).
+    """A model, its training rule and its anomaly score (docs/design.md, section 9).
 
     build(cfg, axis_name) -> (generator, discriminator): the Flax networks; ``axis_name``
         averages BatchNorm statistics over a mapped axis (data parallelism).

@@ -1,4 +1,4 @@
-"""DCGAN discriminator ("BasicDiscriminator", SPEC section 3)."""
+"""DCGAN discriminator ("BasicDiscriminator", docs/design.md, section 4)."""
 from __future__ import annotations
 
 from typing import Any, Optional

@@ -1,4 +1,4 @@
-"""The SAGAN generator: an attention U-Net (SPEC section 2)."""
+"""The SAGAN generator: an attention U-Net (docs/design.md, section 3)."""
 from __future__ import annotations
 
 from typing import Any, Optional, Tuple

@@ -1,4 +1,4 @@
-"""Scoring a split with a trained state: per-image R(x) and L(x) (SPEC section 6).
+"""Scoring a split with a trained state: per-image R(x) and L(x) (docs/design.md, section 7).
 
 Default: BatchNorm running averages, so an image's score does not depend on the other images
 in its batch, nor on the order of the test set. ``cfg.eval_batch_stats`` reproduces the
@@ -101,8 +101,8 @@ def split_metrics(cfg, labels, r, lat) -> dict:
 
 
 def originals_auc(cfg, state, split) -> float:
-    """AUC of ``split`` scored as the PyTorch originals score (``--eval_originals``; issue 13's
-    evaluation (a)): BatchNorm in training mode (each batch normalised with its own
+    """AUC of ``split`` scored as the PyTorch originals score (``--eval_originals``; evaluation (a)
+    of docs/design.md, section 8): BatchNorm in training mode (each batch normalised with its own
     statistics), the images in their stored order (the GANomaly protocol's: normal test
     images, then abnormal ones), batches of the training batch size, and the originals' score
     weight ``--originals_score_lambda``. Each image's score depends on its batch, so this is a

@@ -8,7 +8,7 @@ each batch on the device by index (no host-to-device copy of pixels per step).
 
 How runs are mapped (``--run_axis_impl``, same math, tested equal):
   - ``unroll``: the K steps are written one after another inside the program. XLA:CPU runs
-    that 1.4x faster than K separate calls (SPEC section 10), and each run keeps its own
+    that 1.4x faster than K separate calls (docs/design.md, section 12), and each run keeps its own
     static settings.
   - ``vmap``: runs with identical static settings (everything but seed and abnormal class, and
     the same steps per epoch) form a group whose states, images and indices are stacked and
@@ -51,13 +51,13 @@ from sagan_jax.devices import DATA_AXIS, put_replicated
 
 
 def to_float(images_u8):
-    """uint8 pixels -> float32 in [-1, 1]: (p / 255 - 0.5) / 0.5 (SPEC section 1); the same
-    arithmetic as sagan_jax.data.pipeline.to_float_np."""
+    """uint8 pixels -> float32 in [-1, 1]: (p / 255 - 0.5) / 0.5 (docs/design.md, section 2); the
+    same arithmetic as sagan_jax.data.pipeline.to_float_np."""
     return (images_u8.astype(jnp.float32) / 255.0 - 0.5) / 0.5
 
 
 def resolve_impl(impl: str) -> str:
-    """``auto`` -> ``unroll`` on CPU (measured, SPEC section 10), ``vmap`` elsewhere."""
+    """``auto`` -> ``unroll`` on CPU (measured, docs/design.md, section 12), ``vmap`` elsewhere."""
     if impl != "auto":
         return impl
     return "unroll" if jax.default_backend() == "cpu" else "vmap"

@@ -14,7 +14,8 @@ from sagan_jax.models import layers
 
 
 def lambda_decay(epoch, lr: float, niter: int, niter_decay: int, start_epoch: int = 0):
-    """SPEC section 5: lr * (1 - max(0, epoch + 1 + start_epoch - niter) / (niter_decay + 1))."""
+    """docs/design.md, section 5: lr * (1 - max(0, epoch + 1 + start_epoch - niter) / (niter_decay
+    + 1))."""
     return lr * (1.0 - jnp.maximum(0, epoch + 1 + start_epoch - niter) / (niter_decay + 1.0))
 
 
