@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import dataclasses
 import errno
-import json
 import logging
 import os
 import signal
@@ -19,11 +18,10 @@ import typing
 
 from absl import app, flags
 
-from sagan_jax.training.checkpoints import CheckpointError
 from sagan_jax.config import Config, ConfigError
 from sagan_jax.data.base import DataError
+from sagan_jax.training.checkpoints import CheckpointError
 from sagan_jax.training.errors import NonFiniteLossError
-
 
 
 # Errors a user's input can cause: one line on stderr, exit status 2 (also experiments/common.py).

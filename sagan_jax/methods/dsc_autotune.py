@@ -246,7 +246,6 @@ def _time_candidates(layer, batch, dtype, candidates, reps, mesh=None):
 
 # ---- resolving a model's mapping ------------------------------------------------------------
 _MEMO: Dict[tuple, Mapping] = {}
-stats = {"timed_layers": 0}  # how many layer shapes this process has timed (tests read it)
 
 
 def _arch_key(cfg, backend: str) -> tuple:
@@ -346,7 +345,6 @@ def _autotune(layers, batch, dtype, backend, timer, path, candidates, reps) -> M
             entries[key] = entry
             save_entries(path, {key: entry})
             n_timed += 1
-            stats["timed_layers"] += 1
             log.info("dsc autotune: %s (%dx%d, %d->%d, m=%d, batch %d, %s): %s  %s",
                      layer.name, layer.h, layer.w, layer.cin, layer.cout, layer.m, batch, dtype,
                      impl, " ".join(f"{i}={ms:.1f}ms" for i, ms in entry["ms"].items()))

@@ -82,7 +82,6 @@ def egbad_step(state: TrainState, batch, rng, *, cfg, g_tx, d_tx, axis_name=None
                    d_opt_state, g_grads, d_grads, scalars)
 
 
-
 def components(cfg, variables, x, train):
     """R = mean |x - G(E(x))|, L = mean |f(x, E(x)) - f(G(E(x)), E(x))|."""
     g, d = build(cfg)

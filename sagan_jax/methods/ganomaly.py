@@ -62,7 +62,6 @@ def ganomaly_step(state: TrainState, batch, rng, *, cfg, g_tx, d_tx, axis_name=N
                    d_opt_state, g_grads, d_grads, scalars)
 
 
-
 def components(cfg, variables, x, train):
     """R = mean (x - G(x))^2, L = mean (E1(x) - E2(G(x)))^2."""
     g, _ = build(cfg)

@@ -26,6 +26,7 @@ import math
 import numpy as np
 
 from sagan_jax.config import ConfigError
+from sagan_jax.data.pipeline import to_float_np
 from sagan_jax.methods.spec import ModelSpec
 
 CHUNK = 1024  # training images per step of the search (bounds memory)
@@ -48,12 +49,6 @@ def fit(cfg, train_u8: np.ndarray, chunk: int = CHUNK) -> dict:
     return {"train": padded.reshape(n_chunks, c, -1), "valid": valid.reshape(n_chunks, c)}
 
 
-def _to_float(u8):
-    import jax.numpy as jnp
-
-    return (u8.astype(jnp.float32) / 255.0 - 0.5) / 0.5  # = data.pipeline.to_float_np
-
-
 def nearest(cfg, params, flat):
     """(indices (B, k) into the flattened training set, nearest first) of a batch (B, D)."""
     import jax
@@ -68,7 +63,7 @@ def nearest(cfg, params, flat):
     def body(carry, chunk):
         best_d, best_i = carry
         t_u8, ok, j = chunk
-        t = _to_float(t_u8)
+        t = to_float_np(t_u8)
         dots = jnp.matmul(flat, t.T, precision=jax.lax.Precision.HIGHEST)
         d2 = jnp.maximum(q2[:, None] - 2.0 * dots + jnp.sum(jnp.square(t), axis=1)[None], 0.0)
         d2 = jnp.where(ok[None] > 0, d2, jnp.inf)
@@ -93,7 +88,7 @@ def components(cfg, variables, x, train):
     b = x.shape[0]
     flat = x.reshape(b, -1).astype(jnp.float32)
     idx = jax.lax.stop_gradient(nearest(cfg, p, jax.lax.stop_gradient(flat)))
-    neighbours = _to_float(p["train"].reshape(-1, flat.shape[1])[idx])  # (B, k, D)
+    neighbours = to_float_np(p["train"].reshape(-1, flat.shape[1])[idx])  # (B, k, D)
     r = jnp.mean(jnp.square(flat[:, None, :] - neighbours), axis=(1, 2))
     recon = jnp.mean(neighbours, axis=1).reshape(x.shape)
     return r, jnp.zeros_like(r), recon

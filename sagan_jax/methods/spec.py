@@ -6,7 +6,6 @@ from typing import Callable, Optional
 from sagan_jax.config import ConfigError
 
 
-
 @dataclasses.dataclass(frozen=True)
 class ModelSpec:
     """A model, its training rule and its anomaly score (docs/design.md, section 9).

@@ -4,7 +4,6 @@ from __future__ import annotations
 from typing import Any, Optional
 
 import flax.linen as nn
-import jax.numpy as jnp
 
 from sagan_jax.models.layers import BatchNorm, Conv, at_least_f32, cast
 

@@ -10,7 +10,6 @@ import functools
 import logging
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from sagan_jax import methods, overlays, scoring

@@ -13,7 +13,6 @@ from sagan_jax.config import ConfigError
 from sagan_jax.devices import DATA_AXIS, devices_for_batch
 
 
-
 def make_mesh(num_devices: int = 0, batch_size: int = 0):
     """A one-axis mesh over the first ``num_devices`` local devices (0 = all, or with
     ``batch_size`` the most of them that split it evenly, so a batch is never resized); in a
