@@ -18,10 +18,11 @@ import typing
 
 from absl import app, flags
 
-from sagan_jax.config import Config, ConfigError
+from sagan_jax.config import Config, ConfigError, unused_flags
 from sagan_jax.data.base import DataError
+from sagan_jax.devices import configure
 from sagan_jax.training.checkpoints import CheckpointError
-from sagan_jax.training.errors import NonFiniteLossError
+from sagan_jax.training.errors import NonFiniteLossError, interrupt_requested, request_interrupt
 
 
 # Errors a user's input can cause: one line on stderr, exit status 2 (also experiments/common.py).
@@ -216,8 +217,6 @@ def run(cfg: Config) -> dict:
 
 def configure_host_devices(cfg) -> None:
     """One XLA:CPU device per core (--host_devices), before anything starts JAX's backend."""
-    from sagan_jax.devices import configure
-
     configure(cfg.host_devices, cfg.batch_size, cfg.eval_batch_size)
 
 
@@ -249,8 +248,6 @@ def init_distributed(cfg) -> None:
 def warn_unused_flags(cfg: Config) -> None:
     """Name each flag given on the command line (or in a flagfile) that this dataset, model or
     mode does not read: it is not an error, but it changes nothing."""
-    from sagan_jax.config import unused_flags
-
     given = {f.name for f in dataclasses.fields(Config) if FLAGS[f.name].present}
     for name, why in unused_flags(cfg, given):
         logging.getLogger("sagan_jax").warning("--%s is not used %s; it changes nothing", name, why)
@@ -260,8 +257,6 @@ def main(argv):
     if len(argv) > 1:
         fail(f"unexpected arguments {argv[1:]}; flags look like --name=value")
     configure_logging()
-    from sagan_jax.training.errors import interrupt_requested, request_interrupt
-
     signal.signal(signal.SIGINT, request_interrupt)  # recorded too: see training/errors.py
     try:
         cfg = config_from_flags()
