@@ -3,7 +3,7 @@ generator, DCGAN discriminator with a 1-channel output.
 
 Step: L_G = w_adv * mean (f(x) - f(G(x)))^2 [f: D features] + w_con * mean |x - G(x)|
       + w_lat * mean (E1(x) - E2(G(x)))^2;  L_D = (BCE(D(x), 1) + BCE(D(G(x)), 0)) / 2,
-in the SAGAN step's order and BatchNorm rules (sagan_jax.training.step). Score: the latent
+in the SAGAN step's order and BatchNorm rules (sagan_jax.methods.sagan). Score: the latent
 MSE alone (--score_lambda unused); R is logged beside it.
 """
 from __future__ import annotations
