@@ -19,7 +19,17 @@ from typing import Optional
 
 import numpy as np
 
+from sagan_jax import anomaly_maps
 from sagan_jax.config import Config
+from sagan_jax.data.base import DataError
+from sagan_jax.data.images import decode_images
+from sagan_jax.data.pipeline import to_float_np
+from sagan_jax.export import export_detector
+from sagan_jax.inference import checked_calibration, input_files, map_scale, score_config
+from sagan_jax.methods.spec import variables_of
+from sagan_jax.training.checkpoints import restore_for_inference
+from sagan_jax.training.evaluate import final_score, score_images
+from sagan_jax.training.loop import train as train_runs, train_and_evaluate
 
 
 @dataclasses.dataclass
@@ -42,10 +52,6 @@ class Detector:
     """A trained workdir, ready to score images (see the module doc)."""
 
     def __init__(self, cfg: Config):
-        from sagan_jax.checkpoints import restore_for_inference
-        from sagan_jax.inference import checked_calibration, map_scale
-        from sagan_jax.methods.spec import variables_of
-
         self.cfg = cfg.replace(eval_batch_stats=False)  # running averages only
         self.state, self.meta = restore_for_inference(self.cfg)
         self.calibration = checked_calibration(self.cfg, self.state, self.meta)
@@ -57,8 +63,6 @@ class Detector:
         """The newest checkpoint in ``workdir``; ``flags``: scoring flags (anomaly_map,
         eval_batch_size, on_bad_image, ...); a model or data flag that differs from the
         run's is refused (ConfigError)."""
-        from sagan_jax.inference import score_config
-
         values = {f.name: f.default for f in dataclasses.fields(Config)}
         values.update(flags, workdir=str(workdir), mode="eval")
         return cls(score_config(values, flags.keys()))
@@ -70,10 +74,6 @@ class Detector:
     def score(self, images) -> Scores:
         """Scores, decisions and anomaly maps of ``images``: an image file, a folder (every
         file under it), a list of files, or uint8 images (N, isize, isize, 3)."""
-        from sagan_jax.data.base import DataError
-        from sagan_jax.data.images import decode_images
-        from sagan_jax.inference import input_files
-
         cfg = self.cfg
         if isinstance(images, np.ndarray):
             if images.dtype != np.uint8 or images.shape[1:] != (cfg.isize, cfg.isize, 3):
@@ -96,10 +96,6 @@ class Detector:
 
     def score_arrays(self, images_u8, paths=None, skipped=()) -> Scores:
         """``score`` of images already brought to isize (uint8 (N, isize, isize, 3))."""
-        from sagan_jax import anomaly_maps
-        from sagan_jax.data.pipeline import to_float_np
-        from sagan_jax.training.evaluate import final_score, score_images
-
         cfg, calib = self.cfg, self.calibration
         r, lat, recon = score_images(cfg, self.state, images_u8, keep_recon=True)
         raw = final_score(cfg, r, lat)
@@ -114,8 +110,6 @@ class Detector:
     def export(self, folder: Optional[str] = None) -> dict:
         """Write the portable export (sagan_jax.export) into ``folder`` (default
         WORKDIR/export); its paths."""
-        from sagan_jax.export import export_detector
-
         return export_detector(self, folder or os.path.join(self.cfg.workdir, "export"))
 
 
@@ -123,8 +117,6 @@ def train(config: Config, data=None) -> dict:
     """Train (or fit) the run(s) of ``config`` as --mode=train does; the result of one run
     (its metrics.json), or the summary of several. ``data``: an AnomalyData to train one run
     on instead of loading ``config``'s dataset."""
-    from sagan_jax.training.loop import train as train_runs, train_and_evaluate
-
     if data is not None:
         return train_and_evaluate(config, data)
     return train_runs(config)

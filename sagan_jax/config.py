@@ -22,9 +22,32 @@ CIFAR10_CLASSES = (
 )
 
 
-def flag(default, help_text: str):
-    """A Config field that is also an absl flag of the same name; its help text lives here."""
-    return dataclasses.field(default=default, metadata={"help": help_text})
+# What a field is for; every list of flags that other modules keep is derived from these.
+ROLES = {
+    "experiment": "defines the result (training and scoring rules)",
+    "network": "the shape of the networks: a checkpoint is usable only with the same values",
+    "data": "which images, and how they are read",
+    "runtime": "where and how fast it runs, what is logged and kept; not the result",
+    "scoring_io": "what --mode=score reads and writes",
+    "run_specific": "tells the runs of a run list apart; never reaches a compiled program",
+}
+# Where --mode=score and --mode=eval take a field from: the checkpoint's run ("run"), the
+# command line ("line"), or the command line when passed there, else the run ("line_if_passed").
+SCORE_SOURCES = ("run", "line", "line_if_passed")
+
+
+def flag(default, help_text: str, role: str, *, score: str = "run",
+         resume: Optional[bool] = None):
+    """A Config field that is also an absl flag of the same name; its help text and its role
+    (ROLES) live here. ``resume``: whether a resumed or reopened run may change it (default:
+    runtime and scoring_io fields may, the others define the experiment); ``score``: where
+    --mode=score takes it from (SCORE_SOURCES)."""
+    if role not in ROLES or score not in SCORE_SOURCES:
+        raise ValueError(f"unknown role {role!r} or score source {score!r}")
+    if resume is None:
+        resume = role in ("runtime", "scoring_io")
+    return dataclasses.field(default=default, metadata={
+        "help": help_text, "role": role, "score": score, "resume": resume})
 
 
 class ConfigError(ValueError):
@@ -34,86 +57,86 @@ class ConfigError(ValueError):
 @dataclasses.dataclass(frozen=True)
 class Config:
     # What to run.
-    mode: str = flag("train", 'train | eval (score the test set with the checkpoint in --workdir) | summary | score (score new images from --input with the trained --workdir) | export (write WORKDIR/export/model.jaxexport and model.json: the scoring function, loadable with jax alone; with --export_savedmodel also a TensorFlow SavedModel)')
-    model: str = flag("sagan", "the model (the registry in sagan_jax/methods; each model's original settings in experiments/model_<name>.cfg)")
-    workdir: str = flag("workdirs/default", 'output folder: checkpoints, metrics.json, metrics.jsonl; resumes if it holds a run')
-    seed: int = flag(0, 'seed of initialisation, data order and splits')
+    mode: str = flag("train", 'train | eval (score the test set with the checkpoint in --workdir) | summary | score (score new images from --input with the trained --workdir) | export (write WORKDIR/export/model.jaxexport and model.json: the scoring function, loadable with jax alone; with --export_savedmodel also a TensorFlow SavedModel)', "runtime", score="line")
+    model: str = flag("sagan", "the model (the registry in sagan_jax/methods; each model's original settings in experiments/model_<name>.cfg)", "network")
+    workdir: str = flag("workdirs/default", 'output folder: checkpoints, metrics.json, metrics.jsonl; resumes if it holds a run', "run_specific", score="line", resume=True)
+    seed: int = flag(0, 'seed of initialisation, data order and splits', "run_specific")
     # Data.
-    dataset: str = flag("digits", 'digits (embedded, offline) | cifar10 | image_folder | anomaly_folder')
-    abnormal_class: str = flag("0", 'the class held out as abnormal (a digit 0-9, a CIFAR-10 class name, a class folder of an image_folder)')
-    protocol: str = flag("ganomaly", 'ganomaly (abnormal test images from both splits) | clean (test split only)')
-    data_dir: Optional[str] = flag(None, 'tensorflow-datasets data_dir (cifar10: tfds default; anomaly_folder: where the decoded folder is cached when tensorflow-datasets imports, default ~/.cache/sagan_jax/tfds)')
-    data_root: Optional[str] = flag(None, 'root folder of an image_folder (train|test/<class>/<image>) or anomaly_folder (train/0.normal, test/0.normal, test/1.abnormal; or MVTec AD: train/good, test/good, test/<defect_type>, ground_truth/<defect_type>) dataset')
-    isize: int = flag(32, 'image size, a multiple of 16')
-    max_train_images: int = flag(0, 'train on a seeded subset of this many normal images (0 = all)')
-    val_fraction: float = flag(0.0, 'fraction of normal training images held out for validation')
-    digits_test_fraction: float = flag(0.2, 'digits: fraction of each normal digit held out for the test set')
-    on_bad_image: str = flag("error", 'error (stop at the first corrupt, empty or non-image file, naming it) | skip (drop such files with a warning; their number is logged)')
-    on_small_image: str = flag("error", 'error (stop at an image smaller than isize, naming it) | upsample')
-    resize: str = flag("crop", 'how images (and masks) become isize x isize: crop (shorter side to isize, centre crop; the originals) | squash (both sides to isize, aspect ratio lost) | pad (longer side to isize, centred on black)')
-    mask_root: Optional[str] = flag(None, 'anomaly_folder: folder of defect masks, flat (<stem>[_mask].png) or mirroring the test folders (<test folder>/<stem>[_mask].png); default DATA_ROOT/ground_truth')
-    download: bool = flag(True, 'cifar10: let tensorflow-datasets download it when --data_dir lacks it')
-    # Optimisation (SPEC section 5).
-    batch_size: int = flag(64, 'global training batch size (split over the devices)')
-    eval_batch_size: int = flag(64, 'batch size for scoring')
-    epochs: int = flag(15, 'number of training epochs')
-    lr: float = flag(2e-3, 'Adam learning rate of both networks (paper 2e-3)')
-    beta1: float = flag(0.5, 'Adam beta1')
-    beta2: float = flag(0.999, 'Adam beta2')
-    niter: int = flag(15, 'epochs at the initial learning rate (lambda decay)')
-    niter_decay: int = flag(100, 'epochs of linear decay (lambda decay)')
-    w_adv: float = flag(1.0, 'weight of L_adv')
-    w_con: float = flag(40.0, 'weight of L_con (paper 40)')
-    w_lat: float = flag(1.0, 'weight of L_lat')
-    d_lat_loss: bool = flag(False, "also train D on L_lat (the authors' code)")
-    reinit_d_threshold: float = flag(1e-5, 're-initialise D when L_D falls below this')
-    # Model (SPEC sections 2-3).
-    ngf: int = flag(64, 'generator base width')
-    ndf: int = flag(64, 'discriminator base width')
-    nz: int = flag(100, 'latent size')
-    use_dsc: bool = flag(True, 'depthwise-separable convolutions in the generator')
-    use_cbam: bool = flag(True, 'CBAM attention on the skips')
-    kernels_per_layer: int = flag(2, "DSC channel multiplier (paper's Table 1: 2; authors' code: 1)")
-    dsc_impl: str = flag("auto", 'how DSCs are computed (same math, other float rounding): auto (per layer from a fixed table of measured winners by backend, device count and shape, else a shape rule; GPU/TPU: xla) | dense | shift | shift_vjp | repeat | xla')
-    pool_after_cbam: bool = flag(False, "pool CBAM(x) instead of x (the paper's prose)")
+    dataset: str = flag("digits", 'digits (embedded, offline) | cifar10 | image_folder | anomaly_folder', "data")
+    abnormal_class: str = flag("0", 'the class held out as abnormal (a digit 0-9, a CIFAR-10 class name, a class folder of an image_folder)', "run_specific")
+    protocol: str = flag("ganomaly", 'ganomaly (abnormal test images from both splits) | clean (test split only)', "data")
+    data_dir: Optional[str] = flag(None, 'tensorflow-datasets data_dir (cifar10: tfds default; anomaly_folder: where the decoded folder is cached when tensorflow-datasets imports, default ~/.cache/sagan_jax/tfds)', "data", resume=True)
+    data_root: Optional[str] = flag(None, 'root folder of an image_folder (train|test/<class>/<image>) or anomaly_folder (train/0.normal, test/0.normal, test/1.abnormal; or MVTec AD: train/good, test/good, test/<defect_type>, ground_truth/<defect_type>) dataset', "data")
+    isize: int = flag(32, 'image size, a multiple of 16', "network")
+    max_train_images: int = flag(0, 'train on a seeded subset of this many normal images (0 = all)', "data")
+    val_fraction: float = flag(0.0, 'fraction of normal training images held out for validation', "data")
+    digits_test_fraction: float = flag(0.2, 'digits: fraction of each normal digit held out for the test set', "data")
+    on_bad_image: str = flag("error", 'error (stop at the first corrupt, empty or non-image file, naming it) | skip (drop such files with a warning; their number is logged)', "data", score="line")
+    on_small_image: str = flag("error", 'error (stop at an image smaller than isize, naming it) | upsample', "data", score="line")
+    resize: str = flag("crop", 'how images (and masks) become isize x isize: crop (shorter side to isize, centre crop; the originals) | squash (both sides to isize, aspect ratio lost) | pad (longer side to isize, centred on black)', "data")
+    mask_root: Optional[str] = flag(None, 'anomaly_folder: folder of defect masks, flat (<stem>[_mask].png) or mirroring the test folders (<test folder>/<stem>[_mask].png); default DATA_ROOT/ground_truth', "data")
+    download: bool = flag(True, 'cifar10: let tensorflow-datasets download it when --data_dir lacks it', "data", resume=True)
+    # Optimisation (docs/design.md, section 5).
+    batch_size: int = flag(64, 'global training batch size (split over the devices)', "experiment")
+    eval_batch_size: int = flag(64, 'batch size for scoring', "runtime", score="line_if_passed")
+    epochs: int = flag(15, 'number of training epochs', "experiment", resume=True)
+    lr: float = flag(2e-3, 'Adam learning rate of both networks (paper 2e-3)', "experiment")
+    beta1: float = flag(0.5, 'Adam beta1', "experiment")
+    beta2: float = flag(0.999, 'Adam beta2', "experiment")
+    niter: int = flag(15, 'epochs at the initial learning rate (lambda decay)', "experiment")
+    niter_decay: int = flag(100, 'epochs of linear decay (lambda decay)', "experiment")
+    w_adv: float = flag(1.0, 'weight of L_adv', "experiment")
+    w_con: float = flag(40.0, 'weight of L_con (paper 40)', "experiment")
+    w_lat: float = flag(1.0, 'weight of L_lat', "experiment")
+    d_lat_loss: bool = flag(False, "also train D on L_lat (the authors' code)", "experiment")
+    reinit_d_threshold: float = flag(1e-5, 're-initialise D when L_D falls below this', "experiment")
+    # Model (docs/design.md, sections 3-4).
+    ngf: int = flag(64, 'generator base width', "network")
+    ndf: int = flag(64, 'discriminator base width', "network")
+    nz: int = flag(100, 'latent size', "network")
+    use_dsc: bool = flag(True, 'depthwise-separable convolutions in the generator', "network")
+    use_cbam: bool = flag(True, 'CBAM attention on the skips', "network")
+    kernels_per_layer: int = flag(2, "DSC channel multiplier (paper's Table 1: 2; authors' code: 1)", "network")
+    dsc_impl: str = flag("auto", 'how DSCs are computed (same math, other float rounding): auto (per layer from a fixed table of measured winners by backend, device count and shape, else a shape rule; GPU/TPU: xla) | dense | shift | shift_vjp | repeat | xla', "runtime", score="line")
+    pool_after_cbam: bool = flag(False, "pool CBAM(x) instead of x (the paper's prose)", "experiment")
     # Non-GAN baselines, fitted without a training loop (sagan_jax/methods/pca.py, knn.py).
-    pca_components: int = flag(16, "--model=pca: principal components of the normal training images kept; the score is the mean squared residual of the projection onto them")
-    knn_k: int = flag(1, "--model=knn: the score is the mean squared pixel distance to the k nearest normal training images (exact search)")
-    # Scoring (SPEC section 6).
-    score_lambda: float = flag(0.2, 'A = lambda R + (1 - lambda) L (paper 0.2, code 0.9)')
-    eval_batch_stats: bool = flag(False, 'score with test-batch BatchNorm statistics, as the PyTorch originals')
-    bn_recalibration_batches: int = flag(20, "before each evaluation, recompute BatchNorm running statistics with the current weights over this many training batches (0 = use the training run's moving averages)")
-    eval_originals: bool = flag(False, "also score the test set after each evaluated epoch as the PyTorch originals do (BatchNorm in training mode, the test set in its stored order, batches of --batch_size, A with --originals_score_lambda), recorded per epoch as test_auc_originals beside the order-independent test_auc; order-dependent, so never the result (experiments/table2.py --three_way)")
-    originals_score_lambda: float = flag(0.9, "lambda of A = lambda R + (1 - lambda) L under --eval_originals (the authors' and Skip-GANomaly's code: 0.9)")
-    eval_every: int = flag(1, 'score the test set after every N-th epoch and always after the last one (0 = only after the last; fewer test passes, no per-epoch test curve)')
-    anomaly_map: str = flag("residual", "pixel anomaly map of score mode and pixel AUROC: residual (|x - G(x)| averaged over channels) | grad (|d score / d x| averaged over channels, jax.grad under jax.vmap)")
+    pca_components: int = flag(16, "--model=pca: principal components of the normal training images kept; the score is the mean squared residual of the projection onto them", "experiment")
+    knn_k: int = flag(1, "--model=knn: the score is the mean squared pixel distance to the k nearest normal training images (exact search)", "experiment")
+    # Scoring (docs/design.md, section 7).
+    score_lambda: float = flag(0.2, 'A = lambda R + (1 - lambda) L (paper 0.2, code 0.9)', "experiment")
+    eval_batch_stats: bool = flag(False, 'score with test-batch BatchNorm statistics, as the PyTorch originals', "experiment")
+    bn_recalibration_batches: int = flag(20, "before each evaluation, recompute BatchNorm running statistics with the current weights over this many training batches (0 = use the training run's moving averages)", "experiment")
+    eval_originals: bool = flag(False, "also score the test set after each evaluated epoch as the PyTorch originals do (BatchNorm in training mode, the test set in its stored order, batches of --batch_size, A with --originals_score_lambda), recorded per epoch as test_auc_originals beside the order-independent test_auc; order-dependent, so never the result (experiments/table2.py --three_way)", "experiment")
+    originals_score_lambda: float = flag(0.9, "lambda of A = lambda R + (1 - lambda) L under --eval_originals (the authors' and Skip-GANomaly's code: 0.9)", "experiment")
+    eval_every: int = flag(1, 'score the test set after every N-th epoch and always after the last one (0 = only after the last; fewer test passes, no per-epoch test curve)', "runtime")
+    anomaly_map: str = flag("residual", "pixel anomaly map of score mode and pixel AUROC: residual (|x - G(x)| averaged over channels) | grad (|d score / d x| averaged over channels, jax.grad under jax.vmap)", "scoring_io", score="line_if_passed")
     # Many runs as one program (docs/extending.md).
-    seeds: str = flag("", "comma-separated seeds trained together as one program, e.g. 0,1,2 ('' = --seed alone); results per run under WORKDIR/runs/<name>/")
-    abnormal_classes: str = flag("", "comma-separated abnormal classes trained together, or 'all' ('' = --abnormal_class alone); combined with --seeds")
-    run_axis_impl: str = flag("auto", "how runs trained together are mapped: auto (unroll on CPU, vmap elsewhere) | vmap | unroll (same math)")
-    max_runs_per_program: int = flag(0, "split a long run list into groups of at most this many runs per program (0 = all in one)")
-    steps_per_chunk: int = flag(0, "training steps per jitted chunk (lax.scan; unrolled on CPU, where XLA runs a step inside a loop 25x slower); the host syncs (logs, progress, NaN check) between chunks; 0 = auto: 1 on CPU, 10 elsewhere")
+    seeds: str = flag("", "comma-separated seeds trained together as one program, e.g. 0,1,2 ('' = --seed alone); results per run under WORKDIR/runs/<name>/", "run_specific", resume=True)
+    abnormal_classes: str = flag("", "comma-separated abnormal classes trained together, or 'all' ('' = --abnormal_class alone); combined with --seeds", "run_specific", resume=True)
+    run_axis_impl: str = flag("auto", "how runs trained together are mapped: auto (unroll on CPU, vmap elsewhere) | vmap | unroll (same math)", "runtime")
+    max_runs_per_program: int = flag(0, "split a long run list into groups of at most this many runs per program (0 = all in one)", "runtime")
+    steps_per_chunk: int = flag(0, "training steps per jitted chunk (lax.scan; unrolled on CPU, where XLA runs a step inside a loop 25x slower); the host syncs (logs, progress, NaN check) between chunks; 0 = auto: 1 on CPU, 10 elsewhere", "runtime")
     # Numerics.
-    compute_dtype: str = flag("float32", "dtype of activations and convolutions: float32 | bfloat16 (parameters, optimiser state and BatchNorm statistics stay float32)")
-    dsc_autotune: bool = flag(False, "dsc_impl=auto: instead of the fixed table, time each depthwise-separable layer's exact forms on this machine (cached on disk). Opt-in: timings under load can pick other forms, and other forms round differently, so results then depend on the machine's load; the forms chosen are written to metrics.json and kept on resume")
+    compute_dtype: str = flag("float32", "dtype of activations and convolutions: float32 | bfloat16 (parameters, optimiser state and BatchNorm statistics stay float32)", "experiment")
+    dsc_autotune: bool = flag(False, "dsc_impl=auto: instead of the fixed table, time each depthwise-separable layer's exact forms on this machine (cached on disk). Opt-in: timings under load can pick other forms, and other forms round differently, so results then depend on the machine's load; the forms chosen are written to metrics.json and kept on resume", "runtime", score="line")
     # Several processes (docs/scaling.md).
-    coordinator_address: str = flag("", "host:port of process 0 for multi-process training with jax.distributed ('' = single process unless a cluster (Slurm, Open MPI) is detected)")
-    num_processes: int = flag(0, "number of processes in a multi-process run (0 = single process or auto-detected)")
-    process_id: int = flag(-1, "this process's index in a multi-process run (-1 = auto-detected)")
+    coordinator_address: str = flag("", "host:port of process 0 for multi-process training with jax.distributed ('' = single process unless a cluster (Slurm, Open MPI) is detected)", "runtime", score="line")
+    num_processes: int = flag(0, "number of processes in a multi-process run (0 = single process or auto-detected)", "runtime", score="line")
+    process_id: int = flag(-1, "this process's index in a multi-process run (-1 = auto-detected)", "runtime", score="line")
     # Devices and output.
-    host_devices: str = flag("auto", "CPU: split each batch over this many XLA host devices, one per core (auto = the usable cores, lowered to the largest count that divides --batch_size and --eval_batch_size; N = exactly N). Same math; set before JAX starts, so it applies to the CLI and the experiment scripts")
-    num_devices: int = flag(0, 'local devices for data parallelism (0 = all)')
-    progress: bool = flag(True, 'show a progress bar')
-    tensorboard: bool = flag(True, 'write TensorBoard event files to WORKDIR/tensorboard')
-    plots: bool = flag(True, 'write PNG pictures to WORKDIR/plots after training')
-    keep_checkpoints: int = flag(3, 'keep the newest N checkpoints (plus the best on validation data)')
-    compilation_cache: str = flag("~/.cache/sagan_jax/xla", "folder of JAX's persistent compilation cache, so reruns of the same model skip XLA compilation ('' = off; $JAX_COMPILATION_CACHE_DIR wins)")
-    threshold_fpr: float = flag(0.05, 'decision threshold for --mode=score: this false-positive rate on normal validation images (if there is no val split: training normals; for fitted models (knn, pca) each scored by the model refitted without it)')
+    host_devices: str = flag("auto", "CPU: split each batch over this many XLA host devices, one per core (auto = the usable cores, lowered to the largest count that divides --batch_size and --eval_batch_size; N = exactly N). Same math; set before JAX starts, so it applies to the CLI and the experiment scripts", "runtime", score="line")
+    num_devices: int = flag(0, 'local devices for data parallelism (0 = all)', "runtime", score="line")
+    progress: bool = flag(True, 'show a progress bar', "runtime", score="line")
+    tensorboard: bool = flag(True, 'write TensorBoard event files to WORKDIR/tensorboard', "runtime")
+    plots: bool = flag(True, 'write PNG pictures to WORKDIR/plots after training', "runtime")
+    keep_checkpoints: int = flag(3, 'keep the newest N checkpoints (plus the best on validation data)', "runtime")
+    compilation_cache: str = flag("~/.cache/sagan_jax/xla", "folder of JAX's persistent compilation cache, so reruns of the same model skip XLA compilation ('' = off; $JAX_COMPILATION_CACHE_DIR wins)", "runtime", score="line")
+    threshold_fpr: float = flag(0.05, 'decision threshold for --mode=score: this false-positive rate on normal validation images (if there is no val split: training normals; for fitted models (knn, pca) each scored by the model refitted without it)', "experiment")
     # Scoring new images (--mode=score).
-    input: Optional[str] = flag(None, '--mode=score: an image file or a folder of images to score')
-    output: Optional[str] = flag(None, '--mode=score: CSV path (default WORKDIR/scores.csv); the anomaly maps go to the folder <CSV path without .csv>_maps')
-    export_savedmodel: bool = flag(False, '--mode=export: also write WORKDIR/export/saved_model, a TensorFlow SavedModel of the same scoring function through jax2tf (signature serving_default: uint8 images -> score, map; any batch size), for serving stacks that want one; needs TensorFlow (pip install ".[tfds]")')
-    max_pictures: int = flag(200, '--mode=score and --mode=eval: at most this many overlay pictures (image, anomaly map, decision, score, mask outline) into overlays/ beside the CSV; the first ones in input order, the rest named in the log; 200 covers a usual test set (an MVTec AD category) without writing thousands of files from a large folder by accident; 0 = none')
+    input: Optional[str] = flag(None, '--mode=score: an image file or a folder of images to score', "scoring_io", score="line")
+    output: Optional[str] = flag(None, '--mode=score: CSV path (default WORKDIR/scores.csv); the anomaly maps go to the folder <CSV path without .csv>_maps', "scoring_io", score="line")
+    export_savedmodel: bool = flag(False, '--mode=export: also write WORKDIR/export/saved_model, a TensorFlow SavedModel of the same scoring function through jax2tf (signature serving_default: uint8 images -> score, map; any batch size), for serving stacks that want one; needs TensorFlow (pip install ".[tfds]")', "scoring_io", score="line")
+    max_pictures: int = flag(200, '--mode=score and --mode=eval: at most this many overlay pictures (image, anomaly map, decision, score, mask outline) into overlays/ beside the CSV; the first ones in input order, the rest named in the log; 200 covers a usual test set (an MVTec AD category) without writing thousands of files from a large folder by accident; 0 = none', "scoring_io", score="line")
 
     def __post_init__(self):
         validate(self)
@@ -146,8 +169,18 @@ def classes_of(dataset: str):
     return {"digits": DIGIT_CLASSES, "cifar10": CIFAR10_CLASSES}.get(dataset)
 
 
+def flags_where(**wanted) -> tuple:
+    """The names of the Config fields whose metadata has every ``key=value`` of ``wanted``
+    (a value may be a tuple of allowed values), in field order."""
+    def match(meta, key, value):
+        return meta[key] in value if isinstance(value, tuple) else meta[key] == value
+
+    return tuple(f.name for f in dataclasses.fields(Config)
+                 if all(match(f.metadata, k, v) for k, v in wanted.items()))
+
+
 # Fields that tell the runs of a run list apart without changing any compiled program.
-RUN_SPECIFIC = ("seed", "abnormal_class", "abnormal_classes", "seeds", "workdir")
+RUN_SPECIFIC = flags_where(role="run_specific")
 
 
 def run_neutral_key(cfg: Config) -> tuple:
@@ -177,11 +210,47 @@ class RunNeutral:
         return isinstance(other, RunNeutral) and self._key == other._key
 
 
+def parse_seeds(cfg) -> list:
+    """``--seeds`` as a list of distinct integers (``[--seed]`` when empty)."""
+    if not cfg.seeds.strip():
+        return [cfg.seed]
+    try:
+        seeds = [int(s) for s in cfg.seeds.split(",") if s.strip()]
+    except ValueError:
+        raise ConfigError(f"--seeds={cfg.seeds!r} must be comma-separated integers, e.g. 0,1,2")
+    if len(set(seeds)) != len(seeds) or not seeds:
+        raise ConfigError(f"--seeds={cfg.seeds!r} lists a seed twice or none; list each once")
+    return seeds
+
+
+def parse_host_devices(value: str) -> int:
+    """``--host_devices`` as a number: 0 for 'auto', else the positive count it names."""
+    v = str(value).strip().lower()
+    if v == "auto":
+        return 0
+    if v.isdigit() and int(v) > 0:
+        return int(v)
+    raise ValueError(value)
+
+
+class _ModelRegistry:
+    """The model registry as validation sees it. config imports nothing of the package, so
+    sagan_jax.methods installs its registry here when it is imported (sagan_jax/__init__.py
+    imports it, so every Config is checked against it)."""
+    names = staticmethod(lambda: ())
+    validate = staticmethod(lambda cfg: None)
+
+
+def use_model_registry(names, validate) -> None:
+    """Called by sagan_jax.methods: ``names()`` lists the models, ``validate(cfg)`` runs the
+    chosen model's own flag checks."""
+    _ModelRegistry.names = staticmethod(names)
+    _ModelRegistry.validate = staticmethod(validate)
+
+
 def validate(cfg: Config) -> None:
     _choice("mode", cfg.mode, MODES)
-    from sagan_jax import methods
-
-    _choice("model", cfg.model, methods.names())
+    _choice("model", cfg.model, _ModelRegistry.names())
     _choice("dataset", cfg.dataset, DATASETS)
     _choice("protocol", cfg.protocol, PROTOCOLS)
     _choice("dsc_impl", cfg.dsc_impl, DSC_IMPLS)
@@ -204,8 +273,6 @@ def validate(cfg: Config) -> None:
         raise ConfigError(f"--process_id={cfg.process_id} must lie in [0, --num_processes="
                           f"{cfg.num_processes}) (or -1 = detected)")
     if cfg.seeds.strip():
-        from sagan_jax.training.runs import parse_seeds
-
         parse_seeds(cfg)
     _choice("resize", cfg.resize, RESIZE_MODES)
     if cfg.max_pictures < 0:
@@ -267,21 +334,18 @@ def validate(cfg: Config) -> None:
     if cfg.mode == "score" and not cfg.input:
         raise ConfigError("--mode=score needs --input=IMAGE_OR_FOLDER (and the trained --workdir)")
     try:
-        from sagan_jax.devices import parse_host_devices
-
         parse_host_devices(cfg.host_devices)
     except ValueError:
         raise ConfigError(f"--host_devices={cfg.host_devices!r} must be 'auto' or a positive "
                           "number of CPU devices, e.g. --host_devices=2") from None
     if cfg.num_devices < 0:
         raise ConfigError(f"--num_devices={cfg.num_devices} must be >= 0 (0 = all local devices)")
-    methods.get(cfg.model).validate(cfg)
+    _ModelRegistry.validate(cfg)
 
 
 # Flags read only by some datasets, models or modes: (flag, predicate "unused for cfg", why).
-_FOLDERS = ("image_folder", "anomaly_folder")
 _USE = (
-    ("data_root", lambda c: c.dataset not in _FOLDERS, lambda c: f"by --dataset={c.dataset}"),
+    ("data_root", lambda c: c.dataset not in FOLDER_DATASETS, lambda c: f"by --dataset={c.dataset}"),
     ("data_dir", lambda c: c.dataset not in ("cifar10", "anomaly_folder"),
      lambda c: f"by --dataset={c.dataset}"),
     ("download", lambda c: c.dataset != "cifar10", lambda c: f"by --dataset={c.dataset}"),

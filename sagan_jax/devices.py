@@ -14,6 +14,8 @@ import sys
 
 import numpy as np
 
+from sagan_jax.config import parse_host_devices
+
 DATA_AXIS = "batch"
 log = logging.getLogger("sagan_jax")
 
@@ -24,16 +26,6 @@ def usable_cores() -> int:
         return max(1, len(os.sched_getaffinity(0)))
     except AttributeError:  # not on Linux
         return max(1, os.cpu_count() or 1)
-
-
-def parse_host_devices(value: str) -> int:
-    """``--host_devices`` as a number: 0 for 'auto', else the positive count it names."""
-    v = str(value).strip().lower()
-    if v == "auto":
-        return 0
-    if v.isdigit() and int(v) > 0:
-        return int(v)
-    raise ValueError(value)
 
 
 def host_device_count(host_devices: str, *batch_sizes: int) -> int:

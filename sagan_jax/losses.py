@@ -1,4 +1,4 @@
-"""Losses of SAGAN / Skip-GANomaly (SPEC section 5). All are batch means."""
+"""Losses of SAGAN / Skip-GANomaly (docs/design.md, section 5). All are batch means."""
 from __future__ import annotations
 
 import jax

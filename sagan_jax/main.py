@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import dataclasses
 import errno
-import json
 import logging
 import os
 import signal
@@ -19,11 +18,11 @@ import typing
 
 from absl import app, flags
 
-from sagan_jax.checkpoints import CheckpointError
-from sagan_jax.config import Config, ConfigError
+from sagan_jax.config import Config, ConfigError, unused_flags
 from sagan_jax.data.base import DataError
-from sagan_jax.training.errors import NonFiniteLossError
-
+from sagan_jax.devices import configure
+from sagan_jax.training.checkpoints import CheckpointError
+from sagan_jax.training.errors import NonFiniteLossError, interrupt_requested, request_interrupt
 
 
 # Errors a user's input can cause: one line on stderr, exit status 2 (also experiments/common.py).
@@ -149,7 +148,7 @@ def f1_text(result: dict) -> str:
 
 
 def run(cfg: Config) -> dict:
-    from sagan_jax.models.summary import summary_text
+    from sagan_jax.methods.summary import summary_text
 
     if cfg.mode == "summary":
         from sagan_jax.training.fit import fit_summary_text, is_fitted
@@ -195,7 +194,7 @@ def run(cfg: Config) -> dict:
         say(f"exported to {result['model']} and {result['meta']}{saved}")
         return result
     if cfg.mode == "score":
-        from sagan_jax.inference import score_new_images
+        from sagan_jax.score_mode import score_new_images
 
         result = score_new_images(cfg)
         say(f"scored {result['n']} images: {result['abnormal']} abnormal; "
@@ -219,8 +218,6 @@ def run(cfg: Config) -> dict:
 
 def configure_host_devices(cfg) -> None:
     """One XLA:CPU device per core (--host_devices), before anything starts JAX's backend."""
-    from sagan_jax.devices import configure
-
     configure(cfg.host_devices, cfg.batch_size, cfg.eval_batch_size)
 
 
@@ -252,8 +249,6 @@ def init_distributed(cfg) -> None:
 def warn_unused_flags(cfg: Config) -> None:
     """Name each flag given on the command line (or in a flagfile) that this dataset, model or
     mode does not read: it is not an error, but it changes nothing."""
-    from sagan_jax.config import unused_flags
-
     given = {f.name for f in dataclasses.fields(Config) if FLAGS[f.name].present}
     for name, why in unused_flags(cfg, given):
         logging.getLogger("sagan_jax").warning("--%s is not used %s; it changes nothing", name, why)
@@ -263,8 +258,6 @@ def main(argv):
     if len(argv) > 1:
         fail(f"unexpected arguments {argv[1:]}; flags look like --name=value")
     configure_logging()
-    from sagan_jax.training.errors import interrupt_requested, request_interrupt
-
     signal.signal(signal.SIGINT, request_interrupt)  # recorded too: see training/errors.py
     try:
         # before anything (score mode reads its checkpoint's flags) starts JAX's backend

@@ -1,4 +1,4 @@
-"""Anomaly score and detection metrics (SPEC section 6)."""
+"""Anomaly score and detection metrics (docs/design.md, section 7)."""
 from __future__ import annotations
 
 import numpy as np

@@ -116,7 +116,7 @@ def test_training_loop_uses_grad_maps_and_stores_their_scale(tmp_path):
     split with masks, and the grad maps' colour scale stored with the calibration."""
     import dataclasses
 
-    from sagan_jax.checkpoints import saved_meta
+    from sagan_jax.training.checkpoints import saved_meta
     from sagan_jax.data import load_data
     from sagan_jax.training.loop import train_and_evaluate
 
@@ -135,7 +135,7 @@ def test_training_loop_uses_grad_maps_and_stores_their_scale(tmp_path):
     assert 0.0 <= result["pixel_auc"] <= 1.0
     # the run names the form each of the generator's 18 DSC layers computed in (the fixed
     # rule here: --dsc_autotune=false)
-    from sagan_jax.models import dsc_autotune
+    from sagan_jax.methods import dsc_autotune
 
     assert result["dsc_impls"] == dict(dsc_autotune.rule_mapping(dsc_autotune.dsc_layers(cfg),
                                                                  "cpu"))

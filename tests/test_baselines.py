@@ -1,5 +1,5 @@
-"""The baselines (SPEC section 8): parameter counts against independent formulas of their
-PyTorch definitions, forward shapes, one training step each, the per-model score (formula and
+"""The baselines (docs/design.md, section 9): parameter counts against independent formulas of
+their PyTorch definitions, forward shapes, one training step each, the per-model score (formula and
 direction), the model dispatch, and experiments/table2.py's bookkeeping."""
 import os
 
@@ -12,9 +12,9 @@ from sagan_jax.config import Config, ConfigError
 from sagan_jax.data.digits import load_digits_anomaly
 from sagan_jax.data.pipeline import to_float_np
 from sagan_jax import methods
-from sagan_jax.models import build_models
+from sagan_jax.methods import build_models
 from sagan_jax.training.evaluate import final_score
-from sagan_jax.models.summary import param_counts
+from sagan_jax.methods.summary import param_counts
 from sagan_jax.training.evaluate import score_images
 from sagan_jax.training.state import init_state, make_optimizers
 from sagan_jax.training.step import make_train_step
@@ -22,7 +22,7 @@ from sagan_jax.training.step import make_train_step
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-# ---- PyTorch parameter counts, written from the layer lists in SPEC section 8 ----------------
+# ---- PyTorch parameter counts, written from the layer lists in docs/design.md, section 9 --------
 def conv(cin, cout, k=4, bias=False):
     return cin * cout * k * k + (cout if bias else 0)
 

@@ -3,7 +3,7 @@ import jax
 import numpy as np
 
 from sagan_jax.config import Config
-from sagan_jax.models import build_models
+from sagan_jax.methods import build_models
 from sagan_jax.training.bn_recalibration import recalibrate_batchnorm
 from sagan_jax.training.state import init_state, make_optimizers
 

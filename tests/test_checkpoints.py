@@ -141,7 +141,7 @@ def test_reopening_with_harmless_flags_returns_the_result(trained):
 
 
 def test_second_training_process_is_refused(trained):
-    from sagan_jax.checkpoints import WorkdirLock
+    from sagan_jax.training.checkpoints import WorkdirLock
 
     with WorkdirLock(trained):
         out = run(TINY + [f"--workdir={trained}", "--val_fraction=0.25"])

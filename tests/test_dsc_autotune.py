@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from sagan_jax.config import Config
-from sagan_jax.models import build_models, dsc_autotune
+from sagan_jax.methods import build_models, dsc_autotune
 from sagan_jax.models.layers import auto_dsc_impl
 
 TINY = dict(ngf=16, ndf=8, nz=10, isize=16, batch_size=4, dsc_autotune=True)
@@ -190,7 +190,7 @@ def test_real_timer_runs_inside_a_trace_and_picks_a_candidate():
 def test_a_resumed_run_keeps_its_forms_and_refuses_other_ones(monkeypatch, tmp_path):
     """The DSC forms are part of what defines a run: on resume the checkpoint's forms are used
     (no timing), and flags that give other forms are refused in one line."""
-    from sagan_jax import checkpoints
+    from sagan_jax.training import checkpoints
     from sagan_jax.config import ConfigError
     from sagan_jax.training.loop import resolve_dsc_forms
     from sagan_jax.training.runs import Run

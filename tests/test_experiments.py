@@ -279,7 +279,7 @@ def test_anomaly_map_defects_and_their_exact_masks(isize):
 def test_package_errors_end_a_script_with_one_line(capsys):
     """A workdir trained with other flags (CheckpointError) ends an experiment script as it
     ends the CLI: one line, exit 2; other exceptions propagate unchanged."""
-    from sagan_jax.checkpoints import CheckpointError
+    from sagan_jax.training.checkpoints import CheckpointError
 
     with pytest.raises(SystemExit) as e:
         with common.package_errors("experiments.x"):
@@ -292,7 +292,7 @@ def test_package_errors_end_a_script_with_one_line(capsys):
             raise KeyError("not the user's input")
 
 
-# --- Table 2's three evaluations (issue 13) -----------------------------------------------------
+# --- Table 2's three evaluations (evaluations (a)/(b)/(c), docs/design.md, section 8) ------------
 def test_history_gives_the_three_evaluations():
     from sagan_jax.training.results import summarise_history
 

@@ -9,7 +9,7 @@ import pytest
 
 from sagan_jax import methods
 from sagan_jax.config import Config, ConfigError
-from sagan_jax.models.summary import summary_text
+from sagan_jax.methods.summary import summary_text
 from sagan_jax.training.evaluate import final_score
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -13,7 +13,8 @@ import pytest
 from sagan_jax.config import Config
 from sagan_jax.data.pipeline import to_float_np
 from sagan_jax.methods import knn, pca
-from sagan_jax.methods.spec import fitted_state, variables_of
+from sagan_jax.methods.spec import variables_of
+from sagan_jax.methods.state import fitted_state
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FAST = ["--noprogress", "--notensorboard", "--noplots", "--compilation_cache="]
@@ -155,7 +156,7 @@ def _score_mode(work, tmp_path, metrics):
     assert all(float(r[5]) == 0.0 for r in rows)
     # score mode reproduces the test set's scores (one image each way)
     cfg = Config(model="pca", pca_components=8, abnormal_class="4", workdir=str(work))
-    from sagan_jax.checkpoints import restore_for_inference
+    from sagan_jax.training.checkpoints import restore_for_inference
     from sagan_jax.training.evaluate import score_images
 
     state, meta = restore_for_inference(cfg)

@@ -17,7 +17,7 @@ import orbax.checkpoint as ocp
 import pytest
 from PIL import Image
 
-from sagan_jax.checkpoints import CheckpointError
+from sagan_jax.training.checkpoints import CheckpointError
 from sagan_jax.config import Config, ConfigError
 from sagan_jax.data.base import DataError
 
@@ -318,7 +318,8 @@ def test_huge_eval_batch_size_pads_only_what_the_images_need():
     from sagan_jax import anomaly_maps
     from sagan_jax.data.pipeline import padded_batch_size, to_float_np
     from sagan_jax.methods import knn
-    from sagan_jax.methods.spec import fitted_state, variables_of
+    from sagan_jax.methods.spec import variables_of
+    from sagan_jax.methods.state import fitted_state
     from sagan_jax.training.evaluate import score_images
 
     assert [padded_batch_size(n, 64) for n in (1, 2, 3, 5, 64, 65, 10**6)] == [1, 2, 4, 8, 64,

@@ -36,7 +36,7 @@ def test_init_state_is_a_pure_function_of_rng_under_vmap():
 def test_discriminator_reinit_values_are_unchanged():
     """init_discriminator (D's re-initialisation inside the training step) draws all its
     normals at once; the values equal the per-parameter initialisation."""
-    from sagan_jax.models import build_models
+    from sagan_jax.methods import build_models
     from sagan_jax.training.state import init_discriminator
 
     _, d = build_models(Config(ndf=8, nz=10, isize=32))

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from sagan_jax.checkpoints import CheckpointError
+from sagan_jax.training.checkpoints import CheckpointError
 from sagan_jax.config import Config, ConfigError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

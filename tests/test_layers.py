@@ -36,7 +36,7 @@ def test_upsample_matches_align_corners_reference(h, w):
 
 
 def test_upsample_differs_from_jax_image_resize():
-    """jax.image.resize is align_corners=False: the SPEC warns it is not this upsampling."""
+    """jax.image.resize is align_corners=False: it is not this upsampling."""
     x = jnp.arange(16.0).reshape(1, 4, 4, 1)
     ours = layers.upsample_bilinear_align_corners(x)
     theirs = jax.image.resize(x, (1, 8, 8, 1), "bilinear")

@@ -1,12 +1,12 @@
-"""Model shapes and parameter counts (SPEC sections 2-3)."""
+"""Model shapes and parameter counts (docs/design.md, sections 3-4)."""
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
 from sagan_jax.config import Config
-from sagan_jax.models import build_models
-from sagan_jax.models.summary import param_counts, summary_text
+from sagan_jax.methods import build_models
+from sagan_jax.methods.summary import param_counts, summary_text
 
 
 @pytest.mark.parametrize(

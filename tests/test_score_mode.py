@@ -1,4 +1,4 @@
-"""--mode=score (issue 14 item 4): flags from the checkpoint, the run's resize, one-to-one map
+"""--mode=score: flags from the checkpoint, the run's resize, one-to-one map
 names, skipped files in the CSV, output errors, read-only workdirs, fixed map colours, and
 non-finite checkpoints refused."""
 import builtins
@@ -16,7 +16,7 @@ import orbax.checkpoint as ocp
 import pytest
 from PIL import Image
 
-from sagan_jax.checkpoints import CheckpointError
+from sagan_jax.training.checkpoints import CheckpointError
 from sagan_jax.config import Config, ConfigError
 from sagan_jax.data.base import DataError
 
@@ -81,7 +81,7 @@ def images(tmp_path):
 def rewritten(src, dst, meta_change=None, state_change=None):
     """A copy of workdir ``src`` at ``dst`` whose newest checkpoint has changed metadata or
     state (a new checkpoint step; checkpoints.save's finiteness check bypassed)."""
-    from sagan_jax import checkpoints
+    from sagan_jax.training import checkpoints
     from sagan_jax.inference import score_config
 
     shutil.copytree(src, dst)
@@ -314,7 +314,7 @@ def test_read_only_workdir_scores_into_output(trained, images, tmp_path, monkeyp
 
 # (6) fixed map colours; non-finite checkpoints refused --------------------------------------------
 def test_map_colours_do_not_depend_on_the_other_images(trained, images, tmp_path):
-    from sagan_jax.checkpoints import saved_meta
+    from sagan_jax.training.checkpoints import saved_meta
 
     scale = saved_meta(trained)["calibration"]["map_scale"]
     assert scale["residual"] > 0 and scale["quantile"] == 0.999
@@ -329,7 +329,7 @@ def test_map_colours_do_not_depend_on_the_other_images(trained, images, tmp_path
 
 def test_scale_not_stored_is_measured_on_the_runs_calibration_images(trained, images,
                                                                       tmp_path):
-    from sagan_jax.checkpoints import saved_meta
+    from sagan_jax.training.checkpoints import saved_meta
 
     stored = saved_meta(trained)["calibration"]["map_scale"]["residual"]
     work = rewritten(trained, tmp_path / "old",

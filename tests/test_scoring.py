@@ -96,7 +96,8 @@ def test_scores_do_not_depend_on_test_order():
     # case below: 1e-3 relative in the median, 9e-3 at most).
     np.testing.assert_allclose(r_p, r[perm], rtol=5e-6, atol=0)
     np.testing.assert_allclose(lat_p, lat[perm], rtol=5e-6, atol=0)
-    # The originals' batch-statistics evaluation does depend on the order (the SPEC's point).
+    # The originals' batch-statistics evaluation does depend on the order (evaluations (a)/(b)/(c),
+    # docs/design.md, section 8).
     cfg_bs = cfg.replace(eval_batch_stats=True)
     r_b, _ = score_images(cfg_bs, state, images)
     r_bp, _ = score_images(cfg_bs, state, images[perm])

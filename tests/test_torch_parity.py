@@ -1,8 +1,8 @@
 """Parity of the Flax models with the PyTorch reference (sagan_jax.torch_ref), written from
-SPEC: the same weights give the same outputs, statistics, scores, gradients and one training
-step. Small widths (ngf = ndf = 16, 32x32, batch 4) keep them fast. (XLA's
-optimisation level 0 would halve compilation, but on jaxlib 0.10.2 it returns NaN gradients
-through the CBAM MLP, so the tests compile with the default options.)
+docs/design.md: the same weights give the same outputs, statistics, scores, gradients and one
+training step. Small widths (ngf = ndf = 16, 32x32, batch 4) keep them fast. (XLA's optimisation
+level 0 would halve compilation, but on jaxlib 0.10.2 it returns NaN gradients through the CBAM
+MLP, so the tests compile with the default options.)
 """
 from __future__ import annotations
 
@@ -22,9 +22,9 @@ import optax  # noqa: E402
 
 from sagan_jax import losses, scoring  # noqa: E402
 from sagan_jax.config import Config  # noqa: E402
-from sagan_jax.models import build_models  # noqa: E402
+from sagan_jax.methods import build_models  # noqa: E402
 from sagan_jax.models.layers import DepthwiseSeparableConv  # noqa: E402
-from sagan_jax.models.summary import param_counts  # noqa: E402
+from sagan_jax.methods.summary import param_counts  # noqa: E402
 from sagan_jax.torch_ref import TorchTrainer, frozen_bn_stats  # noqa: E402
 from sagan_jax.torch_ref import models as tm  # noqa: E402
 from sagan_jax.torch_ref.convert import (  # noqa: E402
@@ -35,7 +35,7 @@ from sagan_jax.torch_ref.convert import (  # noqa: E402
 from sagan_jax.config import RunNeutral  # noqa: E402
 from sagan_jax.training.evaluate import _score_batch  # noqa: E402
 from sagan_jax.training.state import TrainState  # noqa: E402
-from sagan_jax.training.step import train_step  # noqa: E402
+from sagan_jax.methods.sagan import train_step  # noqa: E402
 
 B, ISIZE = 8, 32
 TOL = 1e-5

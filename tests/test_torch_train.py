@@ -18,7 +18,7 @@ from sagan_jax.torch_ref import TorchTrainer  # noqa: E402
 from sagan_jax.torch_ref import train as torch_train  # noqa: E402
 from sagan_jax.torch_ref.convert import load_flax_into_torch  # noqa: E402
 from sagan_jax.training.evaluate import score_images  # noqa: E402
-from sagan_jax.checkpoints import restore_for_inference  # noqa: E402
+from sagan_jax.training.checkpoints import restore_for_inference  # noqa: E402
 from sagan_jax.training.loop import train_and_evaluate  # noqa: E402
 from sagan_jax.training.state import init_state, make_optimizers  # noqa: E402
 
@@ -106,8 +106,8 @@ def _init_leaves():
 
 
 def test_both_frameworks_initialise_as_spec():
-    """SPEC section 4 in both frameworks: conv / dense weights ~ N(0, 0.02), BatchNorm scales
-    ~ N(1, 0.02), biases and BatchNorm offsets 0. Training parity draws each framework's own
+    """docs/design.md, section 4 in both frameworks: conv / dense weights ~ N(0, 0.02), BatchNorm
+    scales ~ N(1, 0.02), biases and BatchNorm offsets 0. Training parity draws each framework's own
     initial weights, so a different initialiser would bias the comparison of AUCs."""
     leaves = _init_leaves()
     assert len(leaves) > 100

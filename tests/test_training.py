@@ -46,7 +46,7 @@ def test_discriminator_reinitialised_when_l_d_below_threshold():
     state = init_state(cfg, jax.random.key(0), g_tx, d_tx)
     new, m = make_train_step(cfg, g_tx, d_tx, donate=False)(state, x, rng)
     assert int(m["d_reinit"]) == 1
-    from sagan_jax.models import build_models
+    from sagan_jax.methods import build_models
     from sagan_jax.training.state import init_discriminator
     fresh = init_discriminator(build_models(cfg)[1], rng, 16)["params"]
     for a, b in zip(jax.tree.leaves(new.d_params), jax.tree.leaves(fresh)):

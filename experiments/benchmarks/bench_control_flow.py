@@ -41,7 +41,7 @@ def step_functions(ngf: int, batch: int, isize: int = 32, dsc_impl: str = "auto"
     import numpy as np
 
     from sagan_jax import methods
-    from sagan_jax.models import dsc_autotune
+    from sagan_jax.methods import dsc_autotune
     from sagan_jax.training.state import make_optimizers
 
     cfg = step_config(ngf, batch, isize, dsc_impl)

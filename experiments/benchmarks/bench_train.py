@@ -63,7 +63,7 @@ def jax_worker(cfg):
     from sagan_jax.methods.spec import variables_of
     from sagan_jax.training.state import init_state, make_optimizers
     from sagan_jax.training.step import make_mesh, make_train_step
-    from sagan_jax.models import dsc_autotune
+    from sagan_jax.methods import dsc_autotune
 
     # What the training entry point does (sagan_jax.training.loop): the batch split over the
     # host devices (one per core by default), the per-layer DSC forms of those settings (the

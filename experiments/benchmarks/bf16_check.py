@@ -84,9 +84,9 @@ def main(argv=None):
     import jax.numpy as jnp
 
     from sagan_jax.config import Config
-    from sagan_jax.models import build_models
+    from sagan_jax.methods import build_models
     from sagan_jax.training.state import init_state, make_optimizers
-    from sagan_jax.training.step import train_step
+    from sagan_jax.methods.sagan import train_step
 
     monitor = machine.LoadMonitor()
     base = dict(ngf=args.ngf, ndf=args.ngf, isize=args.isize, batch_size=args.batch,

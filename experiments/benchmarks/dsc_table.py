@@ -1,4 +1,4 @@
-"""Measure the fixed table that ``--dsc_impl=auto`` reads (sagan_jax/models/dsc_table.json).
+"""Measure the fixed table that ``--dsc_impl=auto`` reads (sagan_jax/methods/dsc_table.json).
 
 For each generator shape below and one device count, every depthwise-separable layer's exact
 forms are timed (forward + backward at the default global batch 64, split over the devices as
@@ -49,7 +49,7 @@ def main():
 
     from sagan_jax.config import Config
     from sagan_jax.devices import local_mesh
-    from sagan_jax.models import dsc_autotune as at
+    from sagan_jax.methods import dsc_autotune as at
 
     path = args.out or at.TABLE_FILE
     mesh = local_mesh() if args.devices > 1 else None
@@ -90,7 +90,7 @@ def main():
 
 def report(path=None) -> None:
     """docs/benchmarks.md's dsc_table section, rebuilt from the table file."""
-    from sagan_jax.models import dsc_autotune as at
+    from sagan_jax.methods import dsc_autotune as at
 
     with open(path or at.TABLE_FILE) as f:
         table = json.load(f)

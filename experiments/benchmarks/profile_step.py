@@ -89,7 +89,7 @@ def jax_profile(cfg, steps: int) -> dict:
     import jax.numpy as jnp
     import numpy as np
 
-    from sagan_jax.models import dsc_autotune
+    from sagan_jax.methods import dsc_autotune
     from sagan_jax.training.state import init_state, make_optimizers
     from sagan_jax.training.step import make_train_step
 

@@ -60,7 +60,7 @@ def child(args) -> dict:
     jax.config.update("jax_persistent_cache_min_compile_time_secs", args.min_compile_time)
 
     from sagan_jax.config import Config
-    from sagan_jax.models import dsc_autotune
+    from sagan_jax.methods import dsc_autotune
     from sagan_jax.training.state import init_state, init_state_eager, make_optimizers
     from sagan_jax.training.step import make_mesh, make_train_step
 

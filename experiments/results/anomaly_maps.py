@@ -73,7 +73,7 @@ def measure(cfg, n_images: int, defect_seed: int) -> dict:
     import numpy as np
 
     from sagan_jax import anomaly_maps, scoring
-    from sagan_jax.checkpoints import restore_for_inference
+    from sagan_jax.training.checkpoints import restore_for_inference
     from sagan_jax.data import load_data
     from sagan_jax.data.pipeline import to_float_np
     from sagan_jax.methods.spec import variables_of

@@ -36,7 +36,7 @@ def main():
     import numpy as np
 
     from sagan_jax import scoring
-    from sagan_jax.checkpoints import restore_for_inference
+    from sagan_jax.training.checkpoints import restore_for_inference
     from sagan_jax.data import load_data
     from sagan_jax.training.bn_recalibration import recalibrate_batchnorm
     from sagan_jax.training.evaluate import score_images

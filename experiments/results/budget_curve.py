@@ -52,7 +52,7 @@ def epoch_rows(model: str, cls: str, seed: int, workdir: str) -> list:
     path = os.path.join(workdir, "metrics.jsonl")
     if not os.path.exists(path):
         return []
-    from sagan_jax.checkpoints import saved_meta
+    from sagan_jax.training.checkpoints import saved_meta
     from sagan_jax.training.metric_writer import read_jsonl
 
     cfg = saved_meta(workdir)["config"]

@@ -133,7 +133,7 @@ def rescore(cfg, lambdas) -> dict:
     import numpy as np
 
     from sagan_jax import scoring
-    from sagan_jax.checkpoints import restore_for_inference
+    from sagan_jax.training.checkpoints import restore_for_inference
     from sagan_jax.data import load_data
     from sagan_jax.training.evaluate import score_images
     from sagan_jax.training.runs import plan_runs

@@ -69,7 +69,7 @@ def run_flags(flags: dict) -> str:
     RECORD_DEFINING), the run's own class, seed and workdir (RUN_SPECIFIC), and where its data
     lies (RECORD_LOCATIONS: another machine keeps the same images elsewhere). Sorted compact
     JSON, so equal flags are equal text."""
-    from sagan_jax.checkpoints import RESUMABLE_CHANGES
+    from sagan_jax.training.checkpoints import RESUMABLE_CHANGES
 
     return json.dumps({k: v for k, v in flags.items()
                        if k not in RUN_SPECIFIC and k not in RECORD_LOCATIONS

@@ -1,4 +1,4 @@
-"""The anomaly-folder cache: a tfds builder that stores what ``anomaly_folder.read_folder``
+"""The anomaly-folder cache: a tfds builder that stores what ``anomaly_folder_read.read_folder``
 decodes (Pillow) as TFRecords under ``data_dir``, so later runs skip decoding.
 
 Imported only when tensorflow-datasets imports (``anomaly_folder.load_anomaly_folder``). The
@@ -15,7 +15,7 @@ import os
 
 import numpy as np
 
-from sagan_jax.data.anomaly_folder import Layout, fingerprint, read_folder
+from sagan_jax.data.anomaly_folder_read import Layout, fingerprint, read_folder
 from sagan_jax.data.base import AnomalyData, Split
 from sagan_jax.data.tfds_import import import_tfds
 

@@ -20,7 +20,8 @@ from sagan_jax import seeds
 
 
 def to_float_np(images_u8: np.ndarray) -> np.ndarray:
-    """uint8 pixels -> float32 in [-1, 1]: (p / 255 - 0.5) / 0.5 (SPEC section 1)."""
+    """uint8 pixels -> float32 in [-1, 1]: (p / 255 - 0.5) / 0.5 (docs/design.md, section 2);
+    NumPy arrays on the host, JAX arrays (traced or not) on the devices, the same arithmetic."""
     return ((images_u8.astype(np.float32) / 255.0) - 0.5) / 0.5
 
 

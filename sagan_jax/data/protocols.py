@@ -1,4 +1,5 @@
-"""Leave-one-class-out anomaly protocols on a labelled train/test dataset (SPEC section 7).
+"""Leave-one-class-out anomaly protocols on a labelled train/test dataset (docs/design.md, section
+8).
 
 - ``ganomaly`` (the paper's): train on the training images of the normal classes; test on the
   normal test images (label 0), then ALL images of the abnormal class: its training images,

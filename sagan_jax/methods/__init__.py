@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib
 
+from sagan_jax.config import use_model_registry
 from sagan_jax.methods.spec import ModelSpec
 
 REGISTRY = {
@@ -33,8 +34,22 @@ def get(name: str) -> ModelSpec:
     return spec
 
 
+def build_models(cfg, axis_name=None):
+    """(generator, discriminator) of ``cfg.model``. ``axis_name`` syncs BatchNorm statistics
+    over a mapped axis (data parallelism); the parameters do not depend on it."""
+    return get(cfg.model).build(cfg, axis_name)
+
+
 def register(spec: ModelSpec, module: str) -> None:
     """Register a model defined outside this package (``module`` holds ``SPEC``)."""
     if spec.name in REGISTRY and REGISTRY[spec.name] != module:
         raise ValueError(f"--model={spec.name} is registered already ({REGISTRY[spec.name]})")
     REGISTRY[spec.name] = module
+
+
+def validate(cfg) -> None:
+    """The chosen model's own flag checks (its spec's ``validate``)."""
+    get(cfg.model).validate(cfg)
+
+
+use_model_registry(names, validate)

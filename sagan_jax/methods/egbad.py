@@ -1,5 +1,5 @@
-"""EGBAD (Zenati et al. 2018), SPEC section 8: a BiGAN with encoder E, generator G and a joint
-discriminator D(x, z).
+"""EGBAD (Zenati et al. 2018), docs/design.md, section 9: a BiGAN with encoder E, generator G and a
+joint discriminator D(x, z).
 
 Step: z ~ N(0, I);  L_D = BCE(D(x, E(x)), 1) + BCE(D(G(z), z), 0); E and G minimise
 BCE(D(G(z), z), 1) + BCE(D(x, E(x)), 0) (labels swapped), jointly. l_con = mean |x - G(E(x))|
@@ -14,16 +14,14 @@ import jax
 import jax.numpy as jnp
 
 from sagan_jax import losses
+from sagan_jax.methods import build_models
+from sagan_jax.methods.gan_step import d_apply, finish_step, grad_update, pmean
 from sagan_jax.methods.spec import ModelSpec, power_of_two_isize, split_variables, weighted_score
-from sagan_jax.models import build_models
-from sagan_jax.training.state import TrainState
-from sagan_jax.training.step import d_apply, finish_step
-from sagan_jax.training.updates import grad_update, pmean
+from sagan_jax.methods.state import TrainState
+from sagan_jax.models.egbad import EGBADDiscriminator, EGBADGenerator
 
 
 def build(cfg, axis_name=None):
-    from sagan_jax.models.egbad import EGBADDiscriminator, EGBADGenerator
-
     dtype = None if cfg.compute_dtype == "float32" else jnp.dtype(cfg.compute_dtype)
     return (EGBADGenerator(ngf=cfg.ngf, nz=cfg.nz, isize=cfg.isize, axis_name=axis_name,
                            dtype=dtype),
@@ -82,7 +80,6 @@ def egbad_step(state: TrainState, batch, rng, *, cfg, g_tx, d_tx, axis_name=None
                "l_d": l_d}
     return finish_step(state, cfg, rng, x, g_params, g_stats, g_opt_state, d_params, d_stats,
                    d_opt_state, g_grads, d_grads, scalars)
-
 
 
 def components(cfg, variables, x, train):

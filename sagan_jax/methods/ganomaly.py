@@ -1,9 +1,9 @@
-"""GANomaly (Akcay et al. 2018), SPEC section 8: encoder -> decoder -> encoder generator,
-DCGAN discriminator with a 1-channel output.
+"""GANomaly (Akcay et al. 2018), docs/design.md, section 9: encoder -> decoder -> encoder
+generator, DCGAN discriminator with a 1-channel output.
 
 Step: L_G = w_adv * mean (f(x) - f(G(x)))^2 [f: D features] + w_con * mean |x - G(x)|
       + w_lat * mean (E1(x) - E2(G(x)))^2;  L_D = (BCE(D(x), 1) + BCE(D(G(x)), 0)) / 2,
-in the SAGAN step's order and BatchNorm rules (sagan_jax.training.step). Score: the latent
+in the SAGAN step's order and BatchNorm rules (sagan_jax.methods.sagan). Score: the latent
 MSE alone (--score_lambda unused); R is logged beside it.
 """
 from __future__ import annotations
@@ -12,16 +12,14 @@ import jax
 import jax.numpy as jnp
 
 from sagan_jax import losses
+from sagan_jax.methods import build_models
+from sagan_jax.methods.gan_step import d_apply, finish_step, grad_update, pmean
 from sagan_jax.methods.spec import ModelSpec, power_of_two_isize, split_variables
-from sagan_jax.models import build_models
-from sagan_jax.training.state import TrainState
-from sagan_jax.training.step import d_apply, finish_step
-from sagan_jax.training.updates import grad_update, pmean
+from sagan_jax.methods.state import TrainState
+from sagan_jax.models.ganomaly import GANomalyDiscriminator, GANomalyGenerator
 
 
 def build(cfg, axis_name=None):
-    from sagan_jax.models.ganomaly import GANomalyDiscriminator, GANomalyGenerator
-
     dtype = None if cfg.compute_dtype == "float32" else jnp.dtype(cfg.compute_dtype)
     return (GANomalyGenerator(ngf=cfg.ngf, nz=cfg.nz, axis_name=axis_name, dtype=dtype),
             GANomalyDiscriminator(ndf=cfg.ndf, axis_name=axis_name, dtype=dtype))
@@ -62,7 +60,6 @@ def ganomaly_step(state: TrainState, batch, rng, *, cfg, g_tx, d_tx, axis_name=N
     scalars = {"l_g": l_g, "l_adv": l_adv, "l_con": l_con, "l_lat": l_lat, "l_d": l_d}
     return finish_step(state, cfg, rng, x, g_params, g_stats, g_opt_state, d_params, d_stats,
                    d_opt_state, g_grads, d_grads, scalars)
-
 
 
 def components(cfg, variables, x, train):

@@ -25,6 +25,8 @@ import math
 
 import numpy as np
 
+from sagan_jax.config import ConfigError
+from sagan_jax.data.pipeline import to_float_np
 from sagan_jax.methods.spec import ModelSpec
 
 CHUNK = 1024  # training images per step of the search (bounds memory)
@@ -34,8 +36,6 @@ SCORE_FORMULA = ("R = mean over the k nearest normal training images t_j (pixel 
 
 def fit(cfg, train_u8: np.ndarray, chunk: int = CHUNK) -> dict:
     """{"train": uint8 (chunks, C, D), "valid": uint8 (chunks, C)} of the training images."""
-    from sagan_jax.config import ConfigError
-
     n = len(train_u8)
     if cfg.knn_k > n:
         raise ConfigError(f"--knn_k={cfg.knn_k} exceeds the {n} training images; lower --knn_k")
@@ -47,12 +47,6 @@ def fit(cfg, train_u8: np.ndarray, chunk: int = CHUNK) -> dict:
     valid = np.zeros(n_chunks * c, np.uint8)
     valid[:n] = 1
     return {"train": padded.reshape(n_chunks, c, -1), "valid": valid.reshape(n_chunks, c)}
-
-
-def _to_float(u8):
-    import jax.numpy as jnp
-
-    return (u8.astype(jnp.float32) / 255.0 - 0.5) / 0.5  # = data.pipeline.to_float_np
 
 
 def nearest(cfg, params, flat):
@@ -69,7 +63,7 @@ def nearest(cfg, params, flat):
     def body(carry, chunk):
         best_d, best_i = carry
         t_u8, ok, j = chunk
-        t = _to_float(t_u8)
+        t = to_float_np(t_u8)
         dots = jnp.matmul(flat, t.T, precision=jax.lax.Precision.HIGHEST)
         d2 = jnp.maximum(q2[:, None] - 2.0 * dots + jnp.sum(jnp.square(t), axis=1)[None], 0.0)
         d2 = jnp.where(ok[None] > 0, d2, jnp.inf)
@@ -94,7 +88,7 @@ def components(cfg, variables, x, train):
     b = x.shape[0]
     flat = x.reshape(b, -1).astype(jnp.float32)
     idx = jax.lax.stop_gradient(nearest(cfg, p, jax.lax.stop_gradient(flat)))
-    neighbours = _to_float(p["train"].reshape(-1, flat.shape[1])[idx])  # (B, k, D)
+    neighbours = to_float_np(p["train"].reshape(-1, flat.shape[1])[idx])  # (B, k, D)
     r = jnp.mean(jnp.square(flat[:, None, :] - neighbours), axis=(1, 2))
     recon = jnp.mean(neighbours, axis=1).reshape(x.shape)
     return r, jnp.zeros_like(r), recon
@@ -105,8 +99,6 @@ def final_score(cfg, r, lat):
 
 
 def validate(cfg):
-    from sagan_jax.config import ConfigError
-
     if cfg.knn_k < 1:
         raise ConfigError(f"--knn_k={cfg.knn_k} must be >= 1 (the number of nearest training "
                           "images averaged)")

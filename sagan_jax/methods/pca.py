@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from sagan_jax.config import ConfigError
+from sagan_jax.data.pipeline import to_float_np
 from sagan_jax.methods.spec import ModelSpec
 
 SCORE_FORMULA = ("R = mean (x - x_hat)^2, x_hat = mu + W^T W (x - mu) (k principal components "
@@ -29,8 +31,6 @@ def fit(cfg, train_u8: np.ndarray) -> dict:
     """{"mean": (D,), "components": (k, D)} float32 of the normal training images."""
     from sklearn.decomposition import PCA
 
-    from sagan_jax.config import ConfigError
-    from sagan_jax.data.pipeline import to_float_np
 
     n = len(train_u8)
     x = to_float_np(train_u8).reshape(n, -1)
@@ -69,8 +69,6 @@ def final_score(cfg, r, lat):
 
 
 def validate(cfg):
-    from sagan_jax.config import ConfigError
-
     if cfg.pca_components < 1:
         raise ConfigError(f"--pca_components={cfg.pca_components} must be >= 1 (the number of "
                           "principal components kept)")

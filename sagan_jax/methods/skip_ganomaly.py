@@ -3,15 +3,14 @@ trained with the SAGAN step; the same feature-matching score (its originals weig
 set in experiments/model_skip_ganomaly.cfg)."""
 from __future__ import annotations
 
-from sagan_jax.methods.sagan import FEATURE_SCORE, feature_components
+from sagan_jax.config import ConfigError
+from sagan_jax.methods.sagan import FEATURE_SCORE, feature_components, train_step
 from sagan_jax.methods.spec import ModelSpec, power_of_two_isize, weighted_score
-from sagan_jax.training.step import train_step
+from sagan_jax.models.discriminator import DCGANDiscriminator
+from sagan_jax.models.skip_ganomaly import UNetGenerator
 
 
 def build(cfg, axis_name=None):
-    from sagan_jax.models.discriminator import DCGANDiscriminator
-    from sagan_jax.models.skip_ganomaly import UNetGenerator
-
     import jax.numpy as jnp
 
     dtype = None if cfg.compute_dtype == "float32" else jnp.dtype(cfg.compute_dtype)
@@ -20,8 +19,6 @@ def build(cfg, axis_name=None):
 
 
 def validate(cfg):
-    from sagan_jax.config import ConfigError
-
     if cfg.isize < 32:
         raise ConfigError(
             f"--isize={cfg.isize} is too small for --model=skip_ganomaly: its U-Net halves "

@@ -3,11 +3,12 @@ from __future__ import annotations
 
 import dataclasses
 from typing import Callable, Optional
+from sagan_jax.config import ConfigError
 
 
 @dataclasses.dataclass(frozen=True)
 class ModelSpec:
-    """A model, its training rule and its anomaly score (SPEC section 8).
+    """A model, its training rule and its anomaly score (docs/design.md, section 9).
 
     build(cfg, axis_name) -> (generator, discriminator): the Flax networks; ``axis_name``
         averages BatchNorm statistics over a mapped axis (data parallelism).
@@ -30,7 +31,7 @@ class ModelSpec:
         collections are empty; see ``fitted_state``). None for the GANs. Such models have
         no ``build``/``step``; --mode=train sends them to sagan_jax.training.fit.
     checkpoint_flags: the flags whose values must match to reuse a saved checkpoint (None =
-        sagan_jax.checkpoints.MODEL_FLAGS, the GANs' network flags).
+        sagan_jax.training.checkpoints.MODEL_FLAGS, the GANs' network flags).
     """
     name: str
     description: str
@@ -53,8 +54,6 @@ def weighted_score(cfg, r, lat):
 
 
 def power_of_two_isize(cfg):
-    from sagan_jax.config import ConfigError
-
     if cfg.isize & (cfg.isize - 1):
         raise ConfigError(
             f"--isize={cfg.isize} must be a power of two (16, 32, 64, ...) for --model={cfg.model}"
@@ -65,17 +64,6 @@ def variables_of(state) -> dict:
     """The four variable collections of a TrainState that scoring reads."""
     return {"g_params": state.g_params, "g_stats": state.g_stats,
             "d_params": state.d_params, "d_stats": state.d_stats}
-
-
-def fitted_state(params: dict, step: int = 0):
-    """A fitted model's parameters as a TrainState (so checkpoints, scoring, --mode=eval and
-    --mode=score treat it as a GAN's): ``g_params`` = the fitted arrays, nothing else."""
-    import jax.numpy as jnp
-
-    from sagan_jax.training.state import TrainState
-
-    return TrainState(step=jnp.asarray(step, jnp.int32), g_params=dict(params), g_stats={},
-                      d_params={}, d_stats={}, g_opt_state=(), d_opt_state=())
 
 
 def split_variables(variables: dict):

@@ -1,10 +1,9 @@
-"""DCGAN discriminator ("BasicDiscriminator", SPEC section 3)."""
+"""DCGAN discriminator ("BasicDiscriminator", docs/design.md, section 4)."""
 from __future__ import annotations
 
 from typing import Any, Optional
 
 import flax.linen as nn
-import jax.numpy as jnp
 
 from sagan_jax.models.layers import BatchNorm, Conv, at_least_f32, cast
 

@@ -1,6 +1,6 @@
-"""EGBAD (Zenati et al. 2018, BiGAN-based; SPEC section 8), DCGAN-sized for images.
+"""EGBAD (Zenati et al. 2018, BiGAN-based; docs/design.md, section 9), DCGAN-sized for images.
 
-SPEC leaves the architecture open; this project's choice, stated here:
+The papers leave the architecture open; this project's choice, stated here:
   - encoder E: DCGANEncoder(nz, ngf) (the GANomaly encoder), x -> z (B, nz)
   - generator G: DCGANDecoder(ngf), z -> x, tanh
   - joint discriminator D(x, z): x through the DCGAN pyramid without its last conv (ndf,

@@ -1,5 +1,5 @@
-"""GANomaly (SPEC section 8): generator = encoder -> decoder -> encoder, DCGAN discriminator
-with a 1-channel output. Also the DCGAN encoder/decoder that EGBAD reuses.
+"""GANomaly (docs/design.md, section 9): generator = encoder -> decoder -> encoder, DCGAN
+discriminator with a 1-channel output. Also the DCGAN encoder/decoder that EGBAD reuses.
 
 PyTorch layer for layer (NHWC here), isize a power of two >= 16, no extra layers:
   DCGANEncoder(nz, w): conv4x4/2 pad1 (3->w, no bias) -> LReLU(0.2); while the map is
@@ -8,7 +8,7 @@ PyTorch layer for layer (NHWC here), isize a power of two >= 16, no extra layers
   DCGANDecoder(w): c = w * isize / 8; convT4x4/1 pad0 (nz->c, no bias) -> BN -> ReLU
       (1x1 -> 4x4); while the map is smaller than isize/2: convT4x4/2 pad1 (c->c/2, no bias)
       -> BN -> ReLU; convT4x4/2 pad1 (c->3, no bias) -> tanh.
-Every weight ~ N(0, 0.02), BN scale ~ N(1, 0.02) (SPEC section 4).
+Every weight ~ N(0, 0.02), BN scale ~ N(1, 0.02) (docs/design.md, section 4).
 Mixed precision: every module computes in ``dtype`` (None: the inputs' dtype) with float32
 parameters and BatchNorm statistics; the networks' outputs are at least float32.
 """

@@ -1,4 +1,4 @@
-"""The SAGAN generator: an attention U-Net (SPEC section 2)."""
+"""The SAGAN generator: an attention U-Net (docs/design.md, section 3)."""
 from __future__ import annotations
 
 from typing import Any, Optional, Tuple
@@ -32,7 +32,7 @@ class SAGANGenerator(nn.Module):
     ``use_cbam=False`` passes the maps straight to the skips. No output activation (authors'
     code). ``dsc_impl`` only chooses how DSCs are computed, never their math or parameters;
     ``dsc_impls`` overrides it per layer: ((layer, impl), ...) with layer names such as
-    'inc.conv1' or 'up4.conv2' (what sagan_jax.models.dsc_autotune.resolve_dsc_impls returns;
+    'inc.conv1' or 'up4.conv2' (what sagan_jax.methods.dsc_autotune.resolve_dsc_impls returns;
     a static tuple, so the module stays hashable). Layers it does not name use ``dsc_impl``.
 
     Mixed precision: activations and convolutions in ``dtype`` (None: the input's dtype;

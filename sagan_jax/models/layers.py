@@ -1,4 +1,4 @@
-"""Building blocks of the SAGAN generator (SPEC sections 2 and 4), in Flax Linen, NHWC.
+"""Building blocks of the SAGAN generator (docs/design.md, sections 3 and 4), in Flax Linen, NHWC.
 
 Every module here computes exactly the PyTorch layer it stands for (same parameter count, same
 output-channel order, same BatchNorm statistics), so that weights transfer one to one.
@@ -43,7 +43,7 @@ def is_low_precision(dtype) -> bool:
     return dtype is not None and jnp.dtype(dtype).itemsize < 4
 
 
-# --- Initialisation (SPEC section 4) -------------------------------------------------------
+# --- Initialisation (docs/design.md, section 4) --------------------------------------------------
 # The optimisation barrier keeps XLA from folding the scaling into the normal sampler when the
 # initialisation runs as one jitted program (training/state.py:init_state), so the values are
 # bit-identical to the op-by-op initialisation (Flax's nn.initializers.normal(0.02)).
@@ -235,9 +235,9 @@ class BatchNorm(nn.Module):
 
 def Conv(features, kernel_size=3, strides=1, padding="SAME", use_bias=True, name=None,
          dtype=None):
-    """nn.Conv with the SPEC initialisation (weights N(0, 0.02), biases 0); float32
-    parameters, computed in ``dtype``. Below float32 the convolution sums, and adds the bias,
-    in float32 (its output is float32; the next layer casts it back), so kernel and bias
+    """nn.Conv with the initialisation of docs/design.md, section 4 (weights N(0, 0.02), biases 0);
+    float32 parameters, computed in ``dtype``. Below float32 the convolution sums, and adds the
+    bias, in float32 (its output is float32; the next layer casts it back), so kernel and bias
     gradients are float32 sums."""
     kw = {"conv_general_dilated": _conv_f32_sum} if is_low_precision(dtype) else {}
     return nn.Conv(
@@ -262,7 +262,7 @@ def _conv_f32_sum(*args, **kwargs):
 def _shift_sum(x, kernel, pad_lo: int):
     """sum_ij shift_ij(x) * kernel[i, j, 0]: a k x k depthwise correlation (K = 1, NHWC) as
     k*k shifted multiply-adds over x padded by (pad_lo, k - 1 - pad_lo) on each spatial axis.
-    XLA fuses it into one elementwise loop (SPEC section 10)."""
+    XLA fuses it into one elementwise loop (docs/design.md, section 12)."""
     k = kernel.shape[0]
     h, w = x.shape[1], x.shape[2]
     xp = jnp.pad(x, ((0, 0), (pad_lo, k - 1 - pad_lo), (pad_lo, k - 1 - pad_lo), (0, 0)))
@@ -276,8 +276,8 @@ def _shift_sum(x, kernel, pad_lo: int):
 
 def _depthwise_shift(x, kernel, bias):
     """'same' depthwise convolution as k*k shifted multiply-adds (K = 1, NHWC), differentiated
-    by JAX. kernel: (k, k, 1, C). Much faster than XLA:CPU's grouped convolution (SPEC
-    section 10)."""
+    by JAX. kernel: (k, k, 1, C). Much faster than XLA:CPU's grouped convolution (docs/design.md,
+    section 11)."""
     return _shift_sum(x, kernel, kernel.shape[0] // 2) + bias
 
 
@@ -326,8 +326,8 @@ depthwise_shift_vjp.defvjp(_depthwise_shift_vjp_fwd, _depthwise_shift_vjp_bwd)
 def auto_dsc_impl(cin: int, m: int, cout: int, h: int, w: int,
                   backend: Optional[str] = None) -> str:
     """The fixed rule 'auto' uses for one DSC layer when it is not autotuned
-    (``--dsc_autotune=false``, or no tuned choice for this shape; sagan_jax.models.dsc_autotune
-    measures instead), from the layer's static shape and the backend (SPEC section 10).
+    (``--dsc_autotune=false``, or no tuned choice for this shape; sagan_jax.methods.dsc_autotune
+    measures instead), from the layer's static shape and the backend (docs/design.md, section 11).
 
     CPU (measured with experiments/bench_dsc.py, XLA:CPU, batch 64, forward + backward):
     the composed dense kernel wins where the map is large and the channels moderate (m = 2:
@@ -360,7 +360,7 @@ class DepthwiseSeparableConv(nn.Module):
     then pointwise 1x1 (in*m -> out, bias). Output channel c*m + j of the depthwise stage reads
     input channel c, as in PyTorch.
 
-    ``impl`` picks an exact way to compute it (SPEC section 10):
+    ``impl`` picks an exact way to compute it (docs/design.md, section 11):
       - 'dense': compose both kernels into one dense k x k kernel,
         W[i,j,c,o] = sum_m dw[i,j,c*m+m'] pw[c*m+m',o], bias pw^T b_dw + b_pw.
       - 'shift': repeat channels m times, then k*k shifted multiply-adds, then the 1x1.
@@ -371,7 +371,7 @@ class DepthwiseSeparableConv(nn.Module):
         m > 1; native on GPU). With m = 1 'repeat' and 'xla' are the same computation.
       - 'auto': the fixed per-shape rule :func:`auto_dsc_impl` (CPU: 'dense' or 'shift' with
         m > 1, 'shift_vjp' with m = 1; other backends: 'xla'). The autotuned choice is passed
-        in as a concrete impl by the generator (sagan_jax.models.dsc_autotune).
+        in as a concrete impl by the generator (sagan_jax.methods.dsc_autotune).
     The parameters are the same for every impl, so checkpoints do not depend on it. Parameters
     are float32; the layer computes in ``dtype`` (None: the input's dtype).
     """

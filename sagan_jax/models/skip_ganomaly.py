@@ -1,4 +1,4 @@
-"""The Skip-GANomaly generator: the pix2pix U-Net (SPEC section 8), in Flax Linen, NHWC.
+"""The Skip-GANomaly generator: the pix2pix U-Net (docs/design.md, section 9), in Flax Linen, NHWC.
 
 num_downs = log2(isize) blocks (isize >= 32), outermost to innermost with (outer, inner)
 channels (3, w), (w, 2w), (2w, 4w), (4w, 8w), (8w, 8w) x (num_downs - 5), (8w, 8w) innermost.

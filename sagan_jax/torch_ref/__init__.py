@@ -1,4 +1,5 @@
-"""PyTorch reference of SAGAN, written from SPEC (optional: ``pip install sagan_jax[torch]``).
+"""PyTorch reference of SAGAN, written from docs/design.md (optional: ``pip install
+sagan_jax[torch]``).
 
 Only this subpackage imports torch. Module and attribute names mirror the Flax modules
 (``inc``, ``down1.conv``, ``cbam1.channel.fc1``, ``conv1.depthwise`` ...) so that

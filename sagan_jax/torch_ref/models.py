@@ -1,6 +1,7 @@
-"""SAGAN generator (attention U-Net) and DCGAN discriminator in PyTorch, NCHW (SPEC 2-4).
+"""SAGAN generator (attention U-Net) and DCGAN discriminator in PyTorch, NCHW (docs/design.md,
+sections 3-4).
 
-Written from SPEC, not from the authors' code. Names mirror the Flax modules in
+Written from docs/design.md, not from the authors' code. Names mirror the Flax modules in
 sagan_jax.models so that weights convert by name (see convert.py).
 """
 from __future__ import annotations
@@ -11,8 +12,8 @@ from torch import nn
 
 
 def init_weights(module: nn.Module, generator: torch.Generator | None = None) -> None:
-    """SPEC section 4: conv / linear weights ~ N(0, 0.02), biases 0, BN scale ~ N(1, 0.02),
-    BN offset 0."""
+    """docs/design.md, section 4: conv / linear weights ~ N(0, 0.02), biases 0, BN scale ~ N(1,
+    0.02), BN offset 0."""
     for m in module.modules():
         if isinstance(m, (nn.Conv2d, nn.Linear)):
             with torch.no_grad():
@@ -187,7 +188,8 @@ class DCGANDiscriminator(nn.Module):
 
 
 def build_models(cfg):
-    """(generator, discriminator) for a sagan_jax Config, initialised as SPEC section 4."""
+    """(generator, discriminator) for a sagan_jax Config, initialised as docs/design.md, section
+    4."""
     g = SAGANGenerator(cfg.ngf, 3, 3, cfg.use_dsc, cfg.use_cbam, cfg.kernels_per_layer,
                        cfg.pool_after_cbam)
     d = DCGANDiscriminator(cfg.isize, 3, cfg.ndf, cfg.nz)

@@ -1,5 +1,5 @@
 """Losses, one SAGAN training step and scoring in PyTorch, with the same order and BatchNorm
-statistics rules as sagan_jax/training/step.py (SPEC section 5):
+statistics rules as sagan_jax/methods/sagan.py (docs/design.md, sections 5-6):
 
   1. fake = G(x) in training mode; this one call updates G's running statistics.
   2. L_G = w_adv BCE(D(fake), 1) + w_con |x - fake| + w_lat (f(x) - f(fake))^2, with D in
@@ -8,7 +8,8 @@ statistics rules as sagan_jax/training/step.py (SPEC section 5):
   3. D's step on the fake computed in 1 (before G's update): D(x), then D(fake), each in
      training mode and each updating D's running statistics, in that order;
      L_D = BCE(D(x), 1) + BCE(D(fake), 0) (+ w_lat L_lat with ``cfg.d_lat_loss``); D is updated.
-  4. If L_D < cfg.reinit_d_threshold, D's weights are redrawn (SPEC section 4); its running
+  4. If L_D < cfg.reinit_d_threshold, D's weights are redrawn (docs/design.md, section 4); its
+  running
      statistics and optimiser state are kept, as in the JAX step.
 """
 from __future__ import annotations
@@ -71,7 +72,7 @@ class TorchTrainer:
         self.d_opt = d_opt or adam(self.d.parameters())
 
     def set_epoch(self, epoch: int) -> None:
-        """Lambda decay (SPEC section 5), applied per epoch to both optimisers."""
+        """Lambda decay (docs/design.md, section 5), applied per epoch to both optimisers."""
         lr = lambda_decay(epoch, self.cfg.lr, self.cfg.niter, self.cfg.niter_decay)
         for opt in (self.g_opt, self.d_opt):
             for group in opt.param_groups:
@@ -118,7 +119,7 @@ class TorchTrainer:
 
     @torch.no_grad()
     def score(self, x, batch_stats: bool = False):
-        """Per-image (R, L, reconstruction) of an NCHW batch (SPEC section 6). Running
+        """Per-image (R, L, reconstruction) of an NCHW batch (docs/design.md, section 7). Running
         averages by default; ``batch_stats=True`` scores in training mode without updating
         statistics, as the originals (``--eval_batch_stats``)."""
         self.g.train(batch_stats)

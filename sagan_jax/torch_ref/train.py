@@ -1,9 +1,9 @@
 """The PyTorch reference's training run: the same protocol as sagan_jax.training.loop, in torch.
 
-For training parity (issue 4): the same data, batch order, hyperparameters, learning-rate rule,
-BatchNorm recalibration ("precise BN") and score as the JAX loop, so that the AUC of the two
-frameworks can be compared seed for seed. What differs is only the framework: weights are
-drawn by torch's own initialiser (``torch.manual_seed(cfg.seed)``), and float rounding.
+For training parity (docs/benchmarks.md): the same data, batch order, hyperparameters,
+learning-rate rule, BatchNorm recalibration ("precise BN") and score as the JAX loop, so that the
+AUC of the two frameworks can be compared seed for seed. What differs is only the framework:
+weights are drawn by torch's own initialiser (``torch.manual_seed(cfg.seed)``), and float rounding.
 
   - batches: ``sagan_jax.data.pipeline.epoch_order(n, batch_size, seed, epoch)``, the JAX
     loop's permutation, converted with the same ``to_float_np``;

@@ -16,9 +16,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from sagan_jax import methods, seeds
 from sagan_jax.data.pipeline import to_float_np
 from sagan_jax.devices import local_mesh, put_batch, put_replicated
-from sagan_jax import methods, seeds
 from sagan_jax.models.layers import BatchNorm
 
 

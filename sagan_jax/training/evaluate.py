@@ -1,4 +1,4 @@
-"""Scoring a split with a trained state: per-image R(x) and L(x) (SPEC section 6).
+"""Scoring a split with a trained state: per-image R(x) and L(x) (docs/design.md, section 7).
 
 Default: BatchNorm running averages, so an image's score does not depend on the other images
 in its batch, nor on the order of the test set. ``cfg.eval_batch_stats`` reproduces the
@@ -10,15 +10,16 @@ import functools
 import logging
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
-from sagan_jax import scoring
+from sagan_jax import methods, overlays, scoring
+from sagan_jax.anomaly_maps import map_scales, maps
 from sagan_jax.config import RunNeutral
 from sagan_jax.data.pipeline import eval_batches, padded_batch_size, to_float_np
 from sagan_jax.devices import local_mesh, put_batch, put_replicated
-from sagan_jax import methods
 from sagan_jax.methods.spec import variables_of
+from sagan_jax.training.checkpoints import CheckpointError, all_finite, restore_for_inference
+from sagan_jax.training.results import write_json
 
 
 # The test metrics a run records per scored epoch (as test_<key>), GANs and fitted models alike.
@@ -99,8 +100,8 @@ def split_metrics(cfg, labels, r, lat) -> dict:
 
 
 def originals_auc(cfg, state, split) -> float:
-    """AUC of ``split`` scored as the PyTorch originals score (``--eval_originals``; issue 13's
-    evaluation (a)): BatchNorm in training mode (each batch normalised with its own
+    """AUC of ``split`` scored as the PyTorch originals score (``--eval_originals``; evaluation (a)
+    of docs/design.md, section 8): BatchNorm in training mode (each batch normalised with its own
     statistics), the images in their stored order (the GANomaly protocol's: normal test
     images, then abnormal ones), batches of the training batch size, and the originals' score
     weight ``--originals_score_lambda``. Each image's score depends on its batch, so this is a
@@ -141,8 +142,6 @@ def calibration_from_scores(cfg, r, lat, source: str) -> dict:
 def calibrate(cfg, state, data) -> dict:
     """Calibration of one state (see calibration_from_scores), with the anomaly maps' colour
     scale on the same normal images (anomaly_maps.map_scales)."""
-    from sagan_jax.anomaly_maps import map_scales
-
     images, source = calibration_images(data)
     r, lat = score_images(cfg, state, images)
     calib = calibration_from_scores(cfg, r, lat, source)
@@ -153,8 +152,6 @@ def calibrate(cfg, state, data) -> dict:
 def pixel_maps(cfg, split, recon=None, variables=None) -> np.ndarray:
     """The ``--anomaly_map`` maps of a split's images: residual from ``recon`` (or G(x)),
     grad from ``variables`` (sagan_jax.anomaly_maps)."""
-    from sagan_jax.anomaly_maps import maps
-
     return maps(cfg, variables, to_float_np(split.images), cfg.anomaly_map, recon=recon)
 
 
@@ -283,8 +280,6 @@ def evaluate_checkpoint(cfg, data) -> dict:
     normal-only test set reports the false-positive rate at the checkpoint's threshold."""
     import os
 
-    from sagan_jax.checkpoints import CheckpointError, all_finite, restore_for_inference
-    from sagan_jax.training.results import write_json
 
     state, meta = restore_for_inference(cfg)
     if not all_finite(state):
@@ -305,8 +300,6 @@ def evaluate_checkpoint(cfg, data) -> dict:
     result["scores_csv"] = write_scores_csv(os.path.join(cfg.workdir, "eval_scores.csv"),
                                             data.test, test)
     if calib is not None and cfg.max_pictures:
-        from sagan_jax import overlays
-
         k = min(cfg.max_pictures, len(data.test))  # maps of the pictures drawn only
         maps = pixel_maps(cfg, data.test.take(np.arange(k)), recon[:k], variables)
         paths = data.test.paths if data.test.paths is not None else [None] * len(data.test)

@@ -22,13 +22,18 @@ import time
 import jax
 import numpy as np
 
-from sagan_jax import checkpoints, methods, plots, scoring
+from sagan_jax import methods, plots, scoring
+from sagan_jax.anomaly_maps import KINDS, SCALE_IMAGES, SCALE_QUANTILE, maps
+from sagan_jax.config import ConfigError
 from sagan_jax.data.pipeline import to_float_np
-from sagan_jax.methods.spec import fitted_state, variables_of
-from sagan_jax.training.evaluate import (TEST_KEYS, calibrate, metrics_from_scores,
-                                         score_images, write_scores_csv)
+from sagan_jax.methods.spec import variables_of
+from sagan_jax.methods.state import fitted_state
+from sagan_jax.training import checkpoints
+from sagan_jax.training.evaluate import calibration_from_scores
 from sagan_jax.training.metric_writer import MetricWriter
 from sagan_jax.training.results import peak_memory, summarise_history, write_json
+from sagan_jax.training.evaluate import (TEST_KEYS, calibrate, metrics_from_scores,
+                                         score_images, write_scores_csv)
 
 log = logging.getLogger("sagan_jax")
 
@@ -130,10 +135,6 @@ def cross_fitted_calibration(cfg, train_u8, folds: int = CALIBRATION_FOLDS) -> d
     fold i mod folds); each fold is scored by the model refitted on every training image but
     that fold (cross-fitting). The model that is kept and scores the test set is the one
     fitted on all images; its held-out threshold is slightly conservative."""
-    from sagan_jax.anomaly_maps import KINDS, SCALE_IMAGES, SCALE_QUANTILE, maps
-    from sagan_jax.config import ConfigError
-    from sagan_jax.training.evaluate import calibration_from_scores
-
     spec = methods.get(cfg.model)
     n_cal = min(len(train_u8), 1000)
     k = min(folds, n_cal)

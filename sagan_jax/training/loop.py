@@ -23,24 +23,26 @@ import time
 import jax
 import numpy as np
 
-from sagan_jax import checkpoints, plots, scoring, seeds
+from sagan_jax import plots, scoring, seeds
+from sagan_jax.anomaly_maps import map_scales
 from sagan_jax.config import ConfigError
+from sagan_jax.data import load_data
 from sagan_jax.data.pipeline import epoch_order, padded_batch_size, to_float_np
-from sagan_jax.training import fit
-from sagan_jax.training import program as prog
+from sagan_jax.devices import local_mesh, put_replicated
+from sagan_jax.methods import dsc_autotune
+from sagan_jax.methods.spec import variables_of
+from sagan_jax.training import checkpoints, fit, program as prog
 from sagan_jax.training.bn_recalibration import recalibrate_batchnorm
 from sagan_jax.training.errors import NonFiniteLossError, check_interrupt
-from sagan_jax.anomaly_maps import map_scales
+from sagan_jax.training.metric_writer import MetricWriter, read_jsonl
+from sagan_jax.training.runs import Run, check_layout, plan_runs, program_groups
+from sagan_jax.training.state import init_state, make_optimizers
+from sagan_jax.training.step import make_mesh
 from sagan_jax.training.evaluate import (TEST_KEYS, calibration_from_scores, calibration_images,
                                          metrics_from_scores, originals_auc, score_images,
                                          write_scores_csv)
-from sagan_jax.training.metric_writer import MetricWriter, read_jsonl
 from sagan_jax.training.results import (peak_memory, summarise_history, summarise_runs,
                                         summary_markdown, write_json)
-from sagan_jax.training.runs import check_layout, plan_runs, program_groups
-from sagan_jax.training.state import init_state, make_optimizers
-from sagan_jax.devices import local_mesh, put_replicated
-from sagan_jax.training.step import make_mesh
 
 log = logging.getLogger("sagan_jax")
 make_chunk_program = prog.make_chunk_program  # module attribute, so tests can wrap it
@@ -64,8 +66,6 @@ def _progress(total, disable, desc):
 def train(cfg, load=None) -> dict:
     """Train every run of ``cfg`` (``--seeds`` x ``--abnormal_classes``). One run: its result
     (metrics.json). Several: WORKDIR/summary.json and summary.md, and the summary."""
-    from sagan_jax.data import load_data
-
     load = load or load_data
     runs = plan_runs(cfg)
     check_layout(cfg, runs)
@@ -96,8 +96,6 @@ def train(cfg, load=None) -> dict:
 
 def train_and_evaluate(cfg, data) -> dict:
     """Train and evaluate one run of ``cfg`` on ``data`` (its result, as in metrics.json)."""
-    from sagan_jax.training.runs import Run
-
     run = Run("", cfg.replace(seeds="", abnormal_classes=""))
     with checkpoints.WorkdirLock(cfg.workdir) if is_writer() else _nothing():
         if fit.is_fitted(cfg):
@@ -201,8 +199,6 @@ def resolve_dsc_forms(runs, per_device_batch: int):
     with, and asking for other ones (--dsc_impl, --dsc_autotune, another device count) is
     refused. A fresh run gets the fixed table's, or with --dsc_autotune this machine's
     timed, forms."""
-    from sagan_jax.models import dsc_autotune
-
     cfg = runs[0].cfg
     if cfg.model != "sagan" or not cfg.use_dsc:
         return None
@@ -546,6 +542,4 @@ class Trainer:
 
 
 def _variables(state) -> dict:
-    from sagan_jax.methods.spec import variables_of
-
     return variables_of(state)

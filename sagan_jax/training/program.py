@@ -1,37 +1,21 @@
 """Many runs as one jitted program: the run axis, data resident on the devices, and the steps
 of an epoch under ``jax.lax.scan``.
 
-A *run* is one training of one model (a seed, an abnormal class). K runs trained together
-keep K TrainStates, K uint8 image arrays already on the devices and K batch-index streams;
-one call of the chunk program advances every run by up to ``steps_per_chunk`` steps, gathering
-each batch on the device by index (no host-to-device copy of pixels per step).
+K runs (seeds, abnormal classes) trained together keep K TrainStates, K uint8 image arrays on
+the devices and K batch-index streams; one call of the chunk program advances every run by up
+to ``steps_per_chunk`` steps, gathering each batch on the device by index. ``--run_axis_impl``
+(same math, tested equal): ``unroll`` writes the K steps one after another (faster on XLA:CPU,
+each run keeps its own static settings); ``vmap`` stacks runs with identical static settings
+into one group (fills a GPU); ``auto`` unrolls on CPU and maps elsewhere. The whole chunk runs
+under ``jax.shard_map`` over the data axis ``batch``.
 
-How runs are mapped (``--run_axis_impl``, same math, tested equal):
-  - ``unroll``: the K steps are written one after another inside the program. XLA:CPU runs
-    that 1.4x faster than K separate calls (SPEC section 10), and each run keeps its own
-    static settings.
-  - ``vmap``: runs with identical static settings (everything but seed and abnormal class, and
-    the same steps per epoch) form a group whose states, images and indices are stacked and
-    whose step is ``jax.vmap``-ed: per-run convolution kernels become one grouped convolution,
-    which XLA:CPU runs 5x slower than separate ones, but which fills a GPU. Different groups are
-    unrolled.
-  - ``auto``: unroll on CPU, vmap elsewhere.
-The data axis composes with it: the whole chunk runs under ``jax.shard_map`` over the mesh
-axis ``batch``; each device gathers its share of every run's batch and the steps average
-gradients and BatchNorm statistics over the axis.
-
-Epochs: each run draws its own permutation per epoch and has its own steps per epoch
-(``len(train) // batch_size``). A chunk covers the longest run; a run whose epoch is over, whose
-training diverged or which resumed past this epoch is *inactive* for those steps:
-``lax.cond`` leaves its state untouched (under vmap, and on CPU, the step is computed and the
-old state selected instead). So a run trained together is exactly the run trained alone.
-
-Control flow on XLA:CPU: the step inside ``lax.scan`` or ``lax.cond`` runs about 25x slower
-than the same step alone (measured: 8.1 s against 0.34 s per step at ngf 32, batch 32; see
-:func:`loops_run_fast`). On CPU the chunk's steps are therefore written out one after
-another (a Python loop at trace time: no while loop), inactive steps are selects, and
-``--steps_per_chunk=0`` (auto) means 1 step per jitted call; accelerators keep the rolled scan
-of 10 steps.
+A run whose epoch is over, whose training diverged or which resumed past this epoch is
+inactive for those steps (its state is left untouched), so a run trained together is exactly
+the run trained alone. XLA:CPU runs a step inside ``lax.scan`` or ``lax.cond`` many times
+slower than alone (:func:`loops_run_fast`), so on CPU the chunk's steps are written out and
+inactive steps are selects, one step per jitted call by default; accelerators keep a rolled
+scan of 10 steps. Why: docs/design.md, sections 5 and 12; measurements: docs/benchmarks.md,
+sections 3-4.
 """
 from __future__ import annotations
 
@@ -47,17 +31,12 @@ from jax.sharding import PartitionSpec as P
 
 from sagan_jax import methods
 from sagan_jax.config import RunNeutral, run_neutral_key
+from sagan_jax.data.pipeline import to_float_np
 from sagan_jax.devices import DATA_AXIS, put_replicated
 
 
-def to_float(images_u8):
-    """uint8 pixels -> float32 in [-1, 1]: (p / 255 - 0.5) / 0.5 (SPEC section 1); the same
-    arithmetic as sagan_jax.data.pipeline.to_float_np."""
-    return (images_u8.astype(jnp.float32) / 255.0 - 0.5) / 0.5
-
-
 def resolve_impl(impl: str) -> str:
-    """``auto`` -> ``unroll`` on CPU (measured, SPEC section 10), ``vmap`` elsewhere."""
+    """``auto`` -> ``unroll`` on CPU (measured, docs/design.md, section 12), ``vmap`` elsewhere."""
     if impl != "auto":
         return impl
     return "unroll" if jax.default_backend() == "cpu" else "vmap"
@@ -155,7 +134,7 @@ def _one_step(cfg, g_tx, d_tx, axis_name, state, images, idx, active, key_data):
     key = jax.random.wrap_key_data(key_data)
 
     def run(s):
-        batch = to_float(jnp.take(images, idx, axis=0))
+        batch = to_float_np(jnp.take(images, idx, axis=0))
         return step(s, batch, jax.random.fold_in(key, s.step), cfg=cfg, g_tx=g_tx, d_tx=d_tx,
                     axis_name=axis_name)
 
@@ -261,7 +240,7 @@ def _score_runs_batch(variables, images, starts, cfgs, batch_size, keep_recon, s
         x = jax.lax.dynamic_slice_in_dim(im, starts[k], batch_size, axis=0)
         if split is not None:
             x = jax.lax.with_sharding_constraint(x, split)
-        r, lat, recon = methods.get(cfg.model).components(cfg, variables[k], to_float(x),
+        r, lat, recon = methods.get(cfg.model).components(cfg, variables[k], to_float_np(x),
                                                           cfg.eval_batch_stats)
         out.append((r, lat, recon) if keep_recon else (r, lat))
     return tuple(out)

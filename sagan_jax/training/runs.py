@@ -6,25 +6,14 @@ from __future__ import annotations
 import dataclasses
 import os
 
-from sagan_jax.config import Config, ConfigError, classes_of
+from sagan_jax.config import Config, ConfigError, classes_of, parse_seeds
+from sagan_jax.data.image_folder import scan
 
 
 @dataclasses.dataclass(frozen=True)
 class Run:
     name: str      # "" for a lone run (files at the workdir's top level)
     cfg: Config    # this run's flags: its own seed and abnormal class, its own workdir
-
-
-def parse_seeds(cfg) -> list:
-    if not cfg.seeds.strip():
-        return [cfg.seed]
-    try:
-        seeds = [int(s) for s in cfg.seeds.split(",") if s.strip()]
-    except ValueError:
-        raise ConfigError(f"--seeds={cfg.seeds!r} must be comma-separated integers, e.g. 0,1,2")
-    if len(set(seeds)) != len(seeds) or not seeds:
-        raise ConfigError(f"--seeds={cfg.seeds!r} lists a seed twice or none; list each once")
-    return seeds
 
 
 def parse_classes(cfg) -> list:
@@ -35,8 +24,6 @@ def parse_classes(cfg) -> list:
         known = classes_of(cfg.dataset)
         if known is None:
             if cfg.dataset == "image_folder":  # its class folders (layout checked)
-                from sagan_jax.data.image_folder import scan
-
                 return list(scan(cfg.data_root)["train"])
             raise ConfigError(f"--abnormal_classes=all: --dataset={cfg.dataset} has no classes "
                               "to hold out in turn; omit --abnormal_classes")

@@ -2,29 +2,20 @@
 from __future__ import annotations
 
 import functools
-from typing import Any
 
-import flax
 import jax
 import jax.numpy as jnp
 import optax
 
-from sagan_jax.models import build_models, layers
-
-
-@flax.struct.dataclass
-class TrainState:
-    step: jnp.ndarray
-    g_params: Any
-    g_stats: Any
-    d_params: Any
-    d_stats: Any
-    g_opt_state: Any
-    d_opt_state: Any
+from sagan_jax.methods import build_models
+from sagan_jax.methods.gan_step import init_discriminator
+from sagan_jax.methods.state import TrainState
+from sagan_jax.models import layers
 
 
 def lambda_decay(epoch, lr: float, niter: int, niter_decay: int, start_epoch: int = 0):
-    """SPEC section 5: lr * (1 - max(0, epoch + 1 + start_epoch - niter) / (niter_decay + 1))."""
+    """docs/design.md, section 5: lr * (1 - max(0, epoch + 1 + start_epoch - niter) / (niter_decay
+    + 1))."""
     return lr * (1.0 - jnp.maximum(0, epoch + 1 + start_epoch - niter) / (niter_decay + 1.0))
 
 
@@ -37,18 +28,6 @@ def make_optimizers(cfg, steps_per_epoch: int):
         return optax.adam(schedule, b1=cfg.beta1, b2=cfg.beta2)
 
     return adam(), adam()
-
-
-def init_discriminator(d, rng, isize: int, batched: bool = True):
-    """D's initial variables. ``batched``: all normal initialisers from one random-number call
-    (same values; compiles in a fraction of the time, which matters inside the training step,
-    where D's re-initialisation is a branch of every step)."""
-    x = jnp.zeros((1, isize, isize, 3), jnp.float32)
-    if not (batched and layers.batched_normals_supported()):
-        return d.init(rng, x, train=False)
-    with layers.deferred_normals() as rec:
-        variables = d.init(rng, x, train=False)
-    return rec.materialise(variables)
 
 
 def init_state(cfg, rng, g_tx, d_tx) -> TrainState:

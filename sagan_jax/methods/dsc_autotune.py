@@ -37,6 +37,8 @@ from typing import Callable, Dict, Optional, Sequence, Tuple
 import jax
 import jax.numpy as jnp
 
+from sagan_jax import methods
+from sagan_jax.devices import put_batch, put_replicated
 from sagan_jax.models.layers import DepthwiseSeparableConv, auto_dsc_impl
 
 log = logging.getLogger(__name__)
@@ -80,7 +82,6 @@ def dsc_layers(cfg) -> Tuple[DSCLayer, ...]:
     abstract trace of its initialisation (no compilation, no FLOPs)."""
     import flax.linen as nn
 
-    from sagan_jax import methods
 
     if not getattr(cfg, "use_dsc", False):
         return ()
@@ -192,8 +193,6 @@ def _time_candidates(layer, batch, dtype, candidates, reps, mesh=None):
     x = jax.random.normal(kx, (batch, layer.h, layer.w, layer.cin), jnp.float32).astype(dt)
     r = jax.random.normal(kr, (batch, layer.h, layer.w, layer.cout), jnp.float32)
     if mesh is not None:  # ``batch`` split over the mesh's devices, as a training step does
-        from sagan_jax.devices import put_batch
-
         x, r = put_batch(x, mesh), put_batch(r, mesh)
     argnums = (0, 1) if layer.input_grad else 0
 
@@ -201,8 +200,6 @@ def _time_candidates(layer, batch, dtype, candidates, reps, mesh=None):
         mod = DepthwiseSeparableConv(layer.cout, 3, layer.m, impl, dtype=dt)
         params = mod.init(kp, x)
         if mesh is not None:
-            from sagan_jax.devices import put_replicated
-
             params = put_replicated(params, mesh)
 
         def loss(p, x):
@@ -249,7 +246,6 @@ def _time_candidates(layer, batch, dtype, candidates, reps, mesh=None):
 
 # ---- resolving a model's mapping ------------------------------------------------------------
 _MEMO: Dict[tuple, Mapping] = {}
-stats = {"timed_layers": 0}  # how many layer shapes this process has timed (tests read it)
 
 
 def _arch_key(cfg, backend: str) -> tuple:
@@ -349,7 +345,6 @@ def _autotune(layers, batch, dtype, backend, timer, path, candidates, reps) -> M
             entries[key] = entry
             save_entries(path, {key: entry})
             n_timed += 1
-            stats["timed_layers"] += 1
             log.info("dsc autotune: %s (%dx%d, %d->%d, m=%d, batch %d, %s): %s  %s",
                      layer.name, layer.h, layer.w, layer.cin, layer.cout, layer.m, batch, dtype,
                      impl, " ".join(f"{i}={ms:.1f}ms" for i, ms in entry["ms"].items()))

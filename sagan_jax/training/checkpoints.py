@@ -15,21 +15,20 @@ from typing import Optional
 
 import jax
 import orbax.checkpoint as ocp
+from sagan_jax import methods
+from sagan_jax.config import flags_where
+from sagan_jax.methods import dsc_autotune
+from sagan_jax.methods.state import fitted_state
+from sagan_jax.training.errors import deferred_interrupt
+from sagan_jax.training.state import init_state, make_optimizers
+
 
 # Flags that change the shapes or meaning of the saved arrays; all must match to resume.
-MODEL_FLAGS = ("model", "isize", "ngf", "ndf", "nz", "use_dsc", "use_cbam", "kernels_per_layer")
+MODEL_FLAGS = flags_where(role="network")
 # Flags a resumed or reopened run may change: they do not change what is trained or measured
 # (where, how fast, how often the test set is scored, what is drawn, more epochs). Every
 # other flag defines the experiment and must match (README: "Reliability").
-RESUMABLE_CHANGES = (
-    "mode", "workdir", "epochs", "eval_every", "plots", "progress", "tensorboard",
-    "keep_checkpoints", "compilation_cache", "num_devices", "host_devices", "input", "output",
-    "data_dir",
-    "download", "seeds", "abnormal_classes", "run_axis_impl", "max_runs_per_program",
-    "steps_per_chunk", "dsc_impl", "dsc_autotune", "coordinator_address", "num_processes",
-    "process_id", "anomaly_map", "eval_batch_size", "max_pictures",
-    "export_savedmodel",
-)
+RESUMABLE_CHANGES = flags_where(resume=True)
 
 
 class CheckpointError(RuntimeError):
@@ -102,8 +101,6 @@ def save(mngr: ocp.CheckpointManager, state, epoch: int, cfg, extra: Optional[di
     if not all_finite(state):
         raise CheckpointError(f"refusing to save a non-finite state after epoch {epoch + 1}")
     meta = {"epoch": epoch, "config": cfg.to_dict(), **(extra or {})}
-    from sagan_jax.training.errors import deferred_interrupt
-
     with deferred_interrupt(), _quiet_orbax():  # a Ctrl-C waits until the save is complete
         before = set(threading.enumerate())
         try:
@@ -159,8 +156,6 @@ def _save_failed(mngr, epoch: int, e: Exception) -> "CheckpointError":
 def check_compatible(saved_cfg: dict, cfg, where: str) -> None:
     """The network flags must match for any use of a checkpoint (shapes, meaning); a fitted
     model (PCA, kNN) names its own (ModelSpec.checkpoint_flags)."""
-    from sagan_jax import methods
-
     diff = [
         f"{k}={saved_cfg.get(k)!r} (now {getattr(cfg, k)!r})"
         for k in (methods.get(cfg.model).checkpoint_flags or MODEL_FLAGS)
@@ -285,9 +280,6 @@ def on_this_topology(abstract_state):
 def restore_for_inference(cfg):
     """(state, meta) of the newest checkpoint in ``cfg.workdir`` (network flags checked),
     opened read-only (nothing in the workdir is created or changed)."""
-    from sagan_jax import methods
-    from sagan_jax.training.state import init_state, make_optimizers
-
     if methods.get(cfg.model).fit is not None:  # PCA, kNN: shapes from the metadata
         abstract = abstract_fitted_state
     else:
@@ -300,8 +292,6 @@ def restore_for_inference(cfg):
         raise _no_checkpoint(cfg.workdir)
     if meta.get("dsc_impls") and cfg.dsc_impl == "auto":
         # score with the DSC forms the run was trained and calibrated with (same rounding)
-        from sagan_jax.models import dsc_autotune
-
         dsc_autotune.pin(cfg, tuple(meta["dsc_impls"].items()))
     return state, meta
 
@@ -318,7 +308,6 @@ def abstract_fitted_state(meta: dict):
     """The abstract TrainState of a fitted model's checkpoint, from its metadata."""
     import jax.numpy as jnp
 
-    from sagan_jax.methods.spec import fitted_state
 
     if "fitted_shapes" not in meta:
         raise CheckpointError("the checkpoint holds no fitted model (no 'fitted_shapes' in its "
