@@ -20,6 +20,7 @@ from PIL import Image
 from sagan_jax.training.checkpoints import CheckpointError
 from sagan_jax.config import Config, ConfigError
 from sagan_jax.data.base import DataError
+from _cli import run_in_process
 
 FAST = ["--isize=16", "--noprogress", "--notensorboard", "--noplots", "--compilation_cache="]
 KNN = ["--model=knn", "--max_train_images=40"] + FAST
@@ -27,14 +28,7 @@ KNN = ["--model=knn", "--max_train_images=40"] + FAST
 
 def cli(args):
     """``python -m sagan_jax.main ARGS`` in this process (errors raise instead of exiting)."""
-    from sagan_jax import main
-
-    main.FLAGS.unparse_flags()
-    try:
-        main.FLAGS(["sagan_jax"] + list(args))
-        return main.run(main.config_from_flags())
-    finally:
-        main.FLAGS.unparse_flags()
+    return run_in_process(args)
 
 
 def save_png(path, arr):

@@ -17,6 +17,7 @@ from PIL import Image
 
 from sagan_jax.training.checkpoints import CheckpointError
 from sagan_jax.config import Config, ConfigError
+from _cli import run_in_process
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 H, W = 20, 24   # not square, not isize: the export's loader must resize as training did
@@ -35,14 +36,7 @@ def code_block(doc):
 
 
 def cli(*args):
-    from sagan_jax import main
-
-    main.FLAGS.unparse_flags()
-    try:
-        main.FLAGS(["sagan_jax"] + list(args))
-        return main.run(main.config_from_flags())
-    finally:
-        main.FLAGS.unparse_flags()
+    return run_in_process(args)
 
 
 def read_csv(path):

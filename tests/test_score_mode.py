@@ -19,6 +19,7 @@ from PIL import Image
 from sagan_jax.training.checkpoints import CheckpointError
 from sagan_jax.config import Config, ConfigError
 from sagan_jax.data.base import DataError
+from _cli import run_in_process
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TRAIN = ["--isize=16", "--ngf=16", "--ndf=16", "--nz=8", "--max_train_images=96",
@@ -34,14 +35,7 @@ def run(args):
 
 def cli(args):
     """``python -m sagan_jax.main ARGS`` in this process (errors raise instead of exiting)."""
-    from sagan_jax import main
-
-    main.FLAGS.unparse_flags()
-    try:
-        main.FLAGS(["sagan_jax"] + list(args))
-        return main.run(main.config_from_flags())
-    finally:
-        main.FLAGS.unparse_flags()
+    return run_in_process(args)
 
 
 def score(work, inp, out, *flags):
