@@ -110,9 +110,10 @@ def report(rows: list) -> str:
         base = {r["model"]: r["auc_honest"] for r in rs if r["model"] in ("pca", "knn")}
         gans = sorted({r["model"] for r in rs} - {"pca", "knn"})
         lines += [f"**{cls} abnormal** (baselines: " + (", ".join(
-            f"{m} {float(a):.3f}" for m, a in sorted(base.items())) or "not run") + ")", "",
-            "| model | epoch | images seen | honest AUC | originals' AUC | bonus |",
-            "|---|---:|---:|---:|---:|---:|"]
+            f"{m} {float(a):.3f}" for m, a in sorted(base.items())) or "not run") + ")", ""]
+        lines += ["| model | epoch | images seen | honest AUC | originals' AUC | bonus |",
+                  "|---|---:|---:|---:|---:|---:|"] if gans else [
+            "No GAN epoch is recorded yet (`--train`, then `--collect`)."]
         for m in gans:
             for r in sorted((r for r in rs if r["model"] == m), key=lambda r: int(r["epoch"])):
                 o = r["auc_originals"]
