@@ -124,7 +124,7 @@ class Config:
     num_processes: int = flag(0, "number of processes in a multi-process run (0 = single process or auto-detected)", "runtime", score="line")
     process_id: int = flag(-1, "this process's index in a multi-process run (-1 = auto-detected)", "runtime", score="line")
     # Devices and output.
-    host_devices: str = flag("auto", "CPU: split each batch over this many XLA host devices, one per core (auto = the usable cores, lowered to the largest count that divides --batch_size and --eval_batch_size; N = exactly N). Same math; set before JAX starts, so it applies to the CLI and the experiment scripts", "runtime", score="line")
+    host_devices: str = flag("auto", "CPU: split each batch over this many XLA host devices, one per core (auto = the usable cores, lowered to the largest count that divides --batch_size and --eval_batch_size, and 1 per process in a multi-process run; N = exactly N). Same math; set before JAX starts, so it applies to the CLI and the experiment scripts", "runtime", score="line")
     num_devices: int = flag(0, 'local devices for data parallelism (0 = all)', "runtime", score="line")
     progress: bool = flag(True, 'show a progress bar', "runtime", score="line")
     tensorboard: bool = flag(True, 'write TensorBoard event files to WORKDIR/tensorboard', "runtime")

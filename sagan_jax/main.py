@@ -216,9 +216,18 @@ def run(cfg: Config) -> dict:
     return result
 
 
+def host_devices_asked(host_devices: str, num_processes: int) -> str:
+    """--host_devices, with 'auto' meaning one device per process in a multi-process run (the
+    processes of a host share its cores; each process is one device of the global mesh)."""
+    multi = num_processes > 1 or any(v in os.environ
+                                     for v in ("SLURM_JOB_ID", "OMPI_COMM_WORLD_SIZE"))
+    return "1" if multi and str(host_devices).strip().lower() == "auto" else host_devices
+
+
 def configure_host_devices(cfg) -> None:
     """One XLA:CPU device per core (--host_devices), before anything starts JAX's backend."""
-    configure(cfg.host_devices, cfg.batch_size, cfg.eval_batch_size)
+    configure(host_devices_asked(cfg.host_devices, cfg.num_processes), cfg.batch_size,
+              cfg.eval_batch_size)
 
 
 def init_distributed(cfg) -> None:
@@ -264,7 +273,8 @@ def main(argv):
         from sagan_jax.devices import configure
 
         try:
-            configure(FLAGS.host_devices, FLAGS.batch_size, FLAGS.eval_batch_size)
+            configure(host_devices_asked(FLAGS.host_devices, FLAGS.num_processes),
+                      FLAGS.batch_size, FLAGS.eval_batch_size)
         except ValueError:  # a bad --host_devices: Config's check names it in one line
             pass
         cfg = config_from_flags()

@@ -33,7 +33,7 @@ def test_the_flag_lists_are_derived_from_the_roles():
                                        "use_cbam", "kernels_per_layer")
     assert checkpoints.RESUMABLE_CHANGES == flags_where(resume=True)
     assert set(inference.SCORE_FLAGS) == {"input", "output", "on_bad_image", "on_small_image",
-                                          "max_pictures"}
+                                          "max_pictures", "export_savedmodel"}
     assert set(inference.RUN_DEFAULT_FLAGS) == {"anomaly_map", "eval_batch_size"}
     # every runtime or scoring flag may change on resume; a network flag never may
     assert not set(checkpoints.MODEL_FLAGS) & set(checkpoints.RESUMABLE_CHANGES)
