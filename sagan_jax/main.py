@@ -217,11 +217,16 @@ def run(cfg: Config) -> dict:
 
 
 def host_devices_asked(host_devices: str, num_processes: int) -> str:
-    """--host_devices, with 'auto' meaning one device per process in a multi-process run (the
-    processes of a host share its cores; each process is one device of the global mesh)."""
+    """--host_devices; 'auto' (the default) gives way to $SAGAN_JAX_HOST_DEVICES when set (a
+    machine running several JAX programs at once, e.g. a test suite: one device per core in
+    each would oversubscribe the cores, and XLA aborts a program whose device threads wait
+    too long for each other), and means one device per process in a multi-process run (each
+    process is one device of the global mesh)."""
+    if str(host_devices).strip().lower() != "auto":
+        return host_devices
     multi = num_processes > 1 or any(v in os.environ
                                      for v in ("SLURM_JOB_ID", "OMPI_COMM_WORLD_SIZE"))
-    return "1" if multi and str(host_devices).strip().lower() == "auto" else host_devices
+    return "1" if multi else os.environ.get("SAGAN_JAX_HOST_DEVICES", "auto")
 
 
 def configure_host_devices(cfg) -> None:

@@ -18,8 +18,11 @@ os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "-1")
 import jax  # noqa: E402
 import pytest  # noqa: E402
 
-# The pytest processes themselves keep one CPU device (unit tests build their own meshes);
-# the CLI's subprocesses get the default, one device per core (--host_devices=auto).
+# The pytest processes themselves keep one CPU device (unit tests build their own meshes), and
+# so do the CLI and script subprocesses unless a test passes --host_devices: the suite runs two
+# workers on two cores, and a device per core in each subprocess oversubscribes them (XLA then
+# aborted a starved two-device program waiting at its cross-device rendezvous).
+os.environ.setdefault("SAGAN_JAX_HOST_DEVICES", "1")
 jax.devices()
 
 _TIMES = os.environ.get("SAGAN_JAX_TEST_TIMES")  # a file: "seconds<TAB>test id" per test
