@@ -49,7 +49,7 @@ def score_new_images(cfg) -> dict:
                 name = map_file_name(os.path.relpath(path, base))
                 map_path = os.path.join(map_dir, name)
                 plots.save_map_png(maps[i], os.path.join(new_maps, name), vmax)
-                rows.append([path, f"{raw[i]:.8g}", f"{normalised[i]:.6f}",
+                rows.append([path, f"{raw[i]:.8g}", f"{normalised[i]:.8g}",
                              "abnormal" if abnormal[i] else "normal", f"{r[i]:.8g}",
                              f"{lat[i]:.8g}", map_path, ""])
             else:

@@ -2,7 +2,9 @@
 2 devices must equal the single-device step on the same global batch."""
 import os
 
+# Both ways JAX reads a host-device count, so nothing inherited from the suite overrides it.
 os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=2"
+os.environ["JAX_NUM_CPU_DEVICES"] = "2"
 os.environ["JAX_PLATFORMS"] = "cpu"
 
 import jax  # noqa: E402

@@ -30,11 +30,15 @@ _TIMES = os.environ.get("SAGAN_JAX_TEST_TIMES")  # a file: "seconds<TAB>test id"
 
 @pytest.fixture(autouse=True, scope="module")
 def _free_compiled_programs():
-    """Drop each module's compiled programs when it ends. XLA:CPU maps a few memory regions per
+    """Drop each module's compiled programs when it ends, and restore the environment it found. XLA:CPU maps a few memory regions per
     executable; one pytest process compiling thousands of them over the suite ran into the
     kernel's mapping limit (vm.max_map_count, 65530 here) and aborted inside XLA (a segfault
     while serializing for the cache, later an abort while compiling, both ~test 310)."""
+    environ = dict(os.environ)
     yield
+    if dict(os.environ) != environ:  # a module's variables never reach the next module's tests
+        os.environ.clear()
+        os.environ.update(environ)
     before = _maps()
     jax.clear_caches()
     gc.collect()
