@@ -48,13 +48,32 @@ def devices_for_batch(n_devices: int, batch_size: int) -> int:
     return n
 
 
+# XLA:CPU runs each host device's part of a step on its own threads and meets the others at
+# every cross-device sum; by default it kills the whole process when one device waits there
+# for 40 s. On a loaded machine (a niced run beside other work) a device can be starved that
+# long, and a day of training died that way. A starved device is slow, not stuck: wait.
+COLLECTIVE_FLAGS = {"xla_cpu_collective_call_terminate_timeout_seconds": 24 * 3600,
+                    "xla_cpu_collective_call_warn_stuck_timeout_seconds": 600}
+
+
+def patient_collectives() -> None:
+    """Add :data:`COLLECTIVE_FLAGS` to $XLA_FLAGS (before JAX's CPU client exists); a value the
+    user set there is kept."""
+    flags = os.environ.get("XLA_FLAGS", "")
+    extra = [f"--{k}={v}" for k, v in COLLECTIVE_FLAGS.items() if f"--{k}=" not in flags]
+    if extra:
+        os.environ["XLA_FLAGS"] = " ".join([flags] + extra).strip()
+
+
 def configure(host_devices: str, *batch_sizes: int) -> int:
     """Ask JAX for that many CPU devices; returns the count asked for. Called before anything
     touches a JAX backend: before JAX is imported it only sets $JAX_NUM_CPU_DEVICES (so a
     process that never uses JAX does not load it, and worker processes inherit the count).
     When a backend already exists (a program that used JAX before calling us), its devices
-    stay and a debug line says so."""
+    stay and a debug line says so. Several devices also get :func:`patient_collectives`."""
     n = host_device_count(host_devices, *batch_sizes)
+    if n > 1:
+        patient_collectives()
     if "jax" not in sys.modules:
         os.environ["JAX_NUM_CPU_DEVICES"] = str(n)
         return n
