@@ -1,3 +1,3 @@
-"""sagan_jax: SAGAN and its baselines in JAX. Importing the package installs the model
-registry (sagan_jax.methods) into config validation."""
-from sagan_jax import methods  # noqa: F401
+"""sagan_jax: SAGAN and its baselines in JAX. Importing the package installs the dataset
+registry (sagan_jax.data) and the model registry (sagan_jax.methods) into config validation."""
+from sagan_jax import data, methods  # noqa: F401

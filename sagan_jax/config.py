@@ -6,12 +6,10 @@ import math
 from typing import Optional
 
 MODES = ("train", "eval", "summary", "score", "export")
-DATASETS = ("digits", "cifar10", "image_folder", "anomaly_folder")
 PROTOCOLS = ("ganomaly", "clean")
 ON_BAD_IMAGE = ("error", "skip")
 ON_SMALL_IMAGE = ("error", "upsample")
 RESIZE_MODES = ("crop", "squash", "pad")  # sagan_jax.data.images
-FOLDER_DATASETS = ("image_folder", "anomaly_folder")
 DSC_IMPLS = ("auto", "dense", "shift", "shift_vjp", "repeat", "xla")  # sagan_jax.models.layers
 ANOMALY_MAPS = ("residual", "grad")
 RUN_AXIS_IMPLS = ("auto", "vmap", "unroll")
@@ -165,8 +163,9 @@ def _positive(name, value):
 
 
 def classes_of(dataset: str):
-    """Known class names of a built-in dataset (None for folders: read from disk)."""
-    return {"digits": DIGIT_CLASSES, "cifar10": CIFAR10_CLASSES}.get(dataset)
+    """Known class names of a dataset (None for folders: read from disk); the dataset
+    registry's (sagan_jax.data.registry)."""
+    return _Registries.dataset_classes(dataset)
 
 
 def flags_where(**wanted) -> tuple:
@@ -233,25 +232,42 @@ def parse_host_devices(value: str) -> int:
     raise ValueError(value)
 
 
-class _ModelRegistry:
-    """The model registry as validation sees it. config imports nothing of the package, so
-    sagan_jax.methods installs its registry here when it is imported (sagan_jax/__init__.py
-    imports it, so every Config is checked against it)."""
-    names = staticmethod(lambda: ())
-    validate = staticmethod(lambda cfg: None)
+class _Registries:
+    """The model and dataset registries as validation sees them. config imports nothing of
+    the package, so sagan_jax.methods and sagan_jax.data install theirs here when they are
+    imported (sagan_jax/__init__.py imports both, so every Config is checked against them)."""
+    model_names = staticmethod(lambda: ())
+    validate_model = staticmethod(lambda cfg: None)
+    dataset_names = staticmethod(lambda: ())
+    dataset_classes = staticmethod(lambda name: None)
+    needs_data_root = staticmethod(lambda name: False)
 
 
 def use_model_registry(names, validate) -> None:
     """Called by sagan_jax.methods: ``names()`` lists the models, ``validate(cfg)`` runs the
     chosen model's own flag checks."""
-    _ModelRegistry.names = staticmethod(names)
-    _ModelRegistry.validate = staticmethod(validate)
+    _Registries.model_names = staticmethod(names)
+    _Registries.validate_model = staticmethod(validate)
+
+
+def use_dataset_registry(names, classes, needs_data_root) -> None:
+    """Called by sagan_jax.data.registry: ``names()`` lists the datasets, ``classes(name)``
+    their known class names (None: any), ``needs_data_root(name)`` whether --data_root is
+    required."""
+    _Registries.dataset_names = staticmethod(names)
+    _Registries.dataset_classes = staticmethod(classes)
+    _Registries.needs_data_root = staticmethod(needs_data_root)
+
+
+def dataset_names() -> tuple:
+    """The allowed --dataset values: the dataset registry's."""
+    return tuple(_Registries.dataset_names())
 
 
 def validate(cfg: Config) -> None:
     _choice("mode", cfg.mode, MODES)
-    _choice("model", cfg.model, _ModelRegistry.names())
-    _choice("dataset", cfg.dataset, DATASETS)
+    _choice("model", cfg.model, _Registries.model_names())
+    _choice("dataset", cfg.dataset, dataset_names())
     _choice("protocol", cfg.protocol, PROTOCOLS)
     _choice("dsc_impl", cfg.dsc_impl, DSC_IMPLS)
     _choice("on_bad_image", cfg.on_bad_image, ON_BAD_IMAGE)
@@ -280,7 +296,7 @@ def validate(cfg: Config) -> None:
     if cfg.mask_root and cfg.dataset != "anomaly_folder":
         raise ConfigError(f"--mask_root is read by --dataset=anomaly_folder only, not "
                           f"--dataset={cfg.dataset}; drop --mask_root or use anomaly_folder")
-    if cfg.dataset in FOLDER_DATASETS and not cfg.data_root:
+    if _Registries.needs_data_root(cfg.dataset) and not cfg.data_root:
         raise ConfigError(
             f"--dataset={cfg.dataset} needs --data_root=DIR, the folder that holds the images"
         )
@@ -340,12 +356,12 @@ def validate(cfg: Config) -> None:
                           "number of CPU devices, e.g. --host_devices=2") from None
     if cfg.num_devices < 0:
         raise ConfigError(f"--num_devices={cfg.num_devices} must be >= 0 (0 = all local devices)")
-    _ModelRegistry.validate(cfg)
+    _Registries.validate_model(cfg)
 
 
 # Flags read only by some datasets, models or modes: (flag, predicate "unused for cfg", why).
 _USE = (
-    ("data_root", lambda c: c.dataset not in FOLDER_DATASETS, lambda c: f"by --dataset={c.dataset}"),
+    ("data_root", lambda c: not _Registries.needs_data_root(c.dataset), lambda c: f"by --dataset={c.dataset}"),
     ("data_dir", lambda c: c.dataset not in ("cifar10", "anomaly_folder"),
      lambda c: f"by --dataset={c.dataset}"),
     ("download", lambda c: c.dataset != "cifar10", lambda c: f"by --dataset={c.dataset}"),

@@ -1,39 +1,25 @@
 """Data sources (embedded digits, CIFAR-10, image folders, anomaly folders incl. MVTec AD) as
 in-memory anomaly splits.
 
-Each source decodes its images once into uint8 arrays (sagan_jax.data.base); the numpy
-pipeline (sagan_jax.data.pipeline) then feeds them to the devices. Only cifar10 and the
+Each source is one entry of the dataset registry (sagan_jax.data.registry) and decodes its
+images once into uint8 arrays (sagan_jax.data.base); the numpy pipeline
+(sagan_jax.data.pipeline) then feeds them to the devices. Only cifar10 and the
 anomaly-folder cache import TensorFlow / tensorflow-datasets, lazily.
 """
 from __future__ import annotations
 
+from sagan_jax.data import registry
 from sagan_jax.data.base import AnomalyData, DataError, Split, hold_out_validation, subsample_train
+from sagan_jax.data.registry import DatasetSpec, register
 
-__all__ = ["AnomalyData", "DataError", "Split", "load_data", "load_source"]
+__all__ = ["AnomalyData", "DataError", "DatasetSpec", "Split", "load_data", "load_source",
+           "register"]
 
 
 def load_source(cfg) -> AnomalyData:
-    """The dataset a Config names, as its protocol defines it (no subset, no validation)."""
-    if cfg.dataset == "digits":
-        from sagan_jax.data.digits import load_digits_anomaly
-
-        return load_digits_anomaly(cfg.abnormal_class, cfg.isize, cfg.digits_test_fraction, cfg.seed)
-    if cfg.dataset == "cifar10":
-        from sagan_jax.data.cifar10 import load_cifar10
-
-        return load_cifar10(cfg.abnormal_class, cfg.protocol, cfg.isize, cfg.data_dir,
-                            cfg.download, cfg.on_small_image, resize=cfg.resize)
-    if cfg.dataset == "image_folder":
-        from sagan_jax.data.image_folder import load_image_folder
-
-        return load_image_folder(cfg.data_root, cfg.abnormal_class, cfg.protocol, cfg.isize,
-                                 cfg.on_bad_image, cfg.on_small_image, cfg.resize)
-    if cfg.dataset == "anomaly_folder":
-        from sagan_jax.data.anomaly_folder import load_anomaly_folder
-
-        return load_anomaly_folder(cfg.data_root, cfg.isize, cfg.on_bad_image,
-                                   cfg.on_small_image, cfg.data_dir, cfg.resize, cfg.mask_root)
-    raise DataError(f"--dataset={cfg.dataset} is not implemented")
+    """The dataset a Config names, as its protocol defines it (no subset, no validation): its
+    registered loader (sagan_jax.data.registry)."""
+    return registry.get(cfg.dataset).load(cfg)
 
 
 def load_data(cfg) -> AnomalyData:
