@@ -226,7 +226,7 @@ def test_lbot_layout_without_abnormal_folder_is_good_images_only(tmp_path):
 
 
 def test_auc_per_defect_also_with_one_defect_type():
-    from sagan_jax.training.evaluate import auc_per_class, auc_per_defect
+    from sagan_jax.training.metrics import auc_per_class, auc_per_defect
 
     labels = np.array([0, 0, 1, 1])
     scores = np.array([0.1, 0.4, 0.3, 0.9])

@@ -7,25 +7,20 @@ PyTorch originals, which score in training mode with each test batch's own stati
 from __future__ import annotations
 
 import functools
-import logging
+import os
 
 import jax
 import numpy as np
 
-from sagan_jax import methods, overlays, scoring
+from sagan_jax import methods, overlays
 from sagan_jax.anomaly_maps import map_scales, maps
 from sagan_jax.config import RunNeutral
 from sagan_jax.data.pipeline import eval_batches, padded_batch_size, to_float_np
 from sagan_jax.devices import local_mesh, put_batch, put_replicated
 from sagan_jax.methods.spec import variables_of
+from sagan_jax.training import metrics
 from sagan_jax.training.checkpoints import CheckpointError, all_finite, restore_for_inference
 from sagan_jax.training.results import write_json
-
-
-# The test metrics a run records per scored epoch (as test_<key>), GANs and fitted models alike.
-TEST_KEYS = ("auc", "ap", "f1", "threshold", "f1_oracle", "auc_r", "auc_lat", "pixel_auc",
-             "pixel_aupro", "auc_per_class", "auc_per_defect", "fpr_at_threshold",
-             "metrics_absent")
 
 
 @functools.partial(jax.jit, static_argnames=("static",))
@@ -73,29 +68,18 @@ def final_score(cfg, r, lat) -> np.ndarray:
         cfg, np.asarray(r, np.float64), np.asarray(lat, np.float64)), np.float64)
 
 
-NORMAL_ONLY = ("auc, ap, f1, f1_oracle, auc_r, auc_lat and the pixel metrics are absent: "
-               "the test set has no abnormal images (good images only); reported instead: "
-               "fpr_at_threshold, the fraction of normal test images flagged abnormal")
-
-
-def normal_only(labels) -> bool:
-    """Whether a labelled split holds normal images only (nothing to rank against)."""
-    labels = np.asarray(labels)
-    return len(labels) > 0 and not np.any(labels == 1)
-
-
-def split_metrics(cfg, labels, r, lat) -> dict:
-    """Metrics of the model's min-max scaled score, the AUC of each term alone (what each
-    contributes), and the raw score and terms. Shared with the PyTorch reference's loop.
-    A normal-only split has no AUC: its result holds the scores and ``metrics_absent``."""
+def split_metrics(cfg, labels, r, lat, **context) -> dict:
+    """The raw score and terms of each image and every registered metric that applies
+    (sagan_jax.training.metrics): without ``context`` those of the labels alone (AUC, AP,
+    oracle F1 of the model's min-max scaled score, the AUC of each term alone); ``context``:
+    MetricContext's threshold, classes, class_names, masks, make_maps. Shared with the
+    PyTorch reference's loop. A normal-only split holds ``n_normal`` and ``metrics_absent``."""
     raw = final_score(cfg, r, lat)  # per model; SAGAN: lam R + (1 - lam) L
-    if normal_only(labels):
-        return {"scores": raw, "r": r, "lat": lat, "n_normal": int(len(raw)),
-                "metrics_absent": NORMAL_ONLY}
-    result = scoring.detection_metrics(labels, scoring.minmax(raw))
-    result["auc_r"] = scoring.detection_metrics(labels, r)["auc"]
-    result["auc_lat"] = scoring.detection_metrics(labels, lat)["auc"]
-    result.update(scores=raw, r=r, lat=lat)
+    result = {"scores": raw, "r": r, "lat": lat}
+    ctx = metrics.MetricContext(cfg, np.asarray(labels), raw, r, lat, **context)
+    if ctx.normal_only:
+        result["n_normal"] = int(len(raw))
+    result.update(metrics.compute(ctx))
     return result
 
 
@@ -155,63 +139,6 @@ def pixel_maps(cfg, split, recon=None, variables=None) -> np.ndarray:
     return maps(cfg, variables, to_float_np(split.images), cfg.anomaly_map, recon=recon)
 
 
-def auc_per_defect(labels, scores, classes, class_names) -> dict:
-    """AUC of each abnormal class (each defect type of an anomaly folder, one or more) against
-    all normal images; {} without class names or abnormal images."""
-    if classes is None or class_names is None:
-        return {}
-    labels, classes = np.asarray(labels), np.asarray(classes)
-    out = {}
-    for c in np.unique(classes[labels == 1]):
-        keep = (labels == 0) | (classes == c)
-        if np.any(labels[keep] == 0):
-            out[str(class_names[c])] = scoring.detection_metrics(labels[keep], scores[keep])["auc"]
-    return out
-
-
-def pixel_metrics(masks, maps) -> dict:
-    """Pixel AUROC (warned when undefined, see pixel_auc) and AUPRO (up to 30% FPR, MVTec
-    AD's) of anomaly maps against masks."""
-    return {"pixel_auc": pixel_auc(masks, maps), "pixel_aupro": scoring.pixel_aupro(masks, maps)}
-
-
-_PIXEL_AUC_WARNED = set()
-
-
-def pixel_auc(masks, maps) -> float:
-    """scoring.pixel_auroc of the maps against the defect masks, with a warning (once per mask
-    set) when it is undefined: masks that hold no defect pixel (all empty), or no clean one,
-    give NaN, recorded as null, and that must not pass unnoticed."""
-    value = scoring.pixel_auroc(masks, maps)
-    if not np.isfinite(value):
-        truth = np.asarray(masks) > 0
-        what = ("no defect pixel (every mask is empty)" if not truth.any()
-                else "no defect-free pixel (every mask is full)")
-        key = (truth.shape, bool(truth.any()))
-        if key not in _PIXEL_AUC_WARNED:
-            _PIXEL_AUC_WARNED.add(key)
-            logging.getLogger("sagan_jax").warning(
-                "pixel AUROC is undefined and recorded as null: the %d defect masks hold %s; "
-                "check the masks (--mask_root)", len(truth), what)
-    return value
-
-
-def auc_per_class(labels, scores, classes, class_names) -> dict:
-    """AUC of each abnormal class (e.g. each MVTec defect type) against all normal images,
-    when the abnormal test images come from two or more classes; else {}."""
-    if classes is None or class_names is None:
-        return {}
-    labels, classes = np.asarray(labels), np.asarray(classes)
-    abnormal = np.unique(classes[labels == 1])
-    if len(abnormal) < 2:
-        return {}
-    out = {}
-    for c in abnormal:
-        keep = (labels == 0) | (classes == c)
-        out[str(class_names[c])] = scoring.detection_metrics(labels[keep], scores[keep])["auc"]
-    return out
-
-
 def write_scores_csv(path: str, split, result: dict) -> str:
     """The test set's per-image scores: index, source file, label, class, raw score (the
     model's), its R and L terms."""
@@ -231,31 +158,22 @@ def write_scores_csv(path: str, split, result: dict) -> str:
 
 def metrics_from_scores(cfg, split, r, lat, recon=None, threshold=None, variables=None,
                         class_names=None) -> dict:
-    """split_metrics plus, with defect masks, the pixel AUROC of the ``--anomaly_map`` maps
-    (residual: needs ``recon``; grad: needs ``variables``, variables_of(state)), with a
-    calibrated ``threshold`` (chosen without test labels) ``f1``, the F1 of its decisions, and
-    ``threshold`` itself (beside ``f1_oracle``, the best F1 over thresholds chosen on the test
-    labels), and with several abnormal classes (defect types) the AUC of each."""
+    """split_metrics of a test split in its full context: with a calibrated ``threshold``
+    (chosen without test labels) ``f1``, the F1 of its decisions, and ``threshold`` itself
+    (beside ``f1_oracle``, the best F1 over thresholds chosen on the test labels); with defect
+    masks the pixel metrics of the ``--anomaly_map`` maps (residual: needs ``recon``; grad:
+    needs ``variables``, variables_of(state)); with several abnormal classes (defect types)
+    the AUC of each; with good images only the false-positive rate at the threshold."""
     if not (np.all(np.isfinite(r)) and np.all(np.isfinite(lat))):
         raise FloatingPointError("the test scores are not finite")
-    result = split_metrics(cfg, split.labels, r, lat)
+    make_maps = None
+    if recon is not None or variables is not None:
+        make_maps = functools.partial(pixel_maps, cfg, split, recon, variables)
+    result = split_metrics(cfg, split.labels, r, lat, threshold=threshold,
+                           classes=split.classes, class_names=class_names, masks=split.masks,
+                           make_maps=make_maps)
     if recon is not None:
         result["recon"] = recon
-    if "metrics_absent" in result:  # good images only: the false-positive rate instead
-        if threshold is not None:
-            result["fpr_at_threshold"] = float(np.mean(result["scores"] > threshold))
-        return result
-    per_class = auc_per_class(split.labels, result["scores"], split.classes, class_names)
-    if per_class:
-        result["auc_per_class"] = per_class
-    per_defect = auc_per_defect(split.labels, result["scores"], split.classes, class_names)
-    if per_defect:
-        result["auc_per_defect"] = per_defect
-    if split.masks is not None and (recon is not None or variables is not None):
-        result.update(pixel_metrics(split.masks, pixel_maps(cfg, split, recon, variables)))
-    if threshold is not None:
-        result["f1"] = scoring.f1_at(split.labels, result["scores"], threshold)
-        result["threshold"] = float(threshold)
     return result
 
 
@@ -264,23 +182,14 @@ def evaluate(cfg, state, split, keep_recon: bool = False) -> dict:
     truth) also the pixel-level AUROC of the ``--anomaly_map`` maps."""
     need_recon = keep_recon or split.masks is not None
     out = score_images(cfg, state, split.images, keep_recon=need_recon)
-    r, lat = out[:2]
-    result = split_metrics(cfg, split.labels, r, lat)
-    if need_recon:
-        result["recon"] = out[2]
-    if split.masks is not None and "metrics_absent" not in result:
-        result.update(pixel_metrics(split.masks,
-                                    pixel_maps(cfg, split, out[2], variables_of(state))))
-    return result
+    return metrics_from_scores(cfg, split, out[0], out[1], out[2] if need_recon else None,
+                               variables=variables_of(state))
 
 
 def evaluate_checkpoint(cfg, data) -> dict:
     """Score the test set with the newest checkpoint in ``cfg.workdir``; writes eval.json,
     eval_scores.csv and, for up to ``--max_pictures`` test images, overlays/ beside it. A
     normal-only test set reports the false-positive rate at the checkpoint's threshold."""
-    import os
-
-
     state, meta = restore_for_inference(cfg)
     if not all_finite(state):
         raise CheckpointError(f"the checkpoint in {cfg.workdir} holds non-finite weights; "
@@ -291,10 +200,7 @@ def evaluate_checkpoint(cfg, data) -> dict:
     test = metrics_from_scores(cfg, data.test, r, lat, recon,
                                threshold=None if calib is None else calib["threshold"],
                                variables=variables, class_names=data.class_names)
-    keys = ("auc", "ap", "f1", "threshold", "f1_oracle", "auc_r", "auc_lat", "auc_per_class",
-            "auc_per_defect", "pixel_auc", "pixel_aupro", "fpr_at_threshold", "n_normal",
-            "metrics_absent")
-    result = {k: test[k] for k in keys if k in test}
+    result = {k: test[k] for k in metrics.names() + ("n_normal",) if k in test}
     if calib is not None:  # the run's own decisions, at its calibrated threshold
         result["threshold_source"] = calib["source"]
     result["scores_csv"] = write_scores_csv(os.path.join(cfg.workdir, "eval_scores.csv"),

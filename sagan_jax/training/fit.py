@@ -32,8 +32,9 @@ from sagan_jax.training import checkpoints
 from sagan_jax.training.evaluate import calibration_from_scores
 from sagan_jax.training.metric_writer import MetricWriter
 from sagan_jax.training.results import peak_memory, summarise_history, write_json
-from sagan_jax.training.evaluate import (TEST_KEYS, calibrate, metrics_from_scores,
-                                         score_images, write_scores_csv)
+from sagan_jax.training.evaluate import (calibrate, metrics_from_scores, score_images,
+                                         write_scores_csv)
+from sagan_jax.training.metrics import test_record
 
 log = logging.getLogger("sagan_jax")
 
@@ -73,7 +74,7 @@ def fit_and_evaluate(run, data) -> dict:
                                out[2] if need_recon else None, threshold=calib["threshold"],
                                variables=variables_of(state), class_names=data.class_names)
     record = {"epoch": 0, "step": 0, "fit_s": round(fit_s, 2),
-              **{f"test_{k}": test[k] for k in TEST_KEYS if k in test},
+              **test_record(test),
               "threshold_source": calib["source"]}
     if data.val is not None:
         record["val_score_mean"] = calib["mean"]

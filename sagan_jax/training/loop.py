@@ -38,9 +38,10 @@ from sagan_jax.training.metric_writer import MetricWriter, read_jsonl
 from sagan_jax.training.runs import Run, check_layout, plan_runs, program_groups
 from sagan_jax.training.state import init_state, make_optimizers
 from sagan_jax.training.step import make_mesh
-from sagan_jax.training.evaluate import (TEST_KEYS, calibration_from_scores, calibration_images,
+from sagan_jax.training.evaluate import (calibration_from_scores, calibration_images,
                                          metrics_from_scores, originals_auc, score_images,
                                          write_scores_csv)
+from sagan_jax.training.metrics import test_record
 from sagan_jax.training.results import (peak_memory, summarise_history, summarise_runs,
                                         summary_markdown, write_json)
 
@@ -397,7 +398,7 @@ class Trainer:
                                                variables=variables,
                                                class_names=t.data.class_names)
                     t.last_test = test
-                    record.update({f"test_{key}": test[key] for key in TEST_KEYS if key in test})
+                    record.update(test_record(test))
                     record["threshold_source"] = calib["source"]
                     if "metrics_absent" in test:  # good images only
                         log.info("%sepoch %d/%d: %.4f of %d normal test images flagged at the "
