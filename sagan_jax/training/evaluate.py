@@ -123,14 +123,20 @@ def calibration_from_scores(cfg, r, lat, source: str) -> dict:
     }
 
 
+def calibration(cfg, variables, images, source: str, r, lat, recon=None) -> dict:
+    """calibration_from_scores of the normal ``images`` scored (R, L), with the anomaly maps'
+    colour scale on the same images (anomaly_maps.map_scales; residual maps from ``recon``
+    where scoring kept it). The one calibration step of the GAN loop and the fitted models."""
+    calib = calibration_from_scores(cfg, r, lat, source)
+    calib["map_scale"] = map_scales(cfg, variables, images, recon=recon)
+    return calib
+
+
 def calibrate(cfg, state, data) -> dict:
-    """Calibration of one state (see calibration_from_scores), with the anomaly maps' colour
-    scale on the same normal images (anomaly_maps.map_scales)."""
+    """Calibration of one state on its data's calibration images (see calibration)."""
     images, source = calibration_images(data)
     r, lat = score_images(cfg, state, images)
-    calib = calibration_from_scores(cfg, r, lat, source)
-    calib["map_scale"] = map_scales(cfg, variables_of(state), images)
-    return calib
+    return calibration(cfg, variables_of(state), images, source, r, lat)
 
 
 def pixel_maps(cfg, split, recon=None, variables=None) -> np.ndarray:

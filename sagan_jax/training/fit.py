@@ -5,12 +5,13 @@ training images in one call, then treated exactly as a GAN run after its last ep
 set is scored with the model's components (R, L) and final score, the decision threshold is
 calibrated on normal images the model was not fitted to (evaluate.calibrate on the validation
 split; without one, cross_fitted_calibration on training normals, each scored by the model
-refitted without it), and the
-run writes WORKDIR/metrics.json with a GAN run's keys (auc, ap, f1, threshold, f1_oracle, ...; history
-with one record, epoch 0; best_epoch_on_test_set labelled as test-selected), metrics.jsonl,
-pictures, and an orbax checkpoint (the fitted arrays, the calibration and the arrays' shapes in
-its metadata) that --mode=eval and --mode=score restore. Rerunning a finished run with the same
-flags reads its metrics.json back; other flags in the same workdir are refused.
+refitted without it), and the run goes through a GAN epoch's end (training/epoch_end.py, with
+no BatchNorm to recalibrate): WORKDIR/metrics.json with a GAN run's keys (auc, ap, f1,
+threshold, f1_oracle, ...; history with one record, epoch 0; best_epoch_on_test_set labelled as
+test-selected), metrics.jsonl, pictures, and an orbax checkpoint (the fitted arrays, the
+calibration and the arrays' shapes in its metadata) that --mode=eval and --mode=score restore.
+Rerunning a finished run with the same flags reads its metrics.json back; other flags in the
+same workdir are refused.
 """
 from __future__ import annotations
 
@@ -22,19 +23,18 @@ import time
 import jax
 import numpy as np
 
-from sagan_jax import methods, plots, scoring
+from sagan_jax import methods
 from sagan_jax.anomaly_maps import KINDS, SCALE_IMAGES, SCALE_QUANTILE, maps
 from sagan_jax.config import ConfigError
 from sagan_jax.data.pipeline import to_float_np
 from sagan_jax.methods.spec import variables_of
 from sagan_jax.methods.state import fitted_state
 from sagan_jax.training import checkpoints
-from sagan_jax.training.evaluate import calibration_from_scores
+from sagan_jax.training.epoch_end import (add_record, epoch_record, log_test, run_result,
+                                          save_checkpoint, test_metrics, write_plots,
+                                          write_result)
+from sagan_jax.training.evaluate import calibrate, calibration_from_scores, score_images
 from sagan_jax.training.metric_writer import MetricWriter
-from sagan_jax.training.results import peak_memory, summarise_history, write_json
-from sagan_jax.training.evaluate import (calibrate, metrics_from_scores, score_images,
-                                         write_scores_csv)
-from sagan_jax.training.metrics import test_record
 
 log = logging.getLogger("sagan_jax")
 
@@ -70,57 +70,37 @@ def fit_and_evaluate(run, data) -> dict:
     # as the GANs: normal images not fitted to, threshold, map scale
     calib = calibrate(cfg, state, data) if data.val is not None else cross_fitted_calibration(
         cfg, data.train.images)
-    test = metrics_from_scores(cfg, data.test, out[0], out[1],
-                               out[2] if need_recon else None, threshold=calib["threshold"],
-                               variables=variables_of(state), class_names=data.class_names)
-    record = {"epoch": 0, "step": 0, "fit_s": round(fit_s, 2),
-              **test_record(test),
-              "threshold_source": calib["source"]}
-    if data.val is not None:
-        record["val_score_mean"] = calib["mean"]
-    if cfg.eval_originals and "auc" in test:  # no BatchNorm, no epochs, no score weight
-        record["test_auc_originals"] = test["auc"]
-    if "metrics_absent" in test:  # good images only
-        log.info("%s%s fitted in %.1f s: %.4f of %d normal test images flagged at the "
-                 "threshold; %s", prefix, cfg.model, fit_s, test["fpr_at_threshold"],
-                 test["n_normal"], test["metrics_absent"])
-    else:
-        log.info("%s%s fitted in %.1f s: test AUC %.4f AP %.4f F1 %.4f at the calibrated "
-                 "threshold %.6g (oracle F1 %.4f, threshold chosen on the test set)", prefix,
-                 cfg.model, fit_s, test["auc"], test["ap"], test["f1"], calib["threshold"],
-                 test["f1_oracle"])
-    history = [record]
-    wall = time.time() - t0
-    if mngr.latest_step() is not None:  # a fit that stopped before its metrics.json: redo it
-        for step in mngr.all_steps():
-            mngr.delete(step)
-    checkpoints.save(mngr, state, 0, cfg, {
-        "history": history, "calibration": calib, "best_val": None,
-        "wall_time_s": round(wall, 2), "fitted_shapes": checkpoints.fitted_shapes(params)})
-    mngr.close()
-
-    result = {"run": run.name or None, "epochs": 1, "fitted": True,
-              "wall_time_s": round(time.time() - t0, 2), "fit_s": round(fit_s, 2),
-              "time_to_first_step_s": None, "runs_in_program": 1, "run_axis_impl": None,
-              "devices": [str(d) for d in jax.local_devices()[:1]],
-              "processes": jax.process_count(),
-              "data": {"name": data.name, "counts": data.counts()}, "flags": cfg.to_dict()}
-    result.update(summarise_history(history))
-    result.update(peak_memory())
-    result["history"] = history
+    test = test_metrics(cfg, data, out[0], out[1], out[2] if need_recon else None, calib,
+                        variables_of(state))
+    # no BatchNorm, no epochs, no score weight: the originals' evaluation is the AUC itself
+    record = epoch_record({"epoch": 0, "step": 0, "fit_s": round(fit_s, 2)}, calib,
+                          data.val is not None, test,
+                          test["auc"] if cfg.eval_originals and "auc" in test else None)
+    log_test(f"{prefix}{cfg.model} fitted in {fit_s:.1f} s", test, calib)
+    history = []
+    writer = None
     if jax.process_index() == 0:
         writer = MetricWriter(cfg.workdir, tensorboard=cfg.tensorboard)
         writer.truncate(first_step=0, first_epoch=0)
-        writer.write("epoch", 0, record)
+    add_record(history, record, writer)
+    if mngr.latest_step() is not None:  # a fit that stopped before its metrics.json: redo it
+        for step in mngr.all_steps():
+            mngr.delete(step)
+    save_checkpoint(mngr, state, 0, cfg, history, calib, None, time.time() - t0,
+                    fitted_shapes=checkpoints.fitted_shapes(params))
+    mngr.close()
+
+    result = run_result({
+        "run": run.name or None, "epochs": 1, "fitted": True,
+        "wall_time_s": round(time.time() - t0, 2), "fit_s": round(fit_s, 2),
+        "time_to_first_step_s": None, "runs_in_program": 1, "run_axis_impl": None,
+        "devices": [str(d) for d in jax.local_devices()[:1]], "processes": jax.process_count(),
+        "data": {"name": data.name, "counts": data.counts()}, "flags": cfg.to_dict()}, history)
+    if writer is not None:
         writer.close()
-        # the test set's per-image scores, as a GAN run writes them (loop.Trainer.finish)
-        result["scores_csv"] = write_scores_csv(os.path.join(cfg.workdir, "test_scores.csv"),
-                                                data.test, test)
-        if cfg.plots and "auc" in test:  # the ROC plot needs both labels
-            result["plots"] = plots.write_all(
-                cfg.workdir, data.test.labels, scoring.minmax(test["scores"]), test["auc"],
-                to_float_np(data.test.images), test["recon"], [])
-        write_json(os.path.join(cfg.workdir, "metrics.json"), result)
+        # per-image scores, pictures and metrics.json, as a GAN run writes them
+        write_result(cfg, result, data.test, test,
+                     lambda: write_plots(cfg, data.test, test, []))
     return result
 
 

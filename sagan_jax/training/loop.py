@@ -4,9 +4,10 @@
   train_and_evaluate(cfg, data)  one run on given data (today's single run)
   Trainer                        one program of runs:
     .train_epoch(epoch)            the chunks of one epoch (lax.scan, data on the devices)
-    .end_of_epoch(epoch)           per run: finiteness, precise BN, test scores, calibration,
-                                   checkpoint, logs
-    .finish()                      per run: metrics.json, plots
+    .end_of_epoch(epoch)           per run: finiteness, precise BN, test scores (all runs
+                                   together), then epoch_end's calibration, record, log,
+                                   checkpoint (shared with the fitted models, fit.py)
+    .finish()                      per run: epoch_end's metrics.json, plots
 
 Reported results are the LAST epoch's test metrics; the best epoch on the test set is
 recorded beside them, labelled as test-selected (the paper's protocol). Rerunning with the same
@@ -23,11 +24,10 @@ import time
 import jax
 import numpy as np
 
-from sagan_jax import plots, scoring, seeds
-from sagan_jax.anomaly_maps import map_scales
+from sagan_jax import seeds
 from sagan_jax.config import ConfigError
 from sagan_jax.data import load_data
-from sagan_jax.data.pipeline import epoch_order, padded_batch_size, to_float_np
+from sagan_jax.data.pipeline import epoch_order, padded_batch_size
 from sagan_jax.devices import local_mesh, put_replicated
 from sagan_jax.methods import dsc_autotune
 from sagan_jax.methods.spec import variables_of
@@ -38,12 +38,13 @@ from sagan_jax.training.metric_writer import MetricWriter, read_jsonl
 from sagan_jax.training.runs import Run, check_layout, plan_runs, program_groups
 from sagan_jax.training.state import init_state, make_optimizers
 from sagan_jax.training.step import make_mesh
-from sagan_jax.training.evaluate import (calibration_from_scores, calibration_images,
-                                         metrics_from_scores, originals_auc, score_images,
-                                         write_scores_csv)
-from sagan_jax.training.metrics import test_record
-from sagan_jax.training.results import (peak_memory, summarise_history, summarise_runs,
-                                        summary_markdown, write_json)
+from sagan_jax.training.epoch_end import (add_record, epoch_record, is_scored, log_test,
+                                          run_result, save_checkpoint, test_metrics,
+                                          write_plots, write_result)
+from sagan_jax.training.evaluate import (calibration, calibration_images, metrics_from_scores,
+                                         originals_auc, score_images)
+from sagan_jax.training.results import (peak_memory, summarise_runs, summary_markdown,
+                                        write_json)
 
 log = logging.getLogger("sagan_jax")
 make_chunk_program = prog.make_chunk_program  # module attribute, so tests can wrap it
@@ -380,78 +381,57 @@ class Trainer:
         for k in live:
             t = self.trackers[k]
             step = int(jax.device_get(states[k].step))
-            record = {"epoch": epoch, "step": step, "train_s": round(train_s, 2),
-                      "train_img_per_s": round(t.steps_per_epoch * cfg.batch_size / train_s, 2)}
+            base = {"epoch": epoch, "step": step, "train_s": round(train_s, 2),
+                    "train_img_per_s": round(t.steps_per_epoch * cfg.batch_size / train_s, 2)}
             if len(self.trackers) > 1:
-                record["train_img_per_s_all_runs"] = round(sum(
+                base["train_img_per_s_all_runs"] = round(sum(
                     self.trackers[j].steps_per_epoch for j in live) * cfg.batch_size / train_s, 2)
+            head = f"{t.run.name}: " if t.run.name else ""
+            head += f"epoch {epoch + 1}/{cfg.epochs}"
+            test = originals = None
             try:
-                calib = calibration_from_scores(t.cfg, *calib_scores[k][:2], calib_sets[k][1])
                 variables = prog.local_copy(_variables(states[k]), self.score_device)
-                calib["map_scale"] = map_scales(t.cfg, variables, calib_sets[k][0],
-                                                recon=calib_scores[k][2])
+                calib = calibration(t.cfg, variables, *calib_sets[k], *calib_scores[k])
                 if k in test_scores:
                     r, lat = test_scores[k][:2]
-                    recon = test_scores[k][2] if keep_recon.get(k) else None
-                    test = metrics_from_scores(t.cfg, t.data.test, r, lat, recon,
-                                               threshold=calib["threshold"],
-                                               variables=variables,
-                                               class_names=t.data.class_names)
+                    test = test_metrics(t.cfg, t.data, r, lat,
+                                        test_scores[k][2] if keep_recon.get(k) else None,
+                                        calib, variables)
                     t.last_test = test
-                    record.update(test_record(test))
-                    record["threshold_source"] = calib["source"]
-                    if "metrics_absent" in test:  # good images only
-                        log.info("%sepoch %d/%d: %.4f of %d normal test images flagged at the "
-                                 "threshold; %s", f"{t.run.name}: " if t.run.name else "",
-                                 epoch + 1, cfg.epochs, test["fpr_at_threshold"],
-                                 test["n_normal"], test["metrics_absent"])
-                    elif t.cfg.eval_originals:  # the originals' evaluation: never the result
-                        record["test_auc_originals"] = originals_auc(t.cfg, states[k],
-                                                                     t.data.test)
-                        log.info("%sepoch %d/%d: test AUC under the originals' evaluation "
-                                 "(training-mode BatchNorm, stored order, lambda %g): %.4f",
-                                 f"{t.run.name}: " if t.run.name else "", epoch + 1,
-                                 cfg.epochs, t.cfg.originals_score_lambda,
-                                 record["test_auc_originals"])
-                    if "metrics_absent" not in test:
-                        log.info("%sepoch %d/%d: test AUC %.4f AP %.4f F1 %.4f at the "
-                                 "calibrated threshold %.6g (oracle F1 %.4f, threshold chosen on "
-                                 "the test set; AUC of R alone %.4f, of L alone %.4f%s; %.1f "
-                                 "img/s)", f"{t.run.name}: " if t.run.name else "", epoch + 1,
-                                 cfg.epochs, test["auc"], test["ap"], test["f1"],
-                                 calib["threshold"], test["f1_oracle"],
-                                 test["auc_r"], test["auc_lat"],
-                                 f"; pixel AUROC {test['pixel_auc']:.4f} AUPRO "
-                                 f"{test['pixel_aupro']:.4f}" if "pixel_auc" in test else "",
-                                 record["train_img_per_s"])
+                    if "metrics_absent" not in test and t.cfg.eval_originals:
+                        # the originals' evaluation: never the result
+                        originals = originals_auc(t.cfg, states[k], t.data.test)
+                        log.info("%s: test AUC under the originals' evaluation (training-mode "
+                                 "BatchNorm, stored order, lambda %g): %.4f", head,
+                                 t.cfg.originals_score_lambda, originals)
+                    log_test(head, test, calib, "" if "metrics_absent" in test else (
+                        f"; AUC of R alone {test['auc_r']:.4f}, of L alone "
+                        f"{test['auc_lat']:.4f}" + (
+                            f"; pixel AUROC {test['pixel_auc']:.4f} AUPRO "
+                            f"{test['pixel_aupro']:.4f}" if "pixel_auc" in test else "")
+                        + f"; {base['train_img_per_s']:.1f} img/s"))
                 else:
-                    log.info("%sepoch %d/%d: trained (%.1f img/s); test set not scored "
-                             "(--eval_every=%d)", f"{t.run.name}: " if t.run.name else "",
-                             epoch + 1, cfg.epochs, record["train_img_per_s"], cfg.eval_every)
+                    log.info("%s: trained (%.1f img/s); test set not scored (--eval_every=%d)",
+                             head, base["train_img_per_s"], cfg.eval_every)
             except FloatingPointError as e:
                 msg = t.stop_diverged(step, f"scores are not finite ({e})")
                 if len(self.trackers) == 1:
                     raise NonFiniteLossError(msg)
                 continue
-            if t.data.val is not None:
-                record["val_score_mean"] = calib["mean"]
+            record = epoch_record(base, calib, t.data.val is not None, test, originals)
             # end of training to this record: BatchNorm recalibration, scoring, metrics (the
             # runs of a program share the batched scoring, so theirs overlap)
             record["eval_s"] = round(time.time() - t_eval, 2)
-            t.history.append(record)
-            if t.writer is not None:
-                t.writer.write("epoch", step, record)
-                t.writer.flush()
+            add_record(t.history, record, t.writer)
             is_best = t.data.val is not None and calib["mean"] < t.best_val
             if t.data.val is not None:
                 t.best_val = min(t.best_val, calib["mean"])
-            extra = {"history": t.history, "calibration": calib, "dsc_impls": self.dsc_impls,
-                     "best_val": t.best_val if math.isfinite(t.best_val) else None,
-                     "wall_time_s": round(t.wall_time_s, 2)}
-            checkpoints.save(t.mngr, states[k], epoch, t.cfg, extra)
+            meta = save_checkpoint(t.mngr, states[k], epoch, t.cfg, t.history, calib,
+                                   t.best_val if math.isfinite(t.best_val) else None,
+                                   t.wall_time_s, dsc_impls=self.dsc_impls)
             t.last_saved_epoch = epoch
             if is_best:
-                checkpoints.save(t.best_mngr, states[k], epoch, t.cfg, extra)
+                checkpoints.save(t.best_mngr, states[k], epoch, t.cfg, meta)
         # the recalibrated statistics carry on into the next epoch, as in a single run
         self.states = self.layout.pack(states)
 
@@ -493,37 +473,29 @@ class Trainer:
         t = self.trackers[k]
         if t.finished_result is not None:
             return t.finished_result
-        result = {"run": t.run.name or None, "epochs": t.cfg.epochs,
-                  "wall_time_s": round(t.wall_time_s, 2),
-                  "time_to_first_step_s": (None if self.first_step_s is None
-                                           else round(self.first_step_s, 2)),
-                  "runs_in_program": len(self.trackers),
-                  "run_axis_impl": self.layout.impl,
-                  "devices": [str(d) for d in self.mesh.devices.flat],
-                  "processes": jax.process_count(),
-                  "data": {"name": t.data.name, "counts": t.data.counts()},
-                  "flags": t.cfg.to_dict()}
+        head = {"run": t.run.name or None, "epochs": t.cfg.epochs,
+                "wall_time_s": round(t.wall_time_s, 2),
+                "time_to_first_step_s": (None if self.first_step_s is None
+                                         else round(self.first_step_s, 2)),
+                "runs_in_program": len(self.trackers),
+                "run_axis_impl": self.layout.impl,
+                "devices": [str(d) for d in self.mesh.devices.flat],
+                "processes": jax.process_count(),
+                "data": {"name": t.data.name, "counts": t.data.counts()},
+                "flags": t.cfg.to_dict()}
         if self.dsc_impls:
             # Which exact form each DSC layer computed in (--dsc_impl=auto picks per layer by
             # timing on this machine): the same math, but not the same float rounding, which
             # training amplifies, so a run's numbers depend on it (docs/results.md).
-            result["dsc_impls"] = self.dsc_impls
+            head["dsc_impls"] = self.dsc_impls
         if t.diverged is not None:
-            result["diverged"] = t.diverged
-        if any("test_auc" in r or "test_fpr_at_threshold" in r for r in t.history):
-            result.update(summarise_history(t.history))
-        elif t.diverged is None:
+            head["diverged"] = t.diverged
+        elif not any(is_scored(r) for r in t.history):
             raise ConfigError(f"--epochs={t.cfg.epochs} trains nothing: no epochs were run")
-        result.update(peak_memory())
-        result["history"] = t.history
-        if is_writer():
-            test = getattr(t, "last_test", None)
-            if test is not None:  # the last scored epoch's per-image scores
-                result["scores_csv"] = write_scores_csv(
-                    os.path.join(t.cfg.workdir, "test_scores.csv"), t.data.test, test)
-            if t.cfg.plots and t.diverged is None and "auc" in result:  # ROC: needs both labels
-                result["plots"] = self._plots(k)
-            write_json(os.path.join(t.cfg.workdir, "metrics.json"), result)
+        result = run_result(head, t.history)
+        if is_writer():  # the last scored epoch's per-image scores, pictures, metrics.json
+            write_result(t.cfg, result, t.data.test, getattr(t, "last_test", None),
+                         None if t.diverged is not None else lambda: self._plots(k))
         return result
 
     def _plots(self, k: int):
@@ -536,10 +508,8 @@ class Trainer:
             r, lat, recon = score_images(t.cfg, state, t.data.test.images, keep_recon=True)
             test = metrics_from_scores(t.cfg, t.data.test, r, lat, recon,
                                        variables=_variables(state))
-        return plots.write_all(
-            t.cfg.workdir, t.data.test.labels, scoring.minmax(test["scores"]), test["auc"],
-            to_float_np(t.data.test.images), test["recon"],
-            read_jsonl(t.writer.path, "step") if t.writer else [])
+        return write_plots(t.cfg, t.data.test, test,
+                           read_jsonl(t.writer.path, "step") if t.writer else [])
 
 
 def _variables(state) -> dict:
