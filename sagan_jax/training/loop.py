@@ -404,12 +404,7 @@ class Trainer:
                         log.info("%s: test AUC under the originals' evaluation (training-mode "
                                  "BatchNorm, stored order, lambda %g): %.4f", head,
                                  t.cfg.originals_score_lambda, originals)
-                    log_test(head, test, calib, "" if "metrics_absent" in test else (
-                        f"; AUC of R alone {test['auc_r']:.4f}, of L alone "
-                        f"{test['auc_lat']:.4f}" + (
-                            f"; pixel AUROC {test['pixel_auc']:.4f} AUPRO "
-                            f"{test['pixel_aupro']:.4f}" if "pixel_auc" in test else "")
-                        + f"; {base['train_img_per_s']:.1f} img/s"))
+                    log_test(head, test, calib, _log_detail(test, base["train_img_per_s"]))
                 else:
                     log.info("%s: trained (%.1f img/s); test set not scored (--eval_every=%d)",
                              head, base["train_img_per_s"], cfg.eval_every)
@@ -514,3 +509,14 @@ class Trainer:
 
 def _variables(state) -> dict:
     return variables_of(state)
+
+
+def _log_detail(test: dict, img_per_s: float) -> str:
+    """What a GAN epoch's test line adds to epoch_end.log_test's: the AUC of each score term
+    alone, the pixel metrics where there are masks, and the training throughput."""
+    if "metrics_absent" in test:
+        return ""
+    pixel = (f"; pixel AUROC {test['pixel_auc']:.4f} AUPRO {test['pixel_aupro']:.4f}"
+             if "pixel_auc" in test else "")
+    return (f"; AUC of R alone {test['auc_r']:.4f}, of L alone {test['auc_lat']:.4f}{pixel}; "
+            f"{img_per_s:.1f} img/s")
