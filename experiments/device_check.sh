@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# One prepared check of sagan_jax on a GPU machine (issue 12, item 7): an NVIDIA H200 with its
+# One prepared check of sagan_jax on a GPU machine: an NVIDIA H200 with its
 # preinstalled Python (jax, flax, optax, orbax, torch; no tensorflow, no network), reached
 # through the session's device tool with the working tree and `carry`d files (<= 64 MiB).
 #

@@ -35,17 +35,21 @@ SCORE_SOURCES = ("run", "line", "line_if_passed")
 
 
 def flag(default, help_text: str, role: str, *, score: str = "run",
-         resume: Optional[bool] = None):
+         resume: Optional[bool] = None, result: Optional[bool] = None,
+         location: bool = False):
     """A Config field that is also an absl flag of the same name; its help text and its role
     (ROLES) live here. ``resume``: whether a resumed or reopened run may change it (default:
-    runtime and scoring_io fields may, the others define the experiment); ``score``: where
-    --mode=score takes it from (SCORE_SOURCES)."""
+    runtime and scoring_io fields may, the others define the experiment); ``result``: whether
+    a finished run's numbers depend on it (default: the fields a resume may not change);
+    ``location``: a path to data that another machine keeps elsewhere (the same images);
+    ``score``: where --mode=score takes it from (SCORE_SOURCES)."""
     if role not in ROLES or score not in SCORE_SOURCES:
         raise ValueError(f"unknown role {role!r} or score source {score!r}")
     if resume is None:
         resume = role in ("runtime", "scoring_io")
     return dataclasses.field(default=default, metadata={
-        "help": help_text, "role": role, "score": score, "resume": resume})
+        "help": help_text, "role": role, "score": score, "resume": resume,
+        "result": (not resume) if result is None else result, "location": location})
 
 
 class ConfigError(ValueError):
@@ -64,7 +68,7 @@ class Config:
     abnormal_class: str = flag("0", 'the class held out as abnormal (a digit 0-9, a CIFAR-10 class name, a class folder of an image_folder)', "run_specific")
     protocol: str = flag("ganomaly", 'ganomaly (abnormal test images from both splits) | clean (test split only)', "data")
     data_dir: Optional[str] = flag(None, 'tensorflow-datasets data_dir (cifar10: tfds default; anomaly_folder: where the decoded folder is cached when tensorflow-datasets imports, default ~/.cache/sagan_jax/tfds)', "data", resume=True)
-    data_root: Optional[str] = flag(None, 'root folder of an image_folder (train|test/<class>/<image>) or anomaly_folder (train/0.normal, test/0.normal, test/1.abnormal; or MVTec AD: train/good, test/good, test/<defect_type>, ground_truth/<defect_type>) dataset', "data")
+    data_root: Optional[str] = flag(None, 'root folder of an image_folder (train|test/<class>/<image>) or anomaly_folder (train/0.normal, test/0.normal, test/1.abnormal; or MVTec AD: train/good, test/good, test/<defect_type>, ground_truth/<defect_type>) dataset', "data", location=True)
     isize: int = flag(32, 'image size, a multiple of 16', "network")
     max_train_images: int = flag(0, 'train on a seeded subset of this many normal images (0 = all)', "data")
     val_fraction: float = flag(0.0, 'fraction of normal training images held out for validation', "data")
@@ -72,12 +76,12 @@ class Config:
     on_bad_image: str = flag("error", 'error (stop at the first corrupt, empty or non-image file, naming it) | skip (drop such files with a warning; their number is logged)', "data", score="line")
     on_small_image: str = flag("error", 'error (stop at an image smaller than isize, naming it) | upsample', "data", score="line")
     resize: str = flag("crop", 'how images (and masks) become isize x isize: crop (shorter side to isize, centre crop; the originals) | squash (both sides to isize, aspect ratio lost) | pad (longer side to isize, centred on black)', "data")
-    mask_root: Optional[str] = flag(None, 'anomaly_folder: folder of defect masks, flat (<stem>[_mask].png) or mirroring the test folders (<test folder>/<stem>[_mask].png); default DATA_ROOT/ground_truth', "data")
+    mask_root: Optional[str] = flag(None, 'anomaly_folder: folder of defect masks, flat (<stem>[_mask].png) or mirroring the test folders (<test folder>/<stem>[_mask].png); default DATA_ROOT/ground_truth', "data", location=True)
     download: bool = flag(True, 'cifar10: let tensorflow-datasets download it when --data_dir lacks it', "data", resume=True)
     # Optimisation (docs/design.md, section 5).
     batch_size: int = flag(64, 'global training batch size (split over the devices)', "experiment")
-    eval_batch_size: int = flag(64, 'batch size for scoring', "runtime", score="line_if_passed")
-    epochs: int = flag(15, 'number of training epochs', "experiment", resume=True)
+    eval_batch_size: int = flag(64, 'batch size for scoring', "runtime", score="line_if_passed", result=True)
+    epochs: int = flag(15, 'number of training epochs', "experiment", resume=True, result=True)
     lr: float = flag(2e-3, 'Adam learning rate of both networks (paper 2e-3)', "experiment")
     beta1: float = flag(0.5, 'Adam beta1', "experiment")
     beta2: float = flag(0.999, 'Adam beta2', "experiment")
@@ -106,7 +110,7 @@ class Config:
     bn_recalibration_batches: int = flag(20, "before each evaluation, recompute BatchNorm running statistics with the current weights over this many training batches (0 = use the training run's moving averages)", "experiment")
     eval_originals: bool = flag(False, "also score the test set after each evaluated epoch as the PyTorch originals do (BatchNorm in training mode, the test set in its stored order, batches of --batch_size, A with --originals_score_lambda), recorded per epoch as test_auc_originals beside the order-independent test_auc; order-dependent, so never the result (experiments/table2.py --three_way)", "experiment")
     originals_score_lambda: float = flag(0.9, "lambda of A = lambda R + (1 - lambda) L under --eval_originals (the authors' and Skip-GANomaly's code: 0.9)", "experiment")
-    eval_every: int = flag(1, 'score the test set after every N-th epoch and always after the last one (0 = only after the last; fewer test passes, no per-epoch test curve)', "runtime")
+    eval_every: int = flag(1, 'score the test set after every N-th epoch and always after the last one (0 = only after the last; fewer test passes, no per-epoch test curve)', "runtime", result=True)
     anomaly_map: str = flag("residual", "pixel anomaly map of score mode and pixel AUROC: residual (|x - G(x)| averaged over channels) | grad (|d score / d x| averaged over channels, jax.grad under jax.vmap)", "scoring_io", score="line_if_passed")
     # Many runs as one program (docs/extending.md).
     seeds: str = flag("", "comma-separated seeds trained together as one program, e.g. 0,1,2 ('' = --seed alone); results per run under WORKDIR/runs/<name>/", "run_specific", resume=True)

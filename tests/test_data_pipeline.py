@@ -1,14 +1,11 @@
-"""The numpy feed: seeded exact permutations, dropped remainder, [-1, 1] floats, device split."""
+"""The input arithmetic: seeded exact permutations, dropped remainder, [-1, 1] floats, the
+batches the training program gathers on the device, and the scoring batches."""
 import jax
+import jax.numpy as jnp
 import numpy as np
-import pytest
-from jax.sharding import NamedSharding
-from jax.sharding import PartitionSpec as P
 
-from sagan_jax.data.pipeline import (
-    epoch_order, eval_batches, prefetch_to_devices, shard_batch, to_float_np, train_batches,
-    train_dataset,
-)
+from sagan_jax.data.pipeline import epoch_order, eval_batches, padded_batch_size, to_float_np
+from sagan_jax.training.program import device_images
 
 
 def images(n):
@@ -24,7 +21,11 @@ def indices(batch):
 
 
 def epoch(x, bs, seed, ep):
-    return [indices(b) for b in train_batches(x, bs, seed, ep)]
+    """The batches one epoch trains on, gathered as the training program gathers them: by
+    index from the split's uint8 array on the device."""
+    on_device = device_images(x, bs)
+    return [indices(np.asarray(to_float_np(jnp.take(on_device, idx, axis=0))))
+            for idx in epoch_order(len(x), bs, seed, ep)]
 
 
 def test_epoch_is_a_seeded_permutation_without_remainder():
@@ -42,27 +43,16 @@ def test_epoch_is_a_seeded_permutation_without_remainder():
     assert np.array_equal(np.stack(e0), perm)
 
 
-def test_train_dataset_keeps_the_tf_data_style_interface():
-    x = images(50)
-    ds = train_dataset(x, 8, 1, 2)
-    assert len(ds) == 6
-    got = [indices(b) for b in ds.as_numpy_iterator()]
-    assert [list(b) for b in got] == [list(b) for b in epoch(x, 8, 1, 2)]
-    assert [list(indices(b)) for b in ds] == [list(b) for b in got]  # iterable again
-
-
-def test_values_are_scaled_to_minus_one_one():
+def test_values_are_scaled_to_minus_one_one_on_the_host_and_on_the_device():
     x = np.array([[[[0, 128, 255]]]], np.uint8).repeat(4, axis=0)
-    b = next(train_batches(x, 4, 0, 0))
-    assert b.dtype == np.float32 and np.allclose(b, to_float_np(x))
-    assert b.min() == -1.0 and b.max() == 1.0
+    host = to_float_np(x)
+    assert host.dtype == np.float32 and host.min() == -1.0 and host.max() == 1.0
+    # under jit XLA may divide by 255 as a multiplication by its reciprocal: at most 1 ulp
+    np.testing.assert_array_max_ulp(np.asarray(jax.jit(to_float_np)(x)), host, maxulp=1)
 
 
-def test_too_few_images_for_one_batch():
-    with pytest.raises(ValueError, match="3 training images are fewer than one batch of 4"):
-        train_batches(images(3), 4, 0, 0)
-    with pytest.raises(ValueError, match="3 training images are fewer than one batch of 4"):
-        train_dataset(images(3), 4, 0, 0)
+def test_an_epoch_shorter_than_one_batch_has_no_step():
+    assert epoch_order(3, 4, 0, 0).shape == (0, 4)
 
 
 def test_eval_batches_keep_order_and_last_partial_batch():
@@ -74,17 +64,7 @@ def test_eval_batches_keep_order_and_last_partial_batch():
     assert list(eval_batches(x[:0], 10)) == []
 
 
-def test_prefetch_to_devices_splits_batches_over_devices():
-    mesh = jax.sharding.Mesh(jax.local_devices(), ("batch",))
-    sharding = NamedSharding(mesh, P("batch"))
-    n_dev = len(jax.local_devices())
-    x = images(8 * n_dev * 3)
-    out = list(prefetch_to_devices(train_batches(x, 8 * n_dev, 0, 0), sharding))
-    assert len(out) == 3
-    assert all(isinstance(b, jax.Array) and b.sharding == sharding for b in out)
-    assert {s.data.shape[0] for b in out for s in b.addressable_shards} == {8}
-    again = list(prefetch_to_devices(list(train_batches(x, 8 * n_dev, 0, 0)), sharding))
-    assert len(again) == 3  # a list (not an iterator) is consumed once, not restarted
-    if n_dev > 1:
-        with pytest.raises(ValueError, match="does not split evenly"):
-            shard_batch(np.zeros((n_dev + 1, 4, 4, 3), np.float32), sharding)
+def test_scoring_pads_a_short_batch_only_to_the_next_power_of_two():
+    assert [padded_batch_size(n, 64) for n in (1, 2, 3, 5, 33, 64, 65, 1000)] == [
+        1, 2, 4, 8, 64, 64, 64, 64]
+    assert padded_batch_size(5, 4) == 4

@@ -1,4 +1,4 @@
-"""Per-layer timing of the exact DSC implementations (SPEC section 10) on this machine.
+"""Per-layer timing of the exact DSC implementations (docs/design.md, section 11) on this machine.
 
 For every depthwise-separable convolution of the SAGAN generator (ngf, isize, batch as
 given), times forward + backward (gradients w.r.t. the input and all four kernels/biases)

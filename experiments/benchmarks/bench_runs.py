@@ -1,5 +1,5 @@
 """Runs trained together (the run axis, sagan_jax/training/program.py) against the same runs as
-separate processes, and the training step with and without lax.scan (issue 11, item 6).
+separate processes, and the training step with and without lax.scan.
 
 For each K in --ks, on the same machine in one invocation, alternating:
   - one program: one ``python -m sagan_jax.main --seeds=0,...,K-1`` process (all K runs in
@@ -86,7 +86,7 @@ def parse_args(argv=None):
     ap.add_argument("--torch", default="",
                     help="also train the same K runs with the PyTorch reference in these "
                          "arrangements, PROCESSESxTHREADS, comma-separated, e.g. 1x2,2x1 "
-                         "(issue 15, item 4: the run axis against PyTorch's best arrangement)")
+                         "(the run axis against PyTorch's best arrangement)")
     ap.add_argument("--no-warmup", dest="warmup", action="store_false",
                     help="skip the warm-up process that fills the compilation cache")
     ap.add_argument("--set", action="append", default=[], metavar="FLAG=VALUE",

@@ -1,5 +1,5 @@
 """JAX vs PyTorch, side by side in one run: SAGAN training and evaluation throughput, time to
-the first step, peak memory (SPEC section 10; issue 4).
+the first step, peak memory.
 
 Each framework runs in its own worker process (so their memory is measured apart and neither
 framework's thread pools or allocator disturb the other); the parent alternates between

@@ -1,4 +1,4 @@
-"""How far ``--compute_dtype=bfloat16`` moves SAGAN from float32 (issue 12, items 4-5).
+"""How far ``--compute_dtype=bfloat16`` moves SAGAN from float32.
 
 From one float32 initial state (both dtypes create the same float32 parameters), on a batch of
 the embedded digits (32x32 RGB in [-1, 1]), it compares the bfloat16 network with the float32

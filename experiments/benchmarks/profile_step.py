@@ -1,4 +1,4 @@
-"""Where the training step's time goes, per layer, in JAX and in PyTorch (issue 15, item 2/5).
+"""Where the training step's time goes, per layer, in JAX and in PyTorch.
 
 JAX: a profile (``jax.profiler.trace`` with a Perfetto trace) of ``--steps`` training steps
 after a warm-up; every XLA:CPU thunk the trace records (``hlo_op``) is mapped to the layer

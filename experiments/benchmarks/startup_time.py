@@ -1,5 +1,5 @@
 """JAX start-up time of a SAGAN training run: initialisation and the first training step's
-compilation, with a cold and a warm persistent compilation cache (issue 15, item 3).
+compilation, with a cold and a warm persistent compilation cache.
 
 Each measurement runs in a fresh subprocess (nothing cached in memory): first with an empty
 compilation-cache folder (cold), then again with the folder the first one filled (warm), as

@@ -1,4 +1,4 @@
-"""Residual vs gradient anomaly maps on defects with exact masks (issue 10 item 5).
+"""Residual vs gradient anomaly maps on defects with exact masks.
 
 Trains (or reuses) SAGAN with the quickstart flags (embedded digits, digit 0 abnormal) for each
 seed, then pastes synthetic defects into NORMAL test digits, each with its exact mask (the

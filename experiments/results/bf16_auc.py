@@ -1,4 +1,4 @@
-"""The quickstart's AUC in float32 and in bfloat16, over seeds (issue 12, item 4).
+"""The quickstart's AUC in float32 and in bfloat16, over seeds.
 
     python -m experiments.results.bf16_auc [--seeds 0,1,2] [--out workdirs/bf16_auc] [--no_docs]
 

@@ -8,8 +8,8 @@ digits' train/test split, so each model sees the same splits), and prints one li
 (last-epoch test AUC, mean ± std over the seeds) and one line saying what the comparison shows.
 Everything runs in this one process (one JAX start-up). Each model writes its usual workdir
 (OUT/sagan, OUT/pca, OUT/knn: runs/<run>/metrics.json, checkpoints, summary.json); a rerun
-reads finished runs back instead of training them again. The flags were chosen from the
-measured sweep in docs/results.md (`python -m experiments.results.demo_sweep`).
+reads finished runs back instead of training them again. Other settings over seeds:
+`python -m experiments.results.demo_sweep`.
 """
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ import argparse
 import os
 import time
 
-from experiments import common, sections
+from experiments import common
 
 MODULE = "experiments.demo"
 
@@ -74,19 +74,6 @@ def interval(mean_sd, n: int) -> tuple:
 def reliable(sagan, n: int) -> bool:
     """SAGAN's 95% interval over the seeds lies above chance (0.5)."""
     return interval(sagan, n)[0] > 0.5
-
-
-def sweep_table(path: str = common.RESULTS_MD) -> list:
-    """The SAGAN rows of the measured sweep (docs/results.md, section demo_sweep)."""
-    body = sections.read_section(path, "demo_sweep") if os.path.exists(path) else None
-    lines, started = [], False
-    for line in (body or "").splitlines():
-        if line.startswith("|"):
-            started = True
-            lines.append(line)
-        elif started:
-            break
-    return lines
 
 
 def conclusion(sagan, pca, knn, n_seeds: int, n_base: int = None) -> str:
@@ -158,12 +145,8 @@ def main(argv=None):
               f"{os.path.join(mcfg.workdir, 'summary.json' if n > 1 else 'metrics.json')})")
     print(conclusion(rows[0][2], rows[1][2], rows[2][2], rows[0][3], rows[1][3]))
     if not reliable(rows[0][2], rows[0][3]):
-        table = sweep_table()
-        if table:
-            print("No setting the sweep measured within the demo's time makes SAGAN reliably "
-                  "better than chance. The measured sweep (docs/results.md):")
-            for line in table:
-                print("  " + line)
+        print("Other settings (width, epochs, score weight) over seeds, with the baselines on the "
+              "same splits: python -m experiments.results.demo_sweep.")
     print(f"Total wall time {time.time() - t_all:.0f} s. Score new digits with a run: "
           f"sagan-jax --mode=score --workdir={os.path.join(args.out, 'sagan', 'runs', '<run>')} "
           "--input=IMAGE_OR_FOLDER (runs: the folders under runs/).")

@@ -32,7 +32,7 @@ from experiments import common, machine, sections
 
 MODULE = "experiments.results.demo_sweep"
 SECTION = "demo_sweep"
-HEADING = "## Quickstart flags: measured sweep (issue 13)"
+HEADING = "## Quickstart flags: measured sweep"
 # The quickstart's fixed settings; everything swept comes after them. The fixed DSC rule
 # (--nodsc_autotune) keeps every machine on the same implementations (their rounding differs).
 BASE = ["--flagfile=" + common.flagfile("model_sagan.cfg"), "--mode=train", "--dataset=digits",

@@ -1,4 +1,4 @@
-"""Training parity (issue 4, item 3): the same protocol trained in JAX and in PyTorch, N seeds.
+"""Training parity: the same protocol trained in JAX and in PyTorch, N seeds.
 
 For every seed, the JAX loop (sagan_jax.training.loop) and the PyTorch reference's loop
 (sagan_jax.torch_ref.train) train SAGAN on the same data, batch order, hyperparameters and

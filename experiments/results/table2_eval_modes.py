@@ -20,7 +20,7 @@ EVAL_MODES = (("running_averages", "(a) running averages (default)"),
 
 
 def eval_mode_study(cfg: Config, data, seed: int = 0) -> dict:
-    """Re-score the test set with the run's last checkpoint three ways (issue 6, item 5):
+    """Re-score the test set with the run's last checkpoint three ways:
     (a) BatchNorm running averages (our default); (b) each test batch's own statistics, the
     test set in the originals' order (normal test images, abnormal train, abnormal test) and
     batches of the training batch size, as the PyTorch originals score; (c) the same batch

@@ -9,7 +9,7 @@ import json
 import os
 
 from experiments import common
-from sagan_jax.config import RUN_SPECIFIC, Config
+from sagan_jax.config import RUN_SPECIFIC, Config, flags_where
 
 
 FITTED = ("pca", "knn")  # no training loop, no BatchNorm, no epochs
@@ -40,11 +40,11 @@ LEGACY_COLUMNS = {"f1_last_epoch": "f1_oracle_last_epoch"}
 # Columns a record written before they existed may lack (read as '': not measured). The pixel
 # metrics need defect masks (an anomaly folder with ground truth): empty for CIFAR-10 and digits.
 OPTIONAL_FIELDS = ("pixel_auc_last_epoch", "pixel_aupro_last_epoch")
-# Of checkpoints.RESUMABLE_CHANGES (flags a resumed run may change), the ones that do change a
-# finished run's numbers (eval_batch_size: with --eval_batch_stats), so the record keeps them.
-RECORD_DEFINING = ("epochs", "eval_every", "eval_batch_size")
+# Of the flags a resumed run may change, the ones a finished run's numbers depend on (declared
+# in sagan_jax/config.py), so the record keeps them.
+RECORD_DEFINING = flags_where(resume=True, result=True)
 # Where a run's data lies: another machine keeps the same images elsewhere (not recorded).
-RECORD_LOCATIONS = ("data_root", "mask_root")
+RECORD_LOCATIONS = flags_where(location=True)
 
 
 def model_workdir(out: str, model: str) -> str:

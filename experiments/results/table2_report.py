@@ -17,7 +17,7 @@ from experiments.results.table2_record import (BUDGETS, CSV_FIELDS, FITTED, home
 
 
 MODULE = "experiments.table2"
-# SPEC section 9 (the paper's Table 2).
+# The paper's Table 2 (docs/design.md, section 10).
 PAPER_CLASSES = ("frog", "bird", "cat", "deer", "dog", "horse", "ship", "truck")
 PAPER = {
     "egbad": dict(zip(PAPER_CLASSES, (0.512, 0.523, 0.466, 0.467, 0.502, 0.387, 0.534, 0.579)),
@@ -30,7 +30,7 @@ PAPER = {
     "sagan": dict(zip(PAPER_CLASSES, (0.996, 0.957, 0.951, 0.998, 0.975, 0.891, 0.990, 0.980)),
                   average=0.967),
 }
-PAPER.update(pca={}, knn={})  # the non-GAN baselines (issue 13): not in the paper
+PAPER.update(pca={}, knn={})  # the non-GAN baselines: not in the paper
 NAMES = {"egbad": "EGBAD", "ganomaly": "GANomaly", "skip_ganomaly": "Skip-GANomaly",
          "sagan": "SAGAN (proposed)", "pca": "PCA (baseline)", "knn": "kNN (baseline)"}
 MODEL_ORDER = ("pca", "knn", "egbad", "ganomaly", "skip_ganomaly", "sagan")
@@ -89,7 +89,7 @@ def originals_gains(rows: list) -> list:
 
 
 def three_way_table(rows: list, classes, models) -> str:
-    """Issue 13's table: per model, each run's checkpoints scored (a) as the PyTorch
+    """The three-way table: per model, each run's checkpoints scored (a) as the PyTorch
     originals score (training-mode BatchNorm, test set in stored order, batches of the
     training batch size, their score weight, best epoch on the test set), (b) honestly
     (precise BatchNorm, last epoch: the result), (c) at the epoch with the lowest mean score
@@ -341,7 +341,7 @@ def write_outputs(args, rows: list, load=None) -> None:
     ] if args.three_way else []
     text = [f"# Table 2 reproduction ({args.budget} budget)", "", *head, *main_table]
     if three_way:
-        text += ["## Three evaluations of the same checkpoints (issue 13)", "", *three_way]
+        text += ["## Three evaluations of the same checkpoints", "", *three_way]
     studies = collect_studies(args)
     if studies:
         text += [

@@ -42,7 +42,7 @@ has no workdirs, regenerates the report and completes a partial one (the coverag
 commands carry --record). A recorded run trained with other flags than the command's is refused,
 never mixed into the table.
 
-Budgets (SPEC section 10: the paper's budget takes hours per run on the 2-core CPU):
+Budgets (the paper's budget takes hours per run on a 2-core CPU):
   paper    the model's own settings, all training images, 15 epochs
   reduced  experiments/cifar10_quick.cfg's reduction: 4,000 training images, 3 epochs, ngf 32
   tiny     1,000 training images, 1 epoch, ngf 16, ndf 32 (a smoke test, not a result)
@@ -50,7 +50,7 @@ Budgets (SPEC section 10: the paper's budget takes hours per run on the 2-core C
            3 epochs, ngf 16, kernels_per_layer 1 (the quickstart's isize is 16; Skip-GANomaly's
            U-Net needs 32, so the digits' table runs every model at --isize=32)
 
---three_way (issue 13) scores each epoch's checkpoint three ways and writes that table: (a) as
+--three_way scores each epoch's checkpoint three ways and writes that table: (a) as
 the PyTorch originals (--eval_originals), (b) honestly (precise BN, last epoch), (c) at the
 epoch chosen on --val_fraction of held-out normal training images. The digits' table:
 
@@ -89,7 +89,7 @@ def _config(args, model: str, **overrides) -> Config:
     """experiments/model_<model>.cfg, then the budget, the data flags and the run's place,
     then --set (raises common.FlagError)."""
     o = dict(BUDGETS[args.budget])
-    if args.three_way:  # issue 13: (a) the originals' evaluation, (b) honest, (c) val-selected
+    if args.three_way:  # (a) the originals' evaluation, (b) honest, (c) val-selected
         o.update(eval_originals=True, val_fraction=args.val_fraction, eval_every=1,
                  originals_score_lambda=args.originals_lambda)
     o.update(dataset=args.dataset, protocol=args.protocol, isize=args.isize, progress=False,
@@ -257,7 +257,7 @@ def parse_args(argv=None):
                         "re-score the test set with (a) running averages, (b) test-batch "
                         "statistics in the originals' order, (c) batch statistics shuffled")
     p.add_argument("--three_way", action="store_true",
-                   help="issue 13: score every epoch also as the originals do (--eval_originals) "
+                   help="score every epoch also as the originals do (--eval_originals) "
                         "and hold out --val_fraction of the normal training images to choose an "
                         "epoch; writes the three-way table")
     p.add_argument("--val_fraction", type=float, default=0.1,
