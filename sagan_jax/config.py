@@ -242,16 +242,18 @@ class _Registries:
     imported (sagan_jax/__init__.py imports both, so every Config is checked against them)."""
     model_names = staticmethod(lambda: ())
     validate_model = staticmethod(lambda cfg: None)
+    unused_by_model = staticmethod(lambda cfg: {})
     dataset_names = staticmethod(lambda: ())
     dataset_classes = staticmethod(lambda name: None)
     needs_data_root = staticmethod(lambda name: False)
 
 
-def use_model_registry(names, validate) -> None:
+def use_model_registry(names, validate, unused) -> None:
     """Called by sagan_jax.methods: ``names()`` lists the models, ``validate(cfg)`` runs the
-    chosen model's own flag checks."""
+    chosen model's own flag checks, ``unused(cfg)`` gives {flag: why} of the flags it ignores."""
     _Registries.model_names = staticmethod(names)
     _Registries.validate_model = staticmethod(validate)
+    _Registries.unused_by_model = staticmethod(unused)
 
 
 def use_dataset_registry(names, classes, needs_data_root) -> None:
@@ -379,19 +381,15 @@ _USE = (
     ("max_pictures", lambda c: c.mode not in ("score", "eval"), lambda c: f"in --mode={c.mode}"),
     ("output", lambda c: c.mode != "score", lambda c: f"in --mode={c.mode}"),
     ("export_savedmodel", lambda c: c.mode != "export", lambda c: f"in --mode={c.mode}"),
-    ("score_lambda", lambda c: c.model == "ganomaly",
-     lambda c: "by --model=ganomaly (its score is the latent distance)"),
     ("originals_score_lambda", lambda c: not c.eval_originals,
      lambda c: "without --eval_originals"),
 )
-for _name in ("use_dsc", "use_cbam", "kernels_per_layer", "dsc_impl", "pool_after_cbam",
-              "dsc_autotune"):
-    _USE += ((_name, lambda c: c.model != "sagan", lambda c: f"by --model={c.model}"),)
-for _name in ("w_adv", "w_con", "w_lat", "d_lat_loss"):
-    _USE += ((_name, lambda c: c.model == "egbad",
-              lambda c: "by --model=egbad (BiGAN losses have no weights)"),)
 
 
 def unused_flags(cfg: Config, given) -> list:
-    """(flag, why) for each flag in ``given`` that ``cfg``'s dataset, model or mode ignores."""
-    return [(name, why(cfg)) for name, unused, why in _USE if name in given and unused(cfg)]
+    """(flag, why) for each flag in ``given`` that ``cfg``'s dataset, model (its spec's options
+    and ignores) or mode ignores, in field order."""
+    found = {name: why(cfg) for name, unused, why in _USE if name in given and unused(cfg)}
+    found.update({k: v for k, v in _Registries.unused_by_model(cfg).items() if k in given})
+    order = [f.name for f in dataclasses.fields(Config)]
+    return sorted(found.items(), key=lambda item: order.index(item[0]))

@@ -52,4 +52,14 @@ def validate(cfg) -> None:
     get(cfg.model).validate(cfg)
 
 
-use_model_registry(names, validate)
+def unused_flags(cfg) -> dict:
+    """{flag: why} of the flags ``cfg.model`` does not read: other models' options and the
+    shared flags its spec ignores."""
+    spec = get(cfg.model)
+    out = {name: f"by --model={cfg.model}" for other in REGISTRY if other != cfg.model
+           for name in get(other).options if name not in spec.options}
+    out.update({name: f"by --model={cfg.model} ({why})" for name, why in spec.ignores.items()})
+    return out
+
+
+use_model_registry(names, validate, unused_flags)

@@ -102,4 +102,6 @@ SPEC = ModelSpec(
     build=build, step=egbad_step, components=components, final_score=weighted_score,
     score_formula="lam * mean |x - G(E(x))| + (1 - lam) * mean |f(x, E(x)) - f(G(E(x)), E(x))|",
     flagfile="experiments/model_egbad.cfg", validate=power_of_two_isize, recalibrate_d=False,
+    ignores={name: "BiGAN losses have no weights" for name in ("w_adv", "w_con", "w_lat",
+                                                                "d_lat_loss")},
 )

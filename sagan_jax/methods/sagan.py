@@ -112,6 +112,12 @@ def describe(cfg, counts):
     return sagan_table1_lines(cfg)
 
 
+def variant(cfg) -> str:
+    conv = (f"DSC, kernels_per_layer {cfg.kernels_per_layer}" if cfg.use_dsc
+            else "plain 3x3 convolutions")
+    return f"{conv}, CBAM {'on' if cfg.use_cbam else 'off'}"
+
+
 # docs/design.md, section 3: the paper's Table 1 counted G + D with SmaAt-UNet's precipitation
 # settings (12 input channels, 1 output channel, kernels_per_layer 2) and a per-call hook counter
 # that counts the CBAM MLP twice. These are those components, as reproduced from the authors' code.
@@ -146,5 +152,7 @@ SPEC = ModelSpec(
     description="SAGAN (the paper): CBAM-skip U-Net with DSCs, DCGAN discriminator",
     build=build, step=train_step, components=feature_components, final_score=weighted_score,
     score_formula=FEATURE_SCORE, flagfile="experiments/model_sagan.cfg", validate=validate,
-    describe=describe,
+    describe=describe, variant=variant,
+    options=("use_dsc", "use_cbam", "kernels_per_layer", "dsc_impl", "pool_after_cbam",
+             "dsc_autotune"),
 )

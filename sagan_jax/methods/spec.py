@@ -25,6 +25,8 @@ class ModelSpec:
     recalibrate_d: precise BN recomputes D's statistics from its real and G(x) passes (False:
         D keeps its training averages, e.g. EGBAD's joint D(x, z)).
     describe(cfg, counts) -> extra lines for ``--mode=summary``.
+    variant(cfg) -> a few words on the options that shape this model's networks (the summary's
+        title).
     fit(cfg, train_images_u8) -> params: models without a training loop (PCA, kNN) are
         fitted in one call on the uint8 normal training images and return a flat dict of
         arrays; ``components`` then reads them as ``variables["g_params"]`` (the other three
@@ -32,6 +34,9 @@ class ModelSpec:
         no ``build``/``step``; --mode=train sends them to sagan_jax.training.fit.
     checkpoint_flags: the flags whose values must match to reuse a saved checkpoint (None =
         sagan_jax.training.checkpoints.MODEL_FLAGS, the GANs' network flags).
+    options: the flags this model owns: any other model ignores them (SAGAN's DSC and CBAM).
+    ignores: {flag: why} of shared flags this model does not read (a passed one is named
+        as changing nothing, with the reason).
     """
     name: str
     description: str
@@ -44,8 +49,11 @@ class ModelSpec:
     validate: Callable = lambda cfg: None
     recalibrate_d: bool = True
     describe: Optional[Callable] = None
+    variant: Optional[Callable] = None
     fit: Optional[Callable] = None
     checkpoint_flags: Optional[tuple] = None
+    options: tuple = ()
+    ignores: dict = dataclasses.field(default_factory=dict)
 
 
 def weighted_score(cfg, r, lat):

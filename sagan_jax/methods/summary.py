@@ -31,11 +31,8 @@ def summary_text(cfg) -> str:
     spec = methods.get(cfg.model)
     c = param_counts(cfg)
     title = f"{cfg.model} at isize {cfg.isize}, ngf {cfg.ngf}, ndf {cfg.ndf}, nz {cfg.nz}"
-    if cfg.model == "sagan":
-        conv = (f"DSC, kernels_per_layer {cfg.kernels_per_layer}" if cfg.use_dsc
-                else "plain 3x3 convolutions")
-        title = (f"SAGAN at isize {cfg.isize}, ngf {cfg.ngf}, ndf {cfg.ndf}, nz {cfg.nz} "
-                 f"({conv}, CBAM {'on' if cfg.use_cbam else 'off'})")
+    if spec.variant is not None:
+        title += f" ({spec.variant(cfg)})"
     lines = [
         title,
         f"  generator G      {c['G']:>12,} parameters (+{c['G_batch_stats']:,} BatchNorm statistics)",

@@ -24,7 +24,7 @@ import time
 import jax
 import numpy as np
 
-from sagan_jax import seeds
+from sagan_jax import methods, seeds
 from sagan_jax.config import ConfigError
 from sagan_jax.data import load_data
 from sagan_jax.data.pipeline import epoch_order, padded_batch_size
@@ -202,7 +202,7 @@ def resolve_dsc_forms(runs, per_device_batch: int):
     refused. A fresh run gets the fixed table's, or with --dsc_autotune this machine's
     timed, forms."""
     cfg = runs[0].cfg
-    if cfg.model != "sagan" or not cfg.use_dsc:
+    if "dsc_impl" not in methods.get(cfg.model).options or not cfg.use_dsc:
         return None
     saved = {}
     for run in runs:
