@@ -18,7 +18,8 @@ import typing
 
 from absl import app, flags
 
-from sagan_jax.config import Config, ConfigError, unused_flags
+from sagan_jax import methods
+from sagan_jax.config import Config, ConfigError, parse_host_devices, unused_flags
 from sagan_jax.data.base import DataError
 from sagan_jax.devices import configure
 from sagan_jax.training.checkpoints import CheckpointError
@@ -32,8 +33,6 @@ def _define_flags():
     for f in dataclasses.fields(Config):
         default, help_ = f.default, f.metadata["help"]
         if f.name == "model":
-            from sagan_jax import methods
-
             help_ += "; registered: " + "; ".join(
                 f"{n} ({methods.get(n).description})" for n in methods.names())
         hint = typing.get_type_hints(Config)[f.name]
@@ -155,9 +154,9 @@ def run(cfg: Config) -> dict:
 
         print(fit_summary_text(cfg) if is_fitted(cfg) else summary_text(cfg))
         return {}
+    configure_host_devices(cfg)  # first: a refused device count leaves nothing behind
     if cfg.mode not in ("score", "export"):  # score mode writes to --output only
         check_workdir(cfg.workdir)
-    configure_host_devices(cfg)
     enable_compilation_cache(cfg.compilation_cache)
     init_distributed(cfg)
 
@@ -230,9 +229,24 @@ def host_devices_asked(host_devices: str, num_processes: int) -> str:
 
 
 def configure_host_devices(cfg) -> None:
-    """One XLA:CPU device per core (--host_devices), before anything starts JAX's backend."""
-    configure(host_devices_asked(cfg.host_devices, cfg.num_processes), cfg.batch_size,
-              cfg.eval_batch_size)
+    """One XLA:CPU device per core (--host_devices), before anything starts JAX's backend. An
+    explicit count (the flag, or $SAGAN_JAX_HOST_DEVICES under 'auto') that does not split a
+    GAN's training batch is refused: the batch is never resized, and 'auto' picks a count that
+    divides it."""
+    asked = host_devices_asked(cfg.host_devices, cfg.num_processes)
+    source = (f"--host_devices={cfg.host_devices}" if asked == cfg.host_devices
+              else f"$SAGAN_JAX_HOST_DEVICES={asked}")
+    try:
+        n = parse_host_devices(asked)
+    except ValueError:
+        raise ConfigError(f"{source} must be 'auto' or a positive number of host devices; fix "
+                          "or unset it") from None
+    trains = cfg.mode == "train" and methods.get(cfg.model).fit is None
+    if n > 1 and trains and not cfg.num_devices and cfg.batch_size % n:
+        raise ConfigError(f"--batch_size={cfg.batch_size} does not split over the {n} host "
+                          f"devices of {source}; use a multiple of {n}, or --host_devices=auto "
+                          "(the most devices that divide the batch)")
+    configure(asked, cfg.batch_size, cfg.eval_batch_size)
 
 
 def init_distributed(cfg) -> None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 
 import numpy as np
 from PIL import Image, ImageDraw
@@ -69,17 +70,41 @@ def overlay_name(path, index: int) -> str:
     return f"{index:05d}_{base}.png"
 
 
+def replace_folder(new: str, old: str) -> None:
+    """Put folder ``new`` in place of ``old`` (which may not exist): two renames, so ``old``
+    is always either the previous complete folder or the new one, never a mix."""
+    trash = None
+    if os.path.isdir(old):
+        trash = f"{old}.old{os.getpid()}"
+        shutil.rmtree(trash, ignore_errors=True)
+        os.rename(old, trash)
+    os.rename(new, old)
+    if trash is not None:
+        shutil.rmtree(trash, ignore_errors=True)
+
+
 def write_overlays(folder: str, images, maps, scores, abnormal, vmax: float, names,
                    masks=None, max_pictures: int = 200) -> dict:
-    """Overlay pictures of the first ``max_pictures`` images into ``folder`` (created);
-    {"folder", "written", "not_drawn"}. The images not drawn are counted in the log."""
+    """Overlay pictures of the first ``max_pictures`` images into ``folder``, which they
+    replace whole (no picture of an earlier call remains beside them; with 0 pictures the
+    folder goes); {"folder", "written", "not_drawn"}. The images not drawn are counted in the
+    log."""
     n = len(images)
     k = min(n, max(int(max_pictures), 0))
-    os.makedirs(folder, exist_ok=True)
-    for i in range(k):
-        pic = render(images[i], maps[i], vmax, bool(abnormal[i]), float(scores[i]),
-                     None if masks is None else masks[i])
-        Image.fromarray(pic).save(os.path.join(folder, names[i]))
+    fresh = f"{folder}.tmp{os.getpid()}"
+    shutil.rmtree(fresh, ignore_errors=True)
+    os.makedirs(fresh)
+    try:
+        for i in range(k):
+            pic = render(images[i], maps[i], vmax, bool(abnormal[i]), float(scores[i]),
+                         None if masks is None else masks[i])
+            Image.fromarray(pic).save(os.path.join(fresh, names[i]))
+        if k:
+            replace_folder(fresh, folder)
+        elif os.path.isdir(folder):
+            shutil.rmtree(folder)
+    finally:  # an error or Ctrl-C leaves no half-written folder behind
+        shutil.rmtree(fresh, ignore_errors=True)
     if k < n:
         log.warning("overlays: %d of %d images drawn into %s (--max_pictures=%d); %d not "
                     "drawn, the first of them %s; raise --max_pictures to draw more", k, n,

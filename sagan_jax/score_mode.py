@@ -36,7 +36,7 @@ def score_new_images(cfg) -> dict:
     kept = {path: i for i, path in enumerate(decoded.paths)}
     skipped = dict(decoded.skipped)
     rows = []
-    overlay_dir = os.path.join(os.path.dirname(os.path.abspath(out_csv)), "overlays")
+    overlay_dir = os.path.splitext(os.path.abspath(out_csv))[0] + "_overlays"
     # The maps go to a fresh folder that replaces the old one only once complete: no map of
     # an earlier --input ever remains beside this one's.
     new_maps, tmp = f"{map_dir}.tmp{os.getpid()}", f"{out_csv}.tmp{os.getpid()}"
@@ -58,17 +58,15 @@ def score_new_images(cfg) -> dict:
                     reason = reason[len(path) + 2:]
                 rows.append([path, "", "", "skipped", "", "", "", reason])
         rows += [[path, "", "", "skipped", "", "", "", why] for path, why in unfollowed]
-        drawn = None
-        if cfg.max_pictures:
-            drawn = overlays.write_overlays(
-                overlay_dir, decoded.images, maps, raw, abnormal, vmax,
-                [map_file_name(os.path.relpath(p, base)) for p in decoded.paths],
-                max_pictures=cfg.max_pictures)
+        drawn = overlays.write_overlays(
+            overlay_dir, decoded.images, maps, raw, abnormal, vmax,
+            [map_file_name(os.path.relpath(p, base)) for p in decoded.paths],
+            max_pictures=cfg.max_pictures)
         with open(tmp, "w", newline="") as f:
             w = csv.writer(f)
             w.writerow(CSV_COLUMNS)
             w.writerows(rows)
-        _replace_folder(new_maps, map_dir)  # both complete: the maps, then the CSV
+        overlays.replace_folder(new_maps, map_dir)  # both complete: the maps, then the CSV
         os.replace(tmp, out_csv)
     except OSError as e:
         raise DataError(f"cannot write the scores to {out_csv!r} ({e.strerror or e}); pass "
@@ -86,16 +84,3 @@ def score_new_images(cfg) -> dict:
     return {"csv": out_csv, "maps": map_dir, "n": int(len(raw)), "abnormal": int(abnormal.sum()),
             "skipped": len(decoded.skipped) + len(unfollowed), "threshold": calib["threshold"],
             "map_scale": vmax, "overlays": drawn}
-
-
-def _replace_folder(new: str, old: str) -> None:
-    """Put folder ``new`` in place of ``old`` (which may not exist): two renames, so ``old``
-    is always either the previous complete folder or the new one, never a mix."""
-    trash = None
-    if os.path.isdir(old):
-        trash = f"{old}.old{os.getpid()}"
-        shutil.rmtree(trash, ignore_errors=True)
-        os.rename(old, trash)
-    os.rename(new, old)
-    if trash is not None:
-        shutil.rmtree(trash, ignore_errors=True)

@@ -147,10 +147,20 @@ def test_reused_output_keeps_no_maps_of_the_earlier_input(knn_run, tmp_path):
     out = str(tmp_path / "s.csv")
     cli(["--mode=score", f"--workdir={knn_run}", f"--input={tmp_path / 'one'}", f"--output={out}"])
     assert sorted(os.listdir(tmp_path / "s_maps")) == ["a.png.png", "b.png.png"]
+    assert sorted(os.listdir(tmp_path / "s_overlays")) == ["a.png.png", "b.png.png"]
     cli(["--mode=score", f"--workdir={knn_run}", f"--input={tmp_path / 'two'}", f"--output={out}"])
     assert sorted(os.listdir(tmp_path / "s_maps")) == ["c.png.png"]
-    # beside the CSV: its maps and the overlay pictures, nothing temporary
-    assert sorted(os.listdir(tmp_path)) == ["one", "overlays", "s.csv", "s_maps", "two"]
+    assert sorted(os.listdir(tmp_path / "s_overlays")) == ["c.png.png"]
+    # another CSV in the same folder gets its own pictures; fewer pictures leave no old ones
+    cli(["--mode=score", f"--workdir={knn_run}", f"--input={tmp_path / 'one'}",
+         f"--output={tmp_path / 't.csv'}", "--max_pictures=1"])
+    assert sorted(os.listdir(tmp_path / "t_overlays")) == ["a.png.png"]
+    assert sorted(os.listdir(tmp_path / "s_overlays")) == ["c.png.png"]
+    cli(["--mode=score", f"--workdir={knn_run}", f"--input={tmp_path / 'one'}",
+         f"--output={tmp_path / 't.csv'}", "--max_pictures=0"])
+    # beside the CSVs: their maps and overlay pictures, nothing temporary or stale
+    assert sorted(os.listdir(tmp_path)) == ["one", "s.csv", "s_maps", "s_overlays", "t.csv",
+                                            "t_maps", "two"]
 
 
 # (4) a singular flag beside its list ---------------------------------------------------------
@@ -485,3 +495,46 @@ np.save(os.path.join({out!r}, "d{n}.npy"), np.stack([r, lat, np.resize(r1, r.sha
     # other batch positions: a few float32 ulps, amplified by the networks' depth
     np.testing.assert_allclose(three, one, rtol=1e-4)
     np.testing.assert_allclose(three[2, :1], three[0, :1], rtol=1e-4)  # one image alone
+
+
+# host devices: a count that cannot split the batch, a junk count, training on fewer ----------
+@pytest.mark.parametrize("env,args,message", [
+    ({}, ["--host_devices=2", "--batch_size=7"],
+     "--batch_size=7 does not split over the 2 host devices of --host_devices=2; use a "
+     "multiple of 2, or --host_devices=auto (the most devices that divide the batch)"),
+    ({"SAGAN_JAX_HOST_DEVICES": "2"}, ["--batch_size=7"],
+     "--batch_size=7 does not split over the 2 host devices of $SAGAN_JAX_HOST_DEVICES=2; use "
+     "a multiple of 2, or --host_devices=auto (the most devices that divide the batch)"),
+    ({"SAGAN_JAX_HOST_DEVICES": "junk"}, [],
+     "$SAGAN_JAX_HOST_DEVICES=junk must be 'auto' or a positive number of host devices; fix "
+     "or unset it"),
+])
+def test_a_host_device_count_that_cannot_work_is_refused_before_anything(tmp_path, monkeypatch,
+                                                                         env, args, message):
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    work = tmp_path / "w"
+    with pytest.raises(ConfigError) as e:
+        cli(["--dataset=digits", f"--workdir={work}", "--ngf=16", "--ndf=16"] + FAST + args)
+    assert str(e.value) == message
+    assert not work.exists()  # refused before the workdir was made
+
+
+def test_training_on_fewer_devices_than_the_process_has(tmp_path):
+    """--num_devices=1 on two host devices: training, BatchNorm recalibration and scoring use
+    the same device, so the state never spans two device sets (it did, and the first
+    end of epoch failed)."""
+    import subprocess
+    import sys
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = dict(os.environ, PYTHONPATH=root)
+    env.pop("JAX_NUM_CPU_DEVICES", None)
+    p = subprocess.run([sys.executable, "-m", "sagan_jax.main", "--dataset=digits", "--ngf=16",
+                        "--ndf=8", "--nz=8", "--epochs=2", "--max_train_images=64",
+                        "--batch_size=16", "--eval_batch_size=16", "--host_devices=2",
+                        "--num_devices=1", f"--workdir={tmp_path}"] + FAST,
+                       env=env, capture_output=True, text=True, timeout=1200)
+    assert p.returncode == 0, p.stderr[-3000:]
+    assert "splits evenly" not in p.stderr
+    assert json.load(open(tmp_path / "metrics.json"))["last_epoch"] == 2

@@ -132,11 +132,11 @@ def test_score_mode_writes_overlays_and_lists_unreadable_files(doc_run, tmp_path
     rows = read_csv(out)
     assert [r["decision"] for r in rows][-1] == "skipped" and rows[-1]["reason"]
     assert len(os.listdir(tmp_path / "out/scores_maps")) == 3   # the map PNGs stay
-    overlays = sorted(os.listdir(tmp_path / "out/overlays"))
+    overlays = sorted(os.listdir(tmp_path / "out/scores_overlays"))
     assert overlays == ["00.png.png", "01.png.png"] and res["overlays"]["not_drawn"] == 1
     assert any("1 not drawn, the first of them 02.png.png" in r.getMessage()
                for r in caplog.records)
-    pic = np.asarray(Image.open(tmp_path / "out/overlays/00.png.png"))
+    pic = np.asarray(Image.open(tmp_path / "out/scores_overlays/00.png.png"))
     assert pic.shape == (256, 256, 3)
     # the decision's colour in the corner: red text for abnormal, green for normal
     corner = pic[:20, :120].reshape(-1, 3).astype(int)

@@ -50,13 +50,15 @@ def _batch_statistics(variables, x, cfg):
     return g_batch, jax.tree.map(lambda a, b: 0.5 * (a + b), *d_batches)
 
 
-def recalibrate_batchnorm(cfg, state, images_u8: np.ndarray, seed: int):
+def recalibrate_batchnorm(cfg, state, images_u8: np.ndarray, seed: int, mesh=None):
     """``state`` with G's and D's running statistics replaced by the average batch statistics
-    of ``cfg.bn_recalibration_batches`` seeded training batches, under the current weights."""
+    of ``cfg.bn_recalibration_batches`` seeded training batches, under the current weights;
+    each batch split over ``mesh`` (default: this process's devices; the training loop passes
+    the devices it trains on, so the state never spans two device sets)."""
     n_batches = cfg.bn_recalibration_batches
     if n_batches <= 0:
         return state
-    mesh = local_mesh()  # each batch split over the local devices; statistics over all of it
+    mesh = mesh if mesh is not None else local_mesh()
     variables = put_replicated({"g_params": state.g_params, "g_stats": state.g_stats,
                                 "d_params": state.d_params, "d_stats": state.d_stats}, mesh)
     total = None

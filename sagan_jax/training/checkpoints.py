@@ -93,7 +93,8 @@ def all_finite(tree) -> bool:
               if hasattr(x, "dtype") and jnp.issubdtype(x.dtype, jnp.floating)]
     if not leaves:
         return True
-    return bool(jax.device_get(jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in leaves]))))
+    # one flag per array, fetched together: arrays on different devices need no common one
+    return all(bool(f) for f in jax.device_get([jnp.all(jnp.isfinite(x)) for x in leaves]))
 
 
 def save(mngr: ocp.CheckpointManager, state, epoch: int, cfg, extra: Optional[dict] = None):

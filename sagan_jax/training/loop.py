@@ -277,7 +277,9 @@ class Trainer:
         self.keys = [np.asarray(jax.random.key_data(seeds.step_base_key(r.cfg.seed)))
                      for r in runs]
         self.score_device = jax.local_devices()[0]
-        self.score_mesh = local_mesh()  # scoring splits each batch over the local devices
+        # Scoring and recalibration split each batch over the devices this process trains on
+        # (all of them unless --num_devices says fewer; a process's own in a multi-process run).
+        self.score_mesh = local_mesh() if jax.process_count() > 1 else self.mesh
         self.first_step_s = None
 
     # -- training -------------------------------------------------------------------------
@@ -356,7 +358,8 @@ class Trainer:
                     raise NonFiniteLossError(msg)
                 continue
             state = recalibrate_batchnorm(t.cfg, state, t.data.train.images,
-                                          seeds.recalibration_seed(t.cfg.seed, epoch))
+                                          seeds.recalibration_seed(t.cfg.seed, epoch),
+                                          self.score_mesh)
             if not checkpoints.all_finite(state):
                 msg = t.stop_diverged(int(jax.device_get(state.step)),
                                       "recalibrated BatchNorm statistics are not finite")
