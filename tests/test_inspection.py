@@ -83,8 +83,11 @@ def test_api_example_trains_on_good_images_only(doc_run):
     assert len(result.scores) == 6 and np.all(np.isfinite(result.scores))
     np.testing.assert_array_equal(result.abnormal, result.scores > detector.threshold)
     assert result.maps.shape == (6, 16, 16) and result.skipped == ()
-    # the fpr reported is that of the same decisions on the same test images
+    # the fpr reported is that of the same decisions on the same test images, at the
+    # threshold metrics.json names beside it
     assert metrics["fpr_at_threshold"] == pytest.approx(float(np.mean(result.abnormal)))
+    assert saved["threshold"] == pytest.approx(detector.threshold, rel=1e-6)
+    assert saved["threshold_source"] == "validation normals" and saved["n_normal"] == 6
     assert os.path.isfile(ns["exported"]["model"])
 
 
@@ -117,6 +120,8 @@ def test_eval_on_good_images_only_reports_fpr_and_bounds_overlays(doc_run, caplo
                for r in caplog.records)
     saved = json.loads((work / "eval.json").read_text())
     assert "auc" not in saved and saved["fpr_at_threshold"] == result["fpr_at_threshold"]
+    assert saved["threshold"] == json.loads((work / "metrics.json").read_text())["threshold"]
+    assert saved["threshold_source"] == "validation normals" and saved["n_normal"] == 6
 
 
 def test_score_mode_writes_overlays_and_lists_unreadable_files(doc_run, tmp_path, caplog):

@@ -77,8 +77,6 @@ def split_metrics(cfg, labels, r, lat, **context) -> dict:
     raw = final_score(cfg, r, lat)  # per model; SAGAN: lam R + (1 - lam) L
     result = {"scores": raw, "r": r, "lat": lat}
     ctx = metrics.MetricContext(cfg, np.asarray(labels), raw, r, lat, **context)
-    if ctx.normal_only:
-        result["n_normal"] = int(len(raw))
     result.update(metrics.compute(ctx))
     return result
 
@@ -206,7 +204,7 @@ def evaluate_checkpoint(cfg, data) -> dict:
     test = metrics_from_scores(cfg, data.test, r, lat, recon,
                                threshold=None if calib is None else calib["threshold"],
                                variables=variables, class_names=data.class_names)
-    result = {k: test[k] for k in metrics.names() + ("n_normal",) if k in test}
+    result = {k: test[k] for k in metrics.names() if k in test}
     if calib is not None:  # the run's own decisions, at its calibrated threshold
         result["threshold_source"] = calib["source"]
     result["scores_csv"] = write_scores_csv(os.path.join(cfg.workdir, "eval_scores.csv"),

@@ -122,8 +122,9 @@ def f1(labels, scores, ctx):
 
 
 def threshold(labels, scores, ctx):
-    """The calibrated threshold itself, beside the F1 it gives."""
-    return None if ctx.normal_only or ctx.threshold is None else float(ctx.threshold)
+    """The calibrated threshold itself, beside the F1 (or, good images only, the
+    false-positive rate) it gives."""
+    return None if ctx.threshold is None else float(ctx.threshold)
 
 
 def auc_per_class(labels, scores, classes, class_names) -> dict:
@@ -202,6 +203,11 @@ def fpr_at_threshold(labels, scores, ctx):
     return float(np.mean(scores > ctx.threshold))
 
 
+def n_normal(labels, scores, ctx):
+    """Good images only: how many normal test images the false-positive rate is over."""
+    return int(len(scores)) if ctx.normal_only else None
+
+
 def metrics_absent(labels, scores, ctx):
     """Good images only: which metrics are absent, and why."""
     return NORMAL_ONLY if ctx.normal_only else None
@@ -214,5 +220,6 @@ for _name, _metric in (
         ("pixel_aupro", _pixel(scoring.pixel_aupro)),
         ("auc_per_class", _per_class(auc_per_class)),
         ("auc_per_defect", _per_class(auc_per_defect)),
-        ("fpr_at_threshold", fpr_at_threshold), ("metrics_absent", metrics_absent)):
+        ("fpr_at_threshold", fpr_at_threshold), ("n_normal", n_normal),
+        ("metrics_absent", metrics_absent)):
     register(_name, _metric)

@@ -42,9 +42,15 @@ def summarise_history(history: list) -> dict:
     normal_only = [r for r in history if "test_fpr_at_threshold" in r]
     if not scored and normal_only:  # good images only: no AUC, the false-positive rate
         final = normal_only[-1]
-        return {"fpr_at_threshold": final["test_fpr_at_threshold"],
-                "metrics_absent": final.get("test_metrics_absent"),
-                "last_epoch": final["epoch"] + 1}
+        out = {"fpr_at_threshold": final["test_fpr_at_threshold"]}
+        for key, name in (("test_threshold", "threshold"), ("threshold_source",
+                                                            "threshold_source"),
+                          ("test_n_normal", "n_normal")):
+            if key in final:
+                out[name] = final[key]
+        out.update(metrics_absent=final.get("test_metrics_absent"),
+                   last_epoch=final["epoch"] + 1)
+        return out
     if not scored:
         raise ValueError("no epoch was scored on the test set")
     final, best = scored[-1], max(scored, key=lambda r: r["test_auc"])
