@@ -73,13 +73,26 @@ class Detector:
 
     def score(self, images) -> Scores:
         """Scores, decisions and anomaly maps of ``images``: an image file, a folder (every
-        file under it), a list of files, or uint8 images (N, isize, isize, 3)."""
+        file under it), a list of files, or uint8 images (N, isize, isize, 3) as one array or
+        a list of (isize, isize, 3) arrays."""
         cfg = self.cfg
+        want = f"uint8 (N, {cfg.isize}, {cfg.isize}, 3)"
+        if isinstance(images, (list, tuple)) and any(isinstance(x, np.ndarray) for x in images):
+            for i, x in enumerate(images):
+                if not (isinstance(x, np.ndarray) and x.dtype == np.uint8
+                        and x.shape == (cfg.isize, cfg.isize, 3)):
+                    got = (f"shape {x.shape} and dtype {x.dtype}" if isinstance(x, np.ndarray)
+                           else f"a {type(x).__name__}")
+                    raise DataError(f"image {i} of the list has {got}; expected uint8 "
+                                    f"({cfg.isize}, {cfg.isize}, 3) arrays, or a list of image "
+                                    "files (which are resized)")
+            images = np.stack(images)
         if isinstance(images, np.ndarray):
             if images.dtype != np.uint8 or images.shape[1:] != (cfg.isize, cfg.isize, 3):
                 raise DataError(f"images of shape {images.shape} and dtype {images.dtype}; "
-                                f"expected uint8 (N, {cfg.isize}, {cfg.isize}, 3), or image "
-                                "files")
+                                f"expected {want}, or image files")
+            if len(images) == 0:
+                raise DataError(f"no images: an empty array; pass {want} with N >= 1")
             return self.score_arrays(images)
         unfollowed = []  # (path, why): folder links that loop back, listed as skipped
         if isinstance(images, (str, os.PathLike)):

@@ -196,6 +196,9 @@ def test_no_defect_folder_is_good_images_only(tmp_path, caplog):
     assert data.test.labels.tolist() == [0]
     assert sum("no abnormal test images (good images only)" in r.getMessage()
                for r in caplog.records) == 1
+    # the empty defect folder is named, not silently left out
+    assert any(r.getMessage().endswith("1 defect folders hold no images and are left out: "
+                                       "crack") for r in caplog.records)
 
 
 def test_resize_flag_is_validated():

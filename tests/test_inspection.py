@@ -99,6 +99,15 @@ def test_api_scores_arrays_and_refuses_wrong_shapes(doc_run):
     np.testing.assert_allclose(again.scores, result.scores[:2], rtol=1e-6)
     with pytest.raises(DataError, match=r"expected uint8 \(N, 16, 16, 3\)"):
         det.score(np.zeros((1, 8, 8, 3), np.uint8))
+    listed = det.score(list(result.images[:2]))  # a list of arrays is one array
+    np.testing.assert_array_equal(listed.scores, again.scores)
+    with pytest.raises(DataError) as e:
+        det.score([result.images[0], np.zeros((32, 32, 3), np.uint8)])
+    assert str(e.value) == ("image 1 of the list has shape (32, 32, 3) and dtype uint8; "
+                            "expected uint8 (16, 16, 3) arrays, or a list of image files "
+                            "(which are resized)")
+    with pytest.raises(DataError, match=r"^no images: an empty array; pass uint8 \(N, 16, 16"):
+        det.score(np.zeros((0, 16, 16, 3), np.uint8))
     with pytest.raises(ConfigError, match="differ from the run's: --isize=32"):
         type(det).load(str(doc_run["work"]), isize=32)
 

@@ -221,7 +221,11 @@ def scan(root, mask_root=None) -> Layout:
         entries = list_files(test_dir)
         abnormal = [os.path.basename(p) for p in entries if os.path.isdir(p)
                     and os.path.basename(p) != normal]
-        abnormal = [a for a in abnormal if _has_entries(os.path.join(test_dir, a))]
+        empty = [a for a in abnormal if not _has_entries(os.path.join(test_dir, a))]
+        if empty:  # a defect folder without images: named, never silently dropped
+            log.warning("%s: %d defect folders hold no images and are left out: %s", test_dir,
+                        len(empty), ", ".join(sorted(empty, key=natural_key)))
+        abnormal = [a for a in abnormal if a not in empty]
         loose = [p for p in entries if not os.path.isdir(p)]
         if loose:
             log.warning("%s: ignoring %d files outside the test folders (first: %s)", test_dir,
