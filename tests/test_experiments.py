@@ -900,3 +900,13 @@ def test_demo_verdicts_compare_95_percent_intervals():
     assert "beats chance (95% interval 0.58 to 0.62)" in line
     assert "a kNN baseline with no training beats it (its interval 0.98 to 1.00)" in line
     assert "below chance" in demo.conclusion((0.30, 0.02), (0.8, 0.0), (0.9, 0.0), 5)
+
+
+def test_table2_reports_a_registered_model_after_the_built_in_ones():
+    """table2 takes any registered model: the built-in ones in the paper's order, then the
+    others under their --model name (none is dropped from a report)."""
+    from experiments.results import table2_report
+
+    assert table2_report.in_table_order(["mine", "sagan", "pca"]) == ["pca", "sagan", "mine"]
+    assert table2_report.model_label("mine") == "mine"
+    assert table2_report.model_label("sagan") == "SAGAN (proposed)"

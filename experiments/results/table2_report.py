@@ -31,9 +31,21 @@ PAPER = {
                   average=0.967),
 }
 PAPER.update(pca={}, knn={})  # the non-GAN baselines: not in the paper
+# The tables' labels and order of the built-in models; any other registered model (--models)
+# follows them, under its --model name, with no paper numbers.
 NAMES = {"egbad": "EGBAD", "ganomaly": "GANomaly", "skip_ganomaly": "Skip-GANomaly",
          "sagan": "SAGAN (proposed)", "pca": "PCA (baseline)", "knn": "kNN (baseline)"}
 MODEL_ORDER = ("pca", "knn", "egbad", "ganomaly", "skip_ganomaly", "sagan")
+
+
+def in_table_order(models) -> list:
+    """``models`` in the tables' order: the built-in ones as MODEL_ORDER, then the others."""
+    return ([m for m in MODEL_ORDER if m in models]
+            + [m for m in models if m not in MODEL_ORDER])
+
+
+def model_label(model: str) -> str:
+    return NAMES.get(model, model)
 
 
 def _fmt(values):
@@ -49,15 +61,15 @@ def markdown_table(rows: list, classes, models) -> str:
     head = "| Model | " + " | ".join(classes) + " | Average |"
     sep = "|---|" + "---|" * (len(classes) + 1)
     lines = [head, sep]
-    for model in [m for m in MODEL_ORDER if m in models]:
-        paper = PAPER[model]
+    for model in in_table_order(models):
+        paper = PAPER.get(model, {})
         p_vals = [paper.get(c) for c in classes]
         known = [v for v in p_vals if v is not None]
         p_avg = f"{statistics.mean(known):.3f}" if known else "–"
         if known and len(known) == len(PAPER_CLASSES):
             p_avg = f"{paper['average']:.3f}"
         if known:
-            lines.append(f"| {NAMES[model]}, paper | "
+            lines.append(f"| {model_label(model)}, paper | "
                          + " | ".join("–" if v is None else f"{v:.3f}" for v in p_vals)
                          + f" | {p_avg} |")
         for key, label in (("auc_last_epoch", "ours, last epoch"),
@@ -71,7 +83,7 @@ def markdown_table(rows: list, classes, models) -> str:
             avg = f"{statistics.mean(means):.3f}" if len(means) == len(classes) else (
                 f"{statistics.mean(means):.3f} ({len(means)} of {len(classes)})" if means
                 else "–")
-            lines.append(f"| {NAMES[model]}, {label} | " + " | ".join(cells) + f" | {avg} |")
+            lines.append(f"| {model_label(model)}, {label} | " + " | ".join(cells) + f" | {avg} |")
     return "\n".join(lines)
 
 
@@ -98,7 +110,7 @@ def three_way_table(rows: list, classes, models) -> str:
     lines = ["| Model | evaluation | " + " | ".join(classes) + " | Average | seeds |",
              "|---|---|" + "---|" * (len(classes) + 2)]
     gaps = []
-    for model in [m for m in MODEL_ORDER if m in models]:
+    for model in in_table_order(models):
         mine = [r for r in rows if r["model"] == model]  # none: rows of '–'
         seeds = ",".join(map(str, sorted({r["seed"] for r in mine}))) or "–"
         for key, label in THREE_WAY:
@@ -114,12 +126,12 @@ def three_way_table(rows: list, classes, models) -> str:
                    f"{statistics.mean(means):.3f} ({len(means)} of {len(classes)})" if means
                    else "–")
             name = label if model not in FITTED else "(a) = (b) = (c): no BatchNorm, no epochs"
-            lines.append(f"| {NAMES[model]} | {name} | " + " | ".join(cells) + f" | {avg} | "
+            lines.append(f"| {model_label(model)} | {name} | " + " | ".join(cells) + f" | {avg} | "
                          f"{seeds} |")
         d = [] if model in FITTED else originals_gains(mine)
         if d:
-            gaps.append(f"{NAMES[model]}: (a) - (b) = {statistics.mean(d):+.1f} AUC points on "
-                        f"average over {len(d)} runs (from {min(d):+.1f} to {max(d):+.1f})")
+            gaps.append(f"{model_label(model)}: (a) - (b) = {statistics.mean(d):+.1f} AUC points "
+                        f"on average over {len(d)} runs (from {min(d):+.1f} to {max(d):+.1f})")
     if gaps:
         lines += ["", "What the originals' evaluation adds over the honest one: " + "; ".join(gaps)
                   + "."]
@@ -138,7 +150,7 @@ def three_way_facts(rows: list, models) -> str:
              "(c) - (b), points | (a) - (b), points: mean [min, max] | wall time per run "
              "(median) | of it training (median) |",
              "|---|---:|---:|---:|---:|---:|---|---:|---:|"]
-    for model in [m for m in MODEL_ORDER if m in models]:
+    for model in in_table_order(models):
         mine = [r for r in rows if r["model"] == model]
         if not mine:
             continue
@@ -156,7 +168,7 @@ def three_way_facts(rows: list, models) -> str:
             c_gain = f"{statistics.mean(gains):+.1f}" if gains else "–"
             d = originals_gains(mine)
             a_gap = f"{statistics.mean(d):+.1f} [{min(d):+.1f}, {max(d):+.1f}]" if d else "–"
-        lines.append(f"| {NAMES[model]} | {len(mine)} | {statistics.mean(b):.3f} | "
+        lines.append(f"| {model_label(model)} | {len(mine)} | {statistics.mean(b):.3f} | "
                      f"{below} of {len(mine)} | {c_last} | {c_gain} | {a_gap} | "
                      f"{_median(walls, '{:.0f} s')} | "
                      f"{_median(trains, '{:.0f} s')} |")
@@ -213,7 +225,7 @@ def coverage(args, rows: list) -> str:
     some are missing, what each missing one is (not run, started, diverged) and the commands
     that complete the table."""
     have = {(r["model"], str(r["abnormal_class"]), int(r["seed"])) for r in rows}
-    models = [m for m in MODEL_ORDER if m in args.models]
+    models = in_table_order(args.models)
     total = len(models) * len(args.classes) * len(args.seeds)
     found = sum((m, c, s) in have for m in models for c in args.classes for s in args.seeds)
     shape = " x ".join(f"{n} {one if n == 1 else many}" for n, one, many in (
@@ -254,7 +266,7 @@ def coverage(args, rows: list) -> str:
                          + " not run")
         complete = ((("seeds " if len(full) > 1 else "seed ") + ",".join(map(str, full))
                      + " complete") if full else "no seed complete")
-        parts.append(f"{NAMES[model]}: " + "; ".join([complete, *notes]))
+        parts.append(f"{model_label(model)}: " + "; ".join([complete, *notes]))
         if rerun:
             commands.append(command([*base, f"--models={model}",
                                      f"--seeds={','.join(map(str, rerun))}"]))

@@ -73,7 +73,8 @@ from experiments.results.table2_eval_modes import study_if_requested
 from experiments.results.table2_record import (BUDGETS, FITTED, flag_differences, home_as_tilde,
                                                legacy_workdir, model_workdir, read_record, row_of,
                                                run_flags, run_workdir)
-from experiments.results.table2_report import MODEL_ORDER, PAPER, PAPER_CLASSES, write_outputs
+from experiments.results.table2_report import PAPER, PAPER_CLASSES, write_outputs
+from sagan_jax import methods
 from sagan_jax.config import Config
 
 
@@ -310,8 +311,9 @@ def parse_args(argv=None):
         if not values or len(set(values)) < len(values):
             p.error(f"--{name}={','.join(map(str, values))}: give distinct values, at least one")
     for m in args.models:
-        if m not in PAPER:
-            p.error(f"--models: {m!r} is not one of {', '.join(MODEL_ORDER)}")
+        if m not in methods.names():
+            p.error(f"--models: {m!r} is not one of {', '.join(methods.names())} (the "
+                    "registered models)")
     if args.eval_modes and (not em_model or not args.eval_modes_classes
                             or em_model not in args.models
                             or any(c not in args.classes for c in args.eval_modes_classes)):
