@@ -30,6 +30,7 @@ import jax
 import jax.numpy as jnp
 
 from sagan_jax import methods
+from sagan_jax.config import ConfigError
 
 log = logging.getLogger("sagan_jax")
 MODEL_FILE, META_FILE, SAVED_MODEL_DIR = "model.jaxexport", "model.json", "saved_model"
@@ -75,8 +76,6 @@ def export_function(cfg, variables):
 def import_tensorflow():
     """TensorFlow, kept quiet and off the accelerators (they belong to JAX), for
     --export_savedmodel only. ConfigError naming the fix when it does not import."""
-    from sagan_jax.config import ConfigError
-
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
     try:

@@ -289,8 +289,6 @@ def main(argv):
     signal.signal(signal.SIGINT, request_interrupt)  # recorded too: see training/errors.py
     try:
         # before anything (score mode reads its checkpoint's flags) starts JAX's backend
-        from sagan_jax.devices import configure
-
         try:
             configure(host_devices_asked(FLAGS.host_devices, FLAGS.num_processes),
                       FLAGS.batch_size, FLAGS.eval_batch_size)
