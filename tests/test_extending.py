@@ -131,8 +131,10 @@ def test_registered_dataset_and_metric_in_a_run(dataset_example, metric_example,
                  progress=False)
     result = train(cfg)
     with open(tmp_path / "metrics.json") as f:
-        record = json.load(f)["history"][-1]
+        saved = json.load(f)
+    record = saved["history"][-1]
     assert record == result["history"][-1]
+    assert saved["tpr_at_threshold"] == record["test_tpr_at_threshold"]  # the result too
     abnormal = [row for row in _csv(tmp_path / "test_scores.csv") if row["label"] == "1"]
     want = np.mean([float(row["raw_score"]) > record["test_threshold"] for row in abnormal])
     assert len(abnormal) == 16 and record["test_tpr_at_threshold"] == want

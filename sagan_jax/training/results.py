@@ -9,6 +9,8 @@ import resource
 
 import numpy as np
 
+from sagan_jax.training import metrics
+
 TEST_SELECTED = "selected on the test set (the paper's protocol); not the result"
 VAL_SELECTED = ("the scored epoch with the lowest mean score on the validation normals "
                 "(--val_fraction); chosen without the test set")
@@ -71,6 +73,9 @@ def summarise_history(history: list) -> dict:
     for key in ("pixel_auc", "pixel_aupro", "auc_per_class", "auc_per_defect"):
         if f"test_{key}" in final:
             out[key] = final[f"test_{key}"]
+    for name in metrics.names():  # any other registered metric, under its own name
+        if f"test_{name}" in final and name not in out and name not in ("auc_r", "auc_lat"):
+            out[name] = final[f"test_{name}"]
     with_val = [r for r in scored if r.get("val_score_mean") is not None]
     if with_val:  # chosen without the test set: lowest mean score on validation normals
         chosen = min(with_val, key=lambda r: r["val_score_mean"])
