@@ -96,7 +96,7 @@ def table(r: dict) -> str:
     ]
     if r.get("decode") is not None:
         rate, n, dt = r["decode"]
-        rows.append(f"| decode JPEG folder -> uint8 (tf.data, parallel) | {rate:,.0f} | "
+        rows.append(f"| decode JPEG folder -> uint8 (Pillow, a thread pool) | {rate:,.0f} | "
                     f"{n:,} images of the shared CIFAR-10 JPEG copy in {dt:.1f} s, once per run |")
     else:
         rows.append("| decode JPEG folder | not measured | --data_root missing |")
@@ -107,7 +107,8 @@ def table(r: dict) -> str:
     rows.append(f"| feed: order + gather on the device, later epochs (median of "
                 f"{len(feed) - 1}) | "
                 f"{later:,.0f} | the steady state the training loop sees |")
-    rows.append(f"| training step (default model, ngf={r['ngf']}, 32x32, batch {r['batch']}) | "
+    rows.append(f"| training step (default model, ngf={r['ngf']}, 32x32, batch {r['batch']}, one "
+                "device) | "
                 f"{r['step']:,.1f} | median of {r['steps']} steps after 2 warm-up steps "
                 f"({r['warm']:.0f} s, compile included) |")
     ratio = later / r["step"]
