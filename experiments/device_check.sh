@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# One prepared check of sagan_jax on a GPU machine: an NVIDIA H200 with its
-# preinstalled Python (jax, flax, optax, orbax, torch; no tensorflow, no network), reached
-# through the session's device tool with the working tree and `carry`d files (<= 64 MiB).
+# One prepared check of sagan_jax on a GPU machine (an NVIDIA H100 or H200, say) whose Python
+# has jax with CUDA, flax, optax, orbax and torch, possibly without tensorflow or a network:
+# copy the repository there with workdirs/device_carry (made by --prepare) and run it.
 #
 # Stages (each under its own time limit, so a slow stage cannot eat the others' time; a
 # stage's failure is recorded, never fatal):
@@ -19,14 +19,13 @@
 #   5 paper       one paper-protocol class: CIFAR-10 (the shared JPEG copy, image_folder),
 #                 bird abnormal, 45,000 normal training images, 15 epochs: wall time and AUC
 # Everything goes to $OUT/device_check.log; results to $OUT/device_check.json and .md, with
-# tests.xml, frameworks.jsonl, bench_runs.json and paper_metrics.json beside them (7 files:
-# the device tool returns at most 8). Planned end times sum to DEVICE_CHECK_BUDGET_S (470 s).
+# tests.xml, frameworks.jsonl, bench_runs.json and paper_metrics.json beside them (7 files).
+# Planned end times sum to DEVICE_CHECK_BUDGET_S (470 s), so it fits a 10-minute slot.
 #
 # Usage
 #   bash experiments/device_check.sh --prepare   # here: copy the CIFAR-10 archive (and the
 #                                                # tensorboardX wheel) to workdirs/device_carry
-#   then the device tool: run(command="bash experiments/device_check.sh",
-#                             carry=["workdirs/device_carry"], timeout_s=600)
+#   bash experiments/device_check.sh             # on the GPU machine, in the copied repository
 #   bash experiments/device_check.sh --smoke     # the same stages on this CPU at tiny sizes
 #                                                # (tests/test_device_check.py runs it)
 # Options: --archive PATH (CIFAR-10 JPEG tar.gz), --out DIR (default $OUT, else
@@ -62,7 +61,7 @@ find_archive() {
   return 1
 }
 
-# --- prepare (on the development machine, before calling the device tool) -------------------
+# --- prepare (on the development machine, before copying the repository to the GPU one) -----
 if [ "$MODE" = prepare ]; then
   mkdir -p "$CARRY/wheels"
   src=$(ARCHIVE="$ARCHIVE" find_archive) || { echo "device_check: no cifar10_jpg.tar.gz found (pass --archive)" >&2; exit 2; }
@@ -72,7 +71,7 @@ if [ "$MODE" = prepare ]; then
   "$PY" -m pip download -q --no-deps --only-binary=:all: -d "$CARRY/wheels" tensorboardX==2.6.5 \
     || echo "device_check: could not fetch the tensorboardX wheel; tests that log to TensorBoard will fail there" >&2
   du -sh "$CARRY"
-  echo "now: run(command=\"bash experiments/device_check.sh\", carry=[\"$CARRY\"], timeout_s=600)"
+  echo "now copy the repository with $CARRY to the GPU machine and run bash experiments/device_check.sh there"
   exit 0
 fi
 
@@ -251,125 +250,9 @@ run_stage tests env JAX_PLATFORMS="$TEST_PLATFORM" "$PY" -m pytest -q -p no:cach
   -rfE --junitxml="$OUTDIR/tests.xml" "${TESTS[@]}"
 
 # --- stage 2: JAX vs PyTorch, one step ---------------------------------------------------------
-cat >"$WORK/frameworks.py" <<'EOF'
-"""Stage 2: per (kernels_per_layer, framework) one worker process: setup, first step (JAX:
-compilation), first scoring batch, one warm-up step, then --repeats blocks of --steps training
-steps and --eval_batches scoring batches, synced at the end of each block; medians. JAX: the
-worker of experiments/benchmarks/bench_train.py (jit, donated state, the project's optimisers). PyTorch:
-sagan_jax.torch_ref.TorchTrainer with G and D moved to the GPU (one host sync per step: the
-reference step reads L_D for the re-initialisation rule)."""
-import argparse, json, os, resource, statistics, subprocess, sys, time
-
-ap = argparse.ArgumentParser()
-ap.add_argument("--fw")
-ap.add_argument("--kpl", type=int)
-ap.add_argument("--kpls", default="2,1")
-ap.add_argument("--ngf", type=int, default=64)
-ap.add_argument("--isize", type=int, default=32)
-ap.add_argument("--batch", type=int, default=64)
-ap.add_argument("--steps", type=int, default=20)
-ap.add_argument("--eval_batches", type=int, default=20)
-ap.add_argument("--repeats", type=int, default=3)
-ap.add_argument("--frameworks", default="jax,torch")
-ap.add_argument("--dsc_impl", default="auto")
-ap.add_argument("--out", required=True)
-a = ap.parse_args()
-
-if a.fw is None:  # driver: one process per (kpl, framework), alternating which goes first
-    for i, kpl in enumerate(int(k) for k in a.kpls.split(",")):
-        fws = [f for f in a.frameworks.split(",") if f]
-        for fw in (fws if i % 2 == 0 else fws[::-1]):
-            argv = [sys.executable, __file__, *sys.argv[1:], "--fw", fw, "--kpl", str(kpl)]
-            t0 = time.time()
-            p = subprocess.run(argv, capture_output=True, text=True)
-            sys.stderr.write(p.stderr[-3000:])
-            line = {"fw": fw, "kpl": kpl, "error": f"exit {p.returncode}: "
-                    + (p.stderr.strip().splitlines() or ["?"])[-1][:300]}
-            for out_line in p.stdout.splitlines():
-                if out_line.startswith("{"):
-                    line = json.loads(out_line)
-            line["process_wall_s"] = round(time.time() - t0, 1)
-            print(json.dumps(line), flush=True)
-            with open(a.out, "a") as f:
-                f.write(json.dumps(line) + "\n")
-    sys.exit(0)
-
-from sagan_jax.config import Config
-
-cfg = Config(batch_size=a.batch, eval_batch_size=a.batch, ngf=a.ngf, ndf=a.ngf, isize=a.isize,
-             progress=False, kernels_per_layer=a.kpl, dsc_impl=a.dsc_impl)
-if a.fw == "jax":
-    import jax
-    from experiments.benchmarks.bench_train import jax_worker
-
-    info, train, evaluate = jax_worker(cfg)
-    info.update(device=str(jax.devices()[0]), dsc_impl=cfg.dsc_impl,
-                device_kind=jax.devices()[0].device_kind)
-
-    def peak_device_mb():
-        stats = jax.local_devices()[0].memory_stats() or {}
-        return round(stats["peak_bytes_in_use"] / 2**20, 1) if "peak_bytes_in_use" in stats else None
-else:
-    import numpy as np
-    import torch
-    from sagan_jax.torch_ref import TorchTrainer
-
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    torch.manual_seed(cfg.seed)
-    t0 = time.perf_counter()
-    trainer = TorchTrainer(cfg)
-    trainer.g.to(device)  # in place: the optimisers keep the same parameter objects
-    trainer.d.to(device)
-    x = torch.from_numpy(np.random.default_rng(0).uniform(
-        -1, 1, (a.batch, 3, a.isize, a.isize)).astype(np.float32)).to(device)
-    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
-    sync()
-    info = {"torch": torch.__version__, "threads": torch.get_num_threads(),
-            "setup_s": time.perf_counter() - t0, "device": device,
-            "device_name": torch.cuda.get_device_name(0) if device == "cuda" else "cpu",
-            "cudnn_allow_tf32": torch.backends.cudnn.allow_tf32,
-            "matmul_allow_tf32": torch.backends.cuda.matmul.allow_tf32,
-            "cudnn_benchmark": torch.backends.cudnn.benchmark}
-
-    def train(n):
-        for _ in range(n):
-            trainer.step(x)
-        sync()
-
-    def evaluate(n):
-        for _ in range(n):
-            trainer.score(x)
-        sync()
-
-    def peak_device_mb():
-        return round(torch.cuda.max_memory_allocated() / 2**20, 1) if device == "cuda" else None
-
-
-def timed(fn, n):
-    t = time.perf_counter()
-    fn(n)
-    return time.perf_counter() - t
-
-
-res = {"fw": a.fw, "kpl": a.kpl, "ngf": a.ngf, "batch": a.batch, "isize": a.isize,
-       "setup_s": round(info["setup_s"], 2), "info": info}
-res["first_step_s"] = round(timed(train, 1), 2)
-res["first_eval_s"] = round(timed(evaluate, 1), 2)
-timed(train, 1)  # warm-up
-tr, ev = [], []
-for _ in range(a.repeats):
-    tr.append(timed(train, a.steps) / a.steps)
-    ev.append(timed(evaluate, a.eval_batches) / a.eval_batches)
-res.update(train_ms_per_step=round(1000 * statistics.median(tr), 2),
-           train_img_per_s=round(a.batch / statistics.median(tr), 1),
-           eval_img_per_s=round(a.batch / statistics.median(ev), 1),
-           peak_rss_mb=round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 0),
-           peak_device_mb=peak_device_mb())
-print(json.dumps(res), flush=True)
-EOF
 : >"$OUTDIR/frameworks.jsonl"
 if [ "$HAVE_TORCH" = 1 ]; then FWS=jax,torch; else FWS=jax; echo "torch is not installed: stage frameworks runs JAX only"; fi
-run_stage frameworks "$PY" "$WORK/frameworks.py" "${FW_ARGS[@]}" --frameworks "$FWS" \
+run_stage frameworks "$PY" "$ROOT/experiments/device/frameworks.py" "${FW_ARGS[@]}" --frameworks "$FWS" \
   --out "$OUTDIR/frameworks.jsonl"
 
 # --- stage 3: the run axis -----------------------------------------------------------------------
@@ -392,107 +275,7 @@ else
 fi
 
 # --- report ------------------------------------------------------------------------------------
-"$PY" - "$MODE" "$WORK" "$OUTDIR" "$T0" "$BUDGET" <<'EOF'
-import json, os, sys, time
-
-mode, work, out, t0, budget = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]), int(sys.argv[5])
-stages = []
-for line in open(os.path.join(work, "stages.tsv")):
-    name, status, rc, secs, note = (line.rstrip("\n").split("\t") + [""] * 5)[:5]
-    stages.append({"stage": name, "status": status, "rc": rc, "seconds": int(secs), "note": note})
-rep = {"mode": mode, "date_utc": time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(t0)),
-       "total_s": int(time.time()) - t0, "budget_s": budget, "stages": stages}
-
-
-def load(path, default=None):
-    try:
-        with open(path) as f:
-            return json.load(f)
-    except (OSError, ValueError):
-        return default
-
-
-rep["info"] = load(os.path.join(work, "info.json"), {})
-# tests: counts from the junit XML
-try:
-    import xml.etree.ElementTree as ET
-    suite = ET.parse(os.path.join(out, "tests.xml")).getroot()
-    suite = suite if suite.tag == "testsuite" else suite.find("testsuite")
-    rep["tests"] = {k: int(suite.get(k, 0)) for k in ("tests", "failures", "errors", "skipped")}
-    rep["tests"]["failed"] = [f"{c.get('classname')}::{c.get('name')}" for c in suite.iter("testcase")
-                              if c.find("failure") is not None or c.find("error") is not None]
-except Exception as e:  # noqa: BLE001
-    # no junit XML (the stage timed out): the per-test lines of pytest -v in the log
-    import re
-    lines = open(os.path.join(out, "device_check.log"), errors="replace").read().splitlines()
-    res = [m.groups() for m in (re.match(r"^(tests/\S+::\S+) (PASSED|FAILED|ERROR|SKIPPED)", l)
-                                for l in lines) if m]
-    rep["tests"] = {"error": f"no junit XML ({type(e).__name__}); counted from the log",
-                    "passed": sum(r[1] == "PASSED" for r in res),
-                    "failed": [r[0] for r in res if r[1] in ("FAILED", "ERROR")]}
-fw = []
-if os.path.exists(os.path.join(out, "frameworks.jsonl")):
-    fw = [json.loads(l) for l in open(os.path.join(out, "frameworks.jsonl")) if l.strip()]
-rep["frameworks"] = fw
-runs = load(os.path.join(out, "bench_runs.json"))
-rep["run_axis"] = runs and {"results": runs.get("results"), "skipped": runs.get("skipped")}
-# paper: metrics.json, or the epochs finished before the stage's time ran out
-pw = os.path.join(work, "paper")
-paper = load(os.path.join(pw, "metrics.json"))
-if paper is None and os.path.exists(os.path.join(pw, "metrics.jsonl")):
-    epochs = []
-    for l in open(os.path.join(pw, "metrics.jsonl")):
-        try:
-            r = json.loads(l)
-        except ValueError:
-            continue
-        if r.get("kind") == "epoch":
-            epochs.append(r)
-    paper = {"partial": True, "epochs_finished": len(epochs), "history": epochs}
-if paper is not None:
-    with open(os.path.join(out, "paper_metrics.json"), "w") as f:
-        json.dump(paper, f, indent=1)
-    keep = ("auc", "ap", "f1", "threshold", "f1_oracle", "last_epoch", "epochs", "wall_time_s",
-            "time_to_first_step_s", "peak_host_memory_mb", "peak_device_memory_mb", "partial",
-            "epochs_finished", "data", "devices")
-    rep["paper"] = {k: paper[k] for k in keep if k in paper}
-    hist = paper.get("history") or []
-    rep["paper"]["train_img_per_s_by_epoch"] = [r.get("train_img_per_s") for r in hist]
-    rep["paper"]["test_auc_by_epoch"] = [r.get("test_auc") for r in hist]
-    rep["paper"]["stage_seconds"] = next((s["seconds"] for s in stages if s["stage"] == "paper"), None)
-with open(os.path.join(out, "device_check.json"), "w") as f:
-    json.dump(rep, f, indent=1)
-
-L = [f"# device_check ({mode}), {rep['date_utc']} UTC", "",
-     f"Total {rep['total_s']} s (budget {budget} s). " + ", ".join(
-         f"{k} {v}" for k, v in rep["info"].items() if k in ("jax_backend", "jax_device_kind", "torch_device", "python")),
-     "", "| stage | status | exit | seconds | note |", "|---|---|---:|---:|---|"]
-L += [f"| {s['stage']} | {s['status']} | {s['rc']} | {s['seconds']} | {s['note']} |" for s in stages]
-t = rep["tests"]
-L += ["", f"Tests: {t}"]
-if fw:
-    L += ["", "| framework | kernels_per_layer | device | train ms/step | train img/s | eval img/s | setup s | first step s | first eval s | peak device MB | peak RSS MB |",
-          "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
-    for r in fw:
-        if "error" in r:
-            L.append(f"| {r['fw']} | {r['kpl']} | failed: {r['error']} | | | | | | | | |")
-            continue
-        dev = r["info"].get("device_name") or r["info"].get("device")
-        L.append(f"| {r['fw']} | {r['kpl']} | {dev} | {r['train_ms_per_step']} | {r['train_img_per_s']} | "
-                 f"{r['eval_img_per_s']} | {r['setup_s']} | {r['first_step_s']} | {r['first_eval_s']} | "
-                 f"{r['peak_device_mb']} | {r['peak_rss_mb']} |")
-md = os.path.join(work, "bench_runs.md")
-if os.path.exists(md):
-    L += ["", "## Run axis (experiments.benchmarks.bench_runs)", "", open(md).read()]
-md = os.path.join(work, "control_flow.md")
-if os.path.exists(md):
-    L += ["", "## The step inside control flow (experiments.benchmarks.bench_control_flow)", "", open(md).read()]
-if "paper" in rep:
-    L += ["", "## Paper protocol, one class (bird), CIFAR-10 JPEG copy", "", json.dumps(rep["paper"])]
-with open(os.path.join(out, "device_check.md"), "w") as f:
-    f.write("\n".join(L) + "\n")
-print("\n".join(L))
-EOF
+"$PY" "$ROOT/experiments/device/report.py" "$MODE" "$WORK" "$OUTDIR" "$T0" "$BUDGET"
 echo "device_check: done in $(( $(date +%s) - T0 ))s; results in $OUTDIR/device_check.json and .md"
 if awk -F'\t' '$2 == "failed" || $2 == "timed_out" {f = 1} END {exit !f}' "$STAGES"; then exit 1; fi
 exit 0
