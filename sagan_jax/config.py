@@ -246,6 +246,7 @@ class _Registries:
     dataset_names = staticmethod(lambda: ())
     dataset_classes = staticmethod(lambda name: None)
     needs_data_root = staticmethod(lambda name: False)
+    unused_by_dataset = staticmethod(lambda cfg: {})
 
 
 def use_model_registry(names, validate, unused) -> None:
@@ -256,13 +257,14 @@ def use_model_registry(names, validate, unused) -> None:
     _Registries.unused_by_model = staticmethod(unused)
 
 
-def use_dataset_registry(names, classes, needs_data_root) -> None:
+def use_dataset_registry(names, classes, needs_data_root, unused) -> None:
     """Called by sagan_jax.data.registry: ``names()`` lists the datasets, ``classes(name)``
     their known class names (None: any), ``needs_data_root(name)`` whether --data_root is
-    required."""
+    required, ``unused(cfg)`` {flag: why} of the data flags the dataset does not read."""
     _Registries.dataset_names = staticmethod(names)
     _Registries.dataset_classes = staticmethod(classes)
     _Registries.needs_data_root = staticmethod(needs_data_root)
+    _Registries.unused_by_dataset = staticmethod(unused)
 
 
 def dataset_names() -> tuple:
@@ -365,18 +367,9 @@ def validate(cfg: Config) -> None:
     _Registries.validate_model(cfg)
 
 
-# Flags read only by some datasets, models or modes: (flag, predicate "unused for cfg", why).
+# Flags read only in some modes: (flag, predicate "unused for cfg", why). The flags of some
+# datasets or models only come from their registries (their entries' options and ignores).
 _USE = (
-    ("data_root", lambda c: not _Registries.needs_data_root(c.dataset), lambda c: f"by --dataset={c.dataset}"),
-    ("data_dir", lambda c: c.dataset not in ("cifar10", "anomaly_folder"),
-     lambda c: f"by --dataset={c.dataset}"),
-    ("download", lambda c: c.dataset != "cifar10", lambda c: f"by --dataset={c.dataset}"),
-    ("digits_test_fraction", lambda c: c.dataset != "digits",
-     lambda c: f"by --dataset={c.dataset}"),
-    ("protocol", lambda c: c.dataset in ("digits", "anomaly_folder"),
-     lambda c: f"by --dataset={c.dataset} (it has one fixed test set)"),
-    ("abnormal_class", lambda c: c.dataset == "anomaly_folder",
-     lambda c: "by --dataset=anomaly_folder (abnormal images are in their own folders)"),
     ("input", lambda c: c.mode != "score", lambda c: f"in --mode={c.mode}"),
     ("max_pictures", lambda c: c.mode not in ("score", "eval"), lambda c: f"in --mode={c.mode}"),
     ("output", lambda c: c.mode != "score", lambda c: f"in --mode={c.mode}"),
@@ -390,6 +383,7 @@ def unused_flags(cfg: Config, given) -> list:
     """(flag, why) for each flag in ``given`` that ``cfg``'s dataset, model (its spec's options
     and ignores) or mode ignores, in field order."""
     found = {name: why(cfg) for name, unused, why in _USE if name in given and unused(cfg)}
-    found.update({k: v for k, v in _Registries.unused_by_model(cfg).items() if k in given})
+    for unused in (_Registries.unused_by_dataset(cfg), _Registries.unused_by_model(cfg)):
+        found.update({k: v for k, v in unused.items() if k in given})
     order = [f.name for f in dataclasses.fields(Config)]
     return sorted(found.items(), key=lambda item: order.index(item[0]))

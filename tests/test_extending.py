@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from sagan_jax import data, methods
-from sagan_jax.config import Config, ConfigError
+from sagan_jax.config import Config, ConfigError, unused_flags
 from sagan_jax.data import load_data, registry as datasets
 from sagan_jax.methods.summary import summary_text
 from sagan_jax.training import metrics
@@ -94,6 +94,9 @@ def test_registered_dataset_validates_and_loads(dataset_example):
     with pytest.raises(ConfigError, match="'red' is not a class of noise; choose one of: "
                                           "dark, bright"):
         Config(dataset="noise", abnormal_class="red")
+    # the flags of other datasets are named as changing nothing for this one
+    assert unused_flags(cfg, {"download", "digits_test_fraction", "seed"}) == [
+        ("digits_test_fraction", "by --dataset=noise"), ("download", "by --dataset=noise")]
     d = load_data(cfg)  # the normal data path: training subset, then validation split
     assert d.name == "noise(abnormal=bright)"
     assert (len(d.train), len(d.val), len(d.test)) == (30, 10, 32)

@@ -25,11 +25,19 @@ class DatasetSpec:
     """One ``--dataset``: ``load(cfg)`` returns its AnomalyData as its protocol defines it (no
     training subset, no validation split: load_data applies those). ``classes``: the names an
     ``--abnormal_class`` must be one of (None: any, e.g. read from disk); ``needs_data_root``:
-    whether ``--data_root`` must name its folder."""
+    whether ``--data_root`` must name its folder (and so reads it). ``options``: the flags of
+    some datasets only (--data_dir, --download, ...) that this one reads; ``ignores``:
+    {flag: why} of common data flags it does not read. A passed flag a dataset does not read
+    is named as changing nothing."""
     name: str
     load: Callable[..., AnomalyData]
     classes: Optional[tuple] = None
     needs_data_root: bool = False
+    options: tuple = ()
+    ignores: dict = dataclasses.field(default_factory=dict)
+
+    def reads(self) -> tuple:
+        return self.options + (("data_root",) if self.needs_data_root else ())
 
 
 def _digits(cfg) -> AnomalyData:
@@ -52,10 +60,13 @@ def _anomaly_folder(cfg) -> AnomalyData:
 
 
 REGISTRY = {spec.name: spec for spec in (
-    DatasetSpec("digits", _digits, classes=DIGIT_CLASSES),
-    DatasetSpec("cifar10", _cifar10, classes=CIFAR10_CLASSES),
+    DatasetSpec("digits", _digits, classes=DIGIT_CLASSES, options=("digits_test_fraction",),
+                ignores={"protocol": "it has one fixed test set"}),
+    DatasetSpec("cifar10", _cifar10, classes=CIFAR10_CLASSES, options=("data_dir", "download")),
     DatasetSpec("image_folder", _image_folder, needs_data_root=True),
-    DatasetSpec("anomaly_folder", _anomaly_folder, needs_data_root=True),
+    DatasetSpec("anomaly_folder", _anomaly_folder, needs_data_root=True, options=("data_dir",),
+                ignores={"protocol": "it has one fixed test set",
+                         "abnormal_class": "abnormal images are in their own folders"}),
 )}
 
 
@@ -89,4 +100,14 @@ def needs_data_root(name: str) -> bool:
     return spec is not None and spec.needs_data_root
 
 
-use_dataset_registry(names, classes_of, needs_data_root)
+def unused_flags(cfg) -> dict:
+    """{flag: why} of the data flags ``cfg.dataset`` does not read: other datasets' options
+    and the common flags its entry ignores."""
+    spec = get(cfg.dataset)
+    out = {name: f"by --dataset={cfg.dataset}" for other in REGISTRY.values()
+           for name in other.reads() if name not in spec.reads()}
+    out.update({name: f"by --dataset={cfg.dataset} ({why})" for name, why in spec.ignores.items()})
+    return out
+
+
+use_dataset_registry(names, classes_of, needs_data_root, unused_flags)
