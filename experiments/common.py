@@ -44,8 +44,9 @@ class FlagError(ValueError):
 
 def is_fitted(model: str) -> bool:
     """Whether --model=MODEL is fitted in one call (no training loop, BatchNorm or epochs):
-    its registered spec says so (PCA and kNN among the built-in models)."""
-    return methods.get(model).fit is not None
+    its registered spec says so (PCA and kNN among the built-in models; a name registered in
+    no spec, e.g. read from an old record, is not)."""
+    return model in methods.names() and methods.get(model).fit is not None
 
 
 def flagfile(name: str) -> str:

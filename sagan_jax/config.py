@@ -138,7 +138,7 @@ class Config:
     input: Optional[str] = flag(None, '--mode=score: an image file or a folder of images to score', "scoring_io", score="line")
     output: Optional[str] = flag(None, '--mode=score: CSV path (default WORKDIR/scores.csv); the anomaly maps go to the folder <CSV path without .csv>_maps', "scoring_io", score="line")
     export_savedmodel: bool = flag(False, '--mode=export: also write WORKDIR/export/saved_model, a TensorFlow SavedModel of the same scoring function through jax2tf (signature serving_default: uint8 images -> score, map; any batch size), for serving stacks that want one; needs TensorFlow (pip install ".[tfds]")', "scoring_io", score="line")
-    max_pictures: int = flag(200, '--mode=score and --mode=eval: at most this many overlay pictures (image, anomaly map, decision, score, mask outline) into overlays/ beside the CSV; the first ones in input order, the rest named in the log; 200 covers a usual test set (an MVTec AD category) without writing thousands of files from a large folder by accident; 0 = none', "scoring_io", score="line")
+    max_pictures: int = flag(200, '--mode=score and --mode=eval: at most this many overlay pictures (image, anomaly map, decision, score, mask outline): score mode into <csv name>_overlays/ beside the CSV, eval into WORKDIR/overlays/; the first ones in input order, the rest named in the log; 200 covers a usual test set (an MVTec AD category) without writing thousands of files from a large folder by accident; 0 = none', "scoring_io", score="line")
 
     def __post_init__(self):
         validate(self)

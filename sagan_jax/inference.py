@@ -37,7 +37,7 @@
   its image's score, never depend on what else is scored with it (beyond float rounding: a
   short batch is padded only as far as data.pipeline.padded_batch_size).
 - **Overlays** (sagan_jax.overlays): the image with its map blended in, the decision and score
-  in the corner, into ``overlays/`` beside the CSV (same file names as the maps), at most
+  in the corner, into ``<csv name>_overlays/`` beside the CSV (same file names as the maps), at most
   ``--max_pictures`` (the first in input order; how many were not drawn is logged).
 - The scoring itself is sagan_jax.api.Detector's (the Python API).
 - The decision threshold and the normalisation range were fixed at training time on normal

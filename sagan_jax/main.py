@@ -311,8 +311,7 @@ def main(argv):
                 errno.EROFS: "choose a writable --workdir/--output",
                 errno.EACCES: "choose a folder you can write",
                 errno.EPERM: ("the folder may not be changed (permissions or an immutable "
-                              "flag); choose one you can write (the API's "
-                              "Detector.export(folder) writes an export anywhere)"),
+                              "flag); choose one you can write"),
                 errno.EDQUOT: "free some space or choose another --workdir"}.get(
                     e.errno, "check the path and try again")
         fail(f"{e.strerror}{where}; {hint}")

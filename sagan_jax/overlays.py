@@ -86,11 +86,15 @@ def replace_folder(new: str, old: str) -> None:
 def write_overlays(folder: str, images, maps, scores, abnormal, vmax: float, names,
                    masks=None, max_pictures: int = 200) -> dict:
     """Overlay pictures of the first ``max_pictures`` images into ``folder``, which they
-    replace whole (no picture of an earlier call remains beside them; with 0 pictures the
-    folder goes); {"folder", "written", "not_drawn"}. The images not drawn are counted in the
-    log."""
+    replace whole (no picture of an earlier call remains beside them); {"folder", "written",
+    "not_drawn"}, or None with 0 pictures (then the folder goes). The images not drawn are
+    counted in the log."""
     n = len(images)
     k = min(n, max(int(max_pictures), 0))
+    if k == 0:  # none asked for: no folder, and none left from an earlier call
+        shutil.rmtree(folder, ignore_errors=True)
+        log.info("no overlay pictures (--max_pictures=%d)", max_pictures)
+        return None
     fresh = f"{folder}.tmp{os.getpid()}"
     shutil.rmtree(fresh, ignore_errors=True)
     os.makedirs(fresh)
@@ -99,10 +103,7 @@ def write_overlays(folder: str, images, maps, scores, abnormal, vmax: float, nam
             pic = render(images[i], maps[i], vmax, bool(abnormal[i]), float(scores[i]),
                          None if masks is None else masks[i])
             Image.fromarray(pic).save(os.path.join(fresh, names[i]))
-        if k:
-            replace_folder(fresh, folder)
-        elif os.path.isdir(folder):
-            shutil.rmtree(folder)
+        replace_folder(fresh, folder)
     finally:  # an error or Ctrl-C leaves no half-written folder behind
         shutil.rmtree(fresh, ignore_errors=True)
     if k < n:

@@ -19,7 +19,7 @@ log = logging.getLogger("sagan_jax")
 # ---- scoring --------------------------------------------------------------------------------
 def score_new_images(cfg) -> dict:
     """--mode=score: the CSV, one map PNG per scored image and up to --max_pictures overlays
-    (sagan_jax.overlays) in ``overlays/`` beside the CSV; the scoring is sagan_jax.api's."""
+    (sagan_jax.overlays) in ``<csv name>_overlays/``; the scoring is sagan_jax.api's."""
     cfg = cfg.replace(eval_batch_stats=False)  # per-image scores: running averages only
     out_csv, map_dir = output_paths(cfg)
     files, unfollowed = input_files(cfg.input)

@@ -122,6 +122,12 @@ def test_registered_metric_is_recorded(metric_example):
     assert "tpr_at_threshold" not in metrics_from_scores(cfg, split, r, np.zeros_like(r))
     with pytest.raises(ValueError, match="registered already"):
         metrics.register("tpr_at_threshold", lambda labels, scores, ctx: 0.0)
+    # a name the results use for something else is refused, not overwritten
+    with pytest.raises(ValueError) as e:
+        metrics.register("scores", lambda labels, scores, ctx: 0.0)
+    assert str(e.value) == ("metric 'scores' would overwrite the result's own 'scores'; choose "
+                            "another name")
+    assert "scores" not in metrics.names()
 
 
 def test_registered_dataset_and_metric_in_a_run(dataset_example, metric_example, tmp_path):

@@ -129,6 +129,8 @@ def test_eval_on_good_images_only_reports_fpr_and_bounds_overlays(doc_run, caplo
                for r in caplog.records)
     saved = json.loads((work / "eval.json").read_text())
     assert "auc" not in saved and saved["fpr_at_threshold"] == result["fpr_at_threshold"]
+    again = cli("--mode=eval", f"--workdir={work}", "--max_pictures=0", "--noprogress")
+    assert again.get("overlays") is None and not (work / "overlays").exists()  # none stale
     assert saved["threshold"] == json.loads((work / "metrics.json").read_text())["threshold"]
     assert saved["threshold_source"] == "validation normals" and saved["n_normal"] == 6
 

@@ -5,7 +5,7 @@ batches, synced at the end of each block; medians. JAX: the worker of
 experiments/benchmarks/bench_train.py (jit, donated state, the project's optimisers). PyTorch:
 sagan_jax.torch_ref.TorchTrainer with G and D moved to the GPU (one host sync per step: the
 reference step reads L_D for the re-initialisation rule)."""
-import argparse, json, os, resource, statistics, subprocess, sys, time
+import argparse, json, resource, statistics, subprocess, sys, time
 
 ap = argparse.ArgumentParser()
 ap.add_argument("--fw")

@@ -9,12 +9,9 @@ import json
 import os
 
 from experiments import common
-from sagan_jax import methods
 from sagan_jax.config import RUN_SPECIFIC, Config, flags_where
 
 
-# no training loop, no BatchNorm, no epochs: as the registered specs say
-FITTED = tuple(m for m in methods.names() if common.is_fitted(m))
 BUDGETS = {
     "paper": {"epochs": 15, "max_train_images": 0},
     "reduced": {"epochs": 3, "max_train_images": 4000, "ngf": 32},

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 from PIL import Image
-from sklearn.datasets import load_digits
 
 from sagan_jax import seeds
 from sagan_jax.data.base import AnomalyData, Split
@@ -23,6 +22,8 @@ def load_digits_anomaly(abnormal_class: str, isize: int, test_fraction: float, s
     """Digit ``abnormal_class`` is abnormal. Train: (1 - test_fraction) of the other digits;
     test: the rest of them (label 0) plus every image of the abnormal digit (label 1).
     The split is stratified by digit and seeded."""
+    from sklearn.datasets import load_digits  # scikit-learn (with SciPy) only when used
+
     ds = load_digits()
     target = ds.target.astype(np.int32)
     abnormal = int(abnormal_class)

@@ -5,8 +5,8 @@ no epoch re-reads or re-decodes a file. Training: each epoch is an exact seeded 
 into global batches (``epoch_order``; the remainder dropped, as PyTorch's drop_last=True), and
 the training program gathers each batch by index from the split's uint8 array on the device
 and converts it with ``to_float_np`` (sagan_jax.training.program): images reach the device once
-per run, and each step only its indices. Scoring: fixed-order batches, the last one padded only as far as
-``padded_batch_size``.
+per run, and each step only its indices. Scoring: fixed-order batches, the last one padded
+only as far as ``padded_batch_size``.
 """
 from __future__ import annotations
 

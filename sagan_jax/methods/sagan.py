@@ -152,7 +152,7 @@ SPEC = ModelSpec(
     description="SAGAN (the paper): CBAM-skip U-Net with DSCs, DCGAN discriminator",
     build=build, step=train_step, components=feature_components, final_score=weighted_score,
     score_formula=FEATURE_SCORE, flagfile="experiments/model_sagan.cfg", validate=validate,
-    describe=describe, variant=variant,
+    describe=describe, variant=variant, title="SAGAN",
     options=("use_dsc", "use_cbam", "kernels_per_layer", "dsc_impl", "pool_after_cbam",
              "dsc_autotune"),
 )

@@ -26,7 +26,7 @@ class ModelSpec:
         D keeps its training averages, e.g. EGBAD's joint D(x, z)).
     describe(cfg, counts) -> extra lines for ``--mode=summary``.
     variant(cfg) -> a few words on the options that shape this model's networks (the summary's
-        title).
+        title). title: the model's name in that title (default: its --model name).
     fit(cfg, train_images_u8) -> params: models without a training loop (PCA, kNN) are
         fitted in one call on the uint8 normal training images and return a flat dict of
         arrays; ``components`` then reads them as ``variables["g_params"]`` (the other three
@@ -50,6 +50,7 @@ class ModelSpec:
     recalibrate_d: bool = True
     describe: Optional[Callable] = None
     variant: Optional[Callable] = None
+    title: str = ""
     fit: Optional[Callable] = None
     checkpoint_flags: Optional[tuple] = None
     options: tuple = ()

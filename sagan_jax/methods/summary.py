@@ -30,7 +30,8 @@ def summary_text(cfg) -> str:
     adds (SAGAN: how the paper's Table 1 figures arose)."""
     spec = methods.get(cfg.model)
     c = param_counts(cfg)
-    title = f"{cfg.model} at isize {cfg.isize}, ngf {cfg.ngf}, ndf {cfg.ndf}, nz {cfg.nz}"
+    title = (f"{spec.title or cfg.model} at isize {cfg.isize}, ngf {cfg.ngf}, ndf {cfg.ndf}, "
+             f"nz {cfg.nz}")
     if spec.variant is not None:
         title += f" ({spec.variant(cfg)})"
     lines = [

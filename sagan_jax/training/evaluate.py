@@ -209,7 +209,10 @@ def evaluate_checkpoint(cfg, data) -> dict:
         result["threshold_source"] = calib["source"]
     result["scores_csv"] = write_scores_csv(os.path.join(cfg.workdir, "eval_scores.csv"),
                                             data.test, test)
-    if calib is not None and cfg.max_pictures:
+    if calib is not None and not cfg.max_pictures:  # none asked for: none left from before
+        overlays.write_overlays(os.path.join(cfg.workdir, "overlays"), [], [], [], [], 0.0, [],
+                                max_pictures=0)
+    elif calib is not None:
         k = min(cfg.max_pictures, len(data.test))  # maps of the pictures drawn only
         maps = pixel_maps(cfg, data.test.take(np.arange(k)), recon[:k], variables)
         paths = data.test.paths if data.test.paths is not None else [None] * len(data.test)

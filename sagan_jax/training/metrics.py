@@ -70,10 +70,18 @@ def normal_only(labels) -> bool:
 REGISTRY: dict = {}
 
 
+# Keys beside the metrics in a split's result, a run's metrics.json and eval.json: not names.
+RESERVED = ("scores", "r", "lat", "recon", "run", "epochs", "epoch", "step", "data", "flags",
+            "history", "threshold_source", "scores_csv", "overlays", "last_epoch")
+
+
 def register(name: str, metric: Callable) -> None:
     """Record ``metric(labels, scores, ctx)`` as ``test_<name>`` from now on."""
     if name in REGISTRY and REGISTRY[name] is not metric:
         raise ValueError(f"metric {name!r} is registered already; choose another name")
+    if name in RESERVED:
+        raise ValueError(f"metric {name!r} would overwrite the result's own {name!r}; choose "
+                         "another name")
     REGISTRY[name] = metric
 
 

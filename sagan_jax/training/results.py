@@ -36,6 +36,15 @@ def current_names(record: dict) -> dict:
     return out
 
 
+def _registered(final: dict, out: dict) -> dict:
+    """``out`` with every other registered metric of the record ``final`` under its own name
+    (one registered outside the package among them)."""
+    for name in metrics.names():
+        if f"test_{name}" in final and name not in out and name not in ("auc_r", "auc_lat"):
+            out[name] = final[f"test_{name}"]
+    return out
+
+
 def summarise_history(history: list) -> dict:
     """The reported result of a run: the LAST scored epoch's test metrics (f1 at the threshold
     calibrated on normal images, beside it), plus the best epoch on the test set and the
@@ -52,7 +61,7 @@ def summarise_history(history: list) -> dict:
                 out[name] = final[key]
         out.update(metrics_absent=final.get("test_metrics_absent"),
                    last_epoch=final["epoch"] + 1)
-        return out
+        return _registered(final, out)
     if not scored:
         raise ValueError("no epoch was scored on the test set")
     final, best = scored[-1], max(scored, key=lambda r: r["test_auc"])
@@ -73,9 +82,7 @@ def summarise_history(history: list) -> dict:
     for key in ("pixel_auc", "pixel_aupro", "auc_per_class", "auc_per_defect"):
         if f"test_{key}" in final:
             out[key] = final[f"test_{key}"]
-    for name in metrics.names():  # any other registered metric, under its own name
-        if f"test_{name}" in final and name not in out and name not in ("auc_r", "auc_lat"):
-            out[name] = final[f"test_{name}"]
+    _registered(final, out)
     with_val = [r for r in scored if r.get("val_score_mean") is not None]
     if with_val:  # chosen without the test set: lowest mean score on validation normals
         chosen = min(with_val, key=lambda r: r["val_score_mean"])
