@@ -16,7 +16,7 @@
 #   4 control_flow  python -m experiments.benchmarks.bench_control_flow: the training step alone, inside
 #                 lax.cond, inside lax.scan and in the loop's chunk program (XLA:CPU runs the
 #                 step 25x slower inside control flow; does the GPU?)
-#   5 paper       one paper-protocol class: CIFAR-10 (the shared JPEG copy, image_folder),
+#   5 paper       one paper-protocol class: CIFAR-10 (a JPEG copy, split/class/NNNN.jpg, image_folder),
 #                 bird abnormal, 45,000 normal training images, 15 epochs: wall time and AUC
 # Everything goes to $OUT/device_check.log; results to $OUT/device_check.json and .md, with
 # tests.xml, frameworks.jsonl, bench_runs.json and paper_metrics.json beside them (7 files).
@@ -28,7 +28,8 @@
 #   bash experiments/device_check.sh             # on the GPU machine, in the copied repository
 #   bash experiments/device_check.sh --smoke     # the same stages on this CPU at tiny sizes
 #                                                # (tests/test_device_check.py runs it)
-# Options: --archive PATH (CIFAR-10 JPEG tar.gz), --out DIR (default $OUT, else
+# Options: --archive PATH (CIFAR-10 JPEG tar.gz; default workdirs/device_carry/ or
+# ~/.cache/sagan_jax/cifar10_jpg.tar.gz), --out DIR (default $OUT, else
 # workdirs/device_check). Environment: PYTHON (interpreter), DEVICE_CHECK_WORK (scratch folder),
 # DEVICE_CHECK_BUDGET_S (whole-script time budget, seconds).
 set -u
@@ -54,8 +55,7 @@ done
 
 find_archive() {
   local a
-  for a in "$ARCHIVE" "$ROOT/$CARRY/cifar10_jpg.tar.gz" "$ROOT/shared/data/cifar10_jpg.tar.gz" \
-           "$ROOT/../shared/data/cifar10_jpg.tar.gz"; do
+  for a in "$ARCHIVE" "$ROOT/$CARRY/cifar10_jpg.tar.gz" "$HOME/.cache/sagan_jax/cifar10_jpg.tar.gz"; do
     if [ -n "$a" ] && [ -f "$a" ]; then echo "$a"; return 0; fi
   done
   return 1
