@@ -249,6 +249,17 @@ class _Registries:
     unused_by_dataset = staticmethod(lambda cfg: {})
 
 
+def flags_not_read(flag_name: str, value: str, reads: tuple, others_read, ignores: dict) -> dict:
+    """{flag: why} of the flags an entry of a registry (a model, a dataset) does not read: the
+    flags other entries read (``others_read``, an iterable of tuples) that it does not, and the
+    common ones it ``ignores`` ({flag: why}); the shared rule behind both registries'
+    unused-flag warnings."""
+    out = {name: f"by --{flag_name}={value}" for other in others_read for name in other
+           if name not in reads}
+    out.update({name: f"by --{flag_name}={value} ({why})" for name, why in ignores.items()})
+    return out
+
+
 def use_model_registry(names, validate, unused) -> None:
     """Called by sagan_jax.methods: ``names()`` lists the models, ``validate(cfg)`` runs the
     chosen model's own flag checks, ``unused(cfg)`` gives {flag: why} of the flags it ignores."""

@@ -12,7 +12,8 @@ from __future__ import annotations
 import dataclasses
 from typing import Callable, Optional
 
-from sagan_jax.config import CIFAR10_CLASSES, DIGIT_CLASSES, use_dataset_registry
+from sagan_jax.config import (CIFAR10_CLASSES, DIGIT_CLASSES, flags_not_read,
+                              use_dataset_registry)
 from sagan_jax.data.anomaly_folder import load_anomaly_folder
 from sagan_jax.data.base import AnomalyData, DataError
 from sagan_jax.data.cifar10 import load_cifar10
@@ -104,10 +105,8 @@ def unused_flags(cfg) -> dict:
     """{flag: why} of the data flags ``cfg.dataset`` does not read: other datasets' options
     and the common flags its entry ignores."""
     spec = get(cfg.dataset)
-    out = {name: f"by --dataset={cfg.dataset}" for other in REGISTRY.values()
-           for name in other.reads() if name not in spec.reads()}
-    out.update({name: f"by --dataset={cfg.dataset} ({why})" for name, why in spec.ignores.items()})
-    return out
+    return flags_not_read("dataset", cfg.dataset, spec.reads(),
+                          (other.reads() for other in REGISTRY.values()), spec.ignores)
 
 
 use_dataset_registry(names, classes_of, needs_data_root, unused_flags)

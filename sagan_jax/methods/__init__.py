@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import importlib
 
-from sagan_jax.config import use_model_registry
+from sagan_jax.config import flags_not_read, use_model_registry
 from sagan_jax.methods.spec import ModelSpec
 
 REGISTRY = {
@@ -56,10 +56,8 @@ def unused_flags(cfg) -> dict:
     """{flag: why} of the flags ``cfg.model`` does not read: other models' options and the
     shared flags its spec ignores."""
     spec = get(cfg.model)
-    out = {name: f"by --model={cfg.model}" for other in REGISTRY if other != cfg.model
-           for name in get(other).options if name not in spec.options}
-    out.update({name: f"by --model={cfg.model} ({why})" for name, why in spec.ignores.items()})
-    return out
+    return flags_not_read("model", cfg.model, spec.options,
+                          (get(m).options for m in REGISTRY if m != cfg.model), spec.ignores)
 
 
 use_model_registry(names, validate, unused_flags)
