@@ -56,13 +56,30 @@ COLLECTIVE_FLAGS = {"xla_cpu_collective_call_terminate_timeout_seconds": 24 * 36
                     "xla_cpu_collective_call_warn_stuck_timeout_seconds": 600}
 
 
+# XLA:CPU orders a program's operations for concurrency by default, which keeps many more
+# activations alive at once: the SAGAN training step then needs a temporary arena several times
+# larger and runs slower. The memory-minded order computes the same bits (docs/benchmarks.md,
+# section 8).
+SCHEDULER_FLAGS = {"xla_cpu_enable_concurrency_optimized_scheduler": "false"}
+
+
+def _add_xla_flags(values: dict) -> None:
+    flags = os.environ.get("XLA_FLAGS", "")
+    extra = [f"--{k}={v}" for k, v in values.items() if f"--{k}=" not in flags]
+    if extra:
+        os.environ["XLA_FLAGS"] = " ".join([flags] + extra).strip()
+
+
 def patient_collectives() -> None:
     """Add :data:`COLLECTIVE_FLAGS` to $XLA_FLAGS (before JAX's CPU client exists); a value the
     user set there is kept."""
-    flags = os.environ.get("XLA_FLAGS", "")
-    extra = [f"--{k}={v}" for k, v in COLLECTIVE_FLAGS.items() if f"--{k}=" not in flags]
-    if extra:
-        os.environ["XLA_FLAGS"] = " ".join([flags] + extra).strip()
+    _add_xla_flags(COLLECTIVE_FLAGS)
+
+
+def lean_schedule() -> None:
+    """Add :data:`SCHEDULER_FLAGS` to $XLA_FLAGS (before JAX's CPU client exists); a value the
+    user set there is kept."""
+    _add_xla_flags(SCHEDULER_FLAGS)
 
 
 def configure(host_devices: str, *batch_sizes: int) -> int:
@@ -70,8 +87,10 @@ def configure(host_devices: str, *batch_sizes: int) -> int:
     touches a JAX backend: before JAX is imported it only sets $JAX_NUM_CPU_DEVICES (so a
     process that never uses JAX does not load it, and worker processes inherit the count).
     When a backend already exists (a program that used JAX before calling us), its devices
-    stay and a debug line says so. Several devices also get :func:`patient_collectives`."""
+    stay and a debug line says so. Every count gets :func:`lean_schedule`, several devices also
+    :func:`patient_collectives`."""
     n = host_device_count(host_devices, *batch_sizes)
+    lean_schedule()
     if n > 1:
         patient_collectives()
     if "jax" not in sys.modules:

@@ -13,6 +13,12 @@ os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", tempfile.mkdtemp(prefix="saga
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "-1")
 
+# The XLA:CPU schedule every entry point gives a run (sagan_jax.devices.configure), for the
+# tests' own processes and the subprocesses they start.
+from sagan_jax.devices import lean_schedule  # noqa: E402
+
+lean_schedule()
+
 # pytest's own process uses it too; _free_compiled_programs below keeps that process under the
 # kernel's limit on memory mappings (without it, XLA:CPU segfaulted or aborted about test 310).
 import jax  # noqa: E402

@@ -22,6 +22,16 @@ def test_patient_collectives_add_xla_flags_and_keep_the_users(monkeypatch):
     assert f"--{TERMINATE}=86400" not in os.environ["XLA_FLAGS"]
 
 
+def test_configure_adds_the_lean_schedule_and_keeps_the_users(monkeypatch):
+    flag = "xla_cpu_enable_concurrency_optimized_scheduler"
+    monkeypatch.setenv("XLA_FLAGS", "--xla_cpu_max_isa=AVX2")
+    devices.configure("1")
+    assert os.environ["XLA_FLAGS"].split() == ["--xla_cpu_max_isa=AVX2", f"--{flag}=false"]
+    monkeypatch.setenv("XLA_FLAGS", f"--{flag}=true")
+    devices.configure("1")
+    assert os.environ["XLA_FLAGS"].split() == [f"--{flag}=true"]
+
+
 def _starved(delay, xla_flags):
     env = dict(os.environ, PYTHONPATH=ROOT, XLA_FLAGS=xla_flags, JAX_PLATFORMS="cpu")
     env.pop("JAX_NUM_CPU_DEVICES", None)

@@ -11,6 +11,8 @@ compilation-cache folder (cold), then again with the folder the first one filled
   - step trace+lower: tracing the training step into StableHLO (Python, never cached);
   - step compile: XLA compilation of the step (or its load from the cache);
   - step first run: the first execution of the compiled step;
+  - peak resident memory (ru_maxrss) after initialisation, after the step's compilation and
+    after the first step, which tells compilation's share of the peak from the buffers';
   - DSC autotune: ``resolve_dsc_impls`` with a fresh (cold) / the filled (warm) autotune cache,
     with ``--autotune`` (otherwise the fixed rule is used and this row is absent).
 
@@ -26,6 +28,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -40,7 +43,15 @@ ROWS = (("init_s", "init (jitted init_state)"),
         ("compile_s", "step compile (XLA)"),
         ("first_run_s", "step first run"),
         ("total_s", "init + first step, total"),
-        ("autotune_s", "DSC autotune (resolve_dsc_impls)"))
+        ("autotune_s", "DSC autotune (resolve_dsc_impls)"),
+        ("rss_init_mb", "peak RSS after import and init, MB"),
+        ("rss_compile_mb", "peak RSS after the step's compilation, MB"),
+        ("rss_end_mb", "peak RSS after the first step, MB"))
+
+
+def _peak_mb() -> float:
+    """This process's peak resident set size so far (ru_maxrss: KiB on Linux)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
 def child(args) -> dict:
@@ -78,6 +89,7 @@ def child(args) -> dict:
     t_start = time.perf_counter()
     state = jax.block_until_ready(init_state(cfg, key, g_tx, d_tx))
     out["init_s"] = time.perf_counter() - t_start
+    out["rss_init_mb"] = _peak_mb()
     if args.eager_init:
         t = time.perf_counter()
         jax.block_until_ready(init_state_eager(cfg, key, g_tx, d_tx))
@@ -92,9 +104,11 @@ def child(args) -> dict:
     t = time.perf_counter()
     compiled = lowered.compile()
     out["compile_s"] = time.perf_counter() - t
+    out["rss_compile_mb"] = _peak_mb()
     t = time.perf_counter()
     jax.block_until_ready(compiled(state, x, rng))
     out["first_run_s"] = time.perf_counter() - t
+    out["rss_end_mb"] = _peak_mb()
     out["total_s"] = out["init_s"] + out["trace_lower_s"] + out["compile_s"] + out["first_run_s"]
     out["hlo_ops"] = lowered.as_text().count("\n")
     return out
@@ -163,7 +177,8 @@ def main(argv=None):
         if key in cold[0]:
             c = statistics.median(r[key] for r in cold)
             w = statistics.median(r[key] for r in warm)
-            print(f"| {label} | {c:.1f} | {w:.1f} |")
+            fmt = ".0f" if key.endswith("_mb") else ".1f"
+            print(f"| {label} | {c:{fmt}} | {w:{fmt}} |")
     print(f"\nStableHLO of the step: {cold[0]['hlo_ops']} lines.")
     if "dsc_impls" in cold[0]:
         print("DSC impls:", ", ".join(f"{k}={v}" for k, v in cold[0]["dsc_impls"].items()))
