@@ -65,7 +65,7 @@ class Detector:
         run's is refused (ConfigError)."""
         values = {f.name: f.default for f in dataclasses.fields(Config)}
         values.update(flags, workdir=str(workdir), mode="eval")
-        return cls(score_config(values, flags.keys()))
+        return cls(score_config(values, flags.keys(), caller="Detector.load"))
 
     @property
     def threshold(self) -> float:

@@ -79,7 +79,7 @@ CSV_COLUMNS = ["path", "raw_score", "normalised_score", "decision", "r", "lat", 
 
 
 # ---- configuration ------------------------------------------------------------------------
-def score_config(values: dict, explicit) -> Config:
+def score_config(values: dict, explicit, caller: str = "") -> Config:
     """The Config of --mode=score and --mode=eval (one check for both of what the checkpoint
     was trained and calibrated with): the run's flags from the newest checkpoint in
     ``values["workdir"]``, with the scoring flags of ``values`` (every flag's command-line
@@ -88,7 +88,9 @@ def score_config(values: dict, explicit) -> Config:
     differs from the run's (e.g. --abnormal_class, --score_lambda: the test set or the
     threshold would not be the run's), CheckpointError when the workdir holds no checkpoint.
     --mode=eval also takes --eval_batch_stats, --on_bad_image, --on_small_image and the
-    harmless training flags (checkpoints.RESUMABLE_CHANGES, e.g. --data_dir) when passed."""
+    harmless training flags (checkpoints.RESUMABLE_CHANGES, e.g. --data_dir) when passed.
+    ``caller``: how the refusal names a Python caller (its flags as keyword arguments) instead
+    of the command line."""
     workdir, mode = values["workdir"], values["mode"]
     saved = saved_meta(workdir).get("config", {})
     explicit = set(explicit)
@@ -100,13 +102,15 @@ def score_config(values: dict, explicit) -> Config:
         from_line = (name in line or (name in run_default and name in explicit)
                      or name not in saved)
         merged[name] = values[name] if from_line else saved[name]
-    conflicts = [f"--{n}={values[n]!r} (the run's: {saved[n]!r})" for n in fields
+    dash = "" if caller else "--"
+    conflicts = [f"{dash}{n}={values[n]!r} (the run's: {saved[n]!r})" for n in fields
                  if n in explicit and n in saved and values[n] != saved[n]
                  and n not in line + run_default
                  and n not in RESUMABLE_CHANGES and n != "eval_batch_stats"]
     if conflicts:
         raise ConfigError(
-            f"--mode={mode} reads the model and data flags from the checkpoint in {workdir}; "
+            f"{caller or f'--mode={mode}'} reads the model and data flags from the checkpoint "
+            f"in {workdir}; "
             f"these differ from the run's: {', '.join(conflicts)}; drop them")
     ignored = [n for n in explicit if n in RESUMABLE_CHANGES and n in saved
                and n not in line + run_default and values[n] != saved[n]]

@@ -21,7 +21,7 @@ from absl import app, flags
 from sagan_jax import methods
 from sagan_jax.config import Config, ConfigError, parse_host_devices, unused_flags
 from sagan_jax.data.base import DataError
-from sagan_jax.devices import configure
+from sagan_jax.devices import configure, usable_cores
 from sagan_jax.training.checkpoints import CheckpointError
 from sagan_jax.training.errors import NonFiniteLossError, interrupt_requested, request_interrupt
 
@@ -246,6 +246,11 @@ def configure_host_devices(cfg) -> None:
         raise ConfigError(f"--batch_size={cfg.batch_size} does not split over the {n} host "
                           f"devices of {source}; use a multiple of {n}, or --host_devices=auto "
                           "(the most devices that divide the batch)")
+    if n > usable_cores():
+        logging.getLogger("sagan_jax").warning(
+            "%s asks for %d host devices but this process may use %d cores: the devices share "
+            "cores, which is slower than one per core (--host_devices=auto)", source, n,
+            usable_cores())
     configure(asked, cfg.batch_size, cfg.eval_batch_size)
 
 

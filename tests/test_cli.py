@@ -83,6 +83,23 @@ def test_more_devices_than_exist(tmp_path):
                          f"use --num_devices between 1 and {n} (0 = all)"), out.stderr[-2000:]
 
 
+def test_more_host_devices_than_cores_is_warned(monkeypatch, caplog):
+    from sagan_jax import main
+    from sagan_jax.config import Config
+    from sagan_jax.devices import usable_cores
+
+    monkeypatch.setenv("XLA_FLAGS", "")  # configure() adds its flags; JAX's client exists already
+    cores = usable_cores()
+    with caplog.at_level("WARNING", logger="sagan_jax"):
+        main.configure_host_devices(Config(host_devices=str(cores)))
+        assert not caplog.records
+        main.configure_host_devices(Config(host_devices=str(2 * cores), batch_size=64 * cores))
+    assert [r.getMessage() for r in caplog.records] == [
+        f"--host_devices={2 * cores} asks for {2 * cores} host devices but this process may use "
+        f"{cores} cores: the devices share cores, which is slower than one per core "
+        "(--host_devices=auto)"]
+
+
 def test_full_disk_is_one_line(tmp_path, monkeypatch, capsys):
     """A write that fails with ENOSPC (simulated in-process) ends with one line, exit 2."""
     import errno

@@ -106,6 +106,18 @@ def test_cache_gives_the_same_arrays(tmp_path):
     assert cached.class_names == direct.class_names
 
 
+@needs_tfds
+def test_noprogress_silences_tfds_bars_while_preparing(tmp_path, capfd):
+    from tensorflow_datasets.core.utils import tqdm_utils
+
+    root = make(tmp_path / "bottle")
+    load_anomaly_folder(root, 64, cache=True, data_dir=str(tmp_path / "quiet"), progress=False)
+    assert "%|" not in capfd.readouterr().err
+    assert tqdm_utils._active  # the process's switch is put back
+    load_anomaly_folder(root, 64, cache=True, data_dir=str(tmp_path / "shown"))
+    assert "%|" in capfd.readouterr().err  # the bars it silenced
+
+
 def test_masks_from_a_mirroring_mask_root(tmp_path):
     root = make(tmp_path / "bottle", masks="mirror")
     assert load_anomaly_folder(root, 64, cache=False).test.masks is None

@@ -109,6 +109,16 @@ def test_eval_refuses_a_flag_the_checkpoint_was_not_trained_with(knn_run, flag, 
                                 f"{shown}; drop them")
 
 
+def test_detector_load_refuses_a_flag_in_python_terms(knn_run):
+    from sagan_jax.api import Detector
+
+    with pytest.raises(ConfigError) as e:
+        Detector.load(knn_run, isize=64)
+    assert str(e.value) == (f"Detector.load reads the model and data flags from the checkpoint "
+                            f"in {knn_run}; these differ from the run's: isize=64 (the run's: "
+                            "16); drop them")
+
+
 def test_eval_takes_the_runs_flags_and_records_them(knn_run):
     result = cli(["--mode=eval", f"--workdir={knn_run}"])  # no --model, no --isize
     with open(os.path.join(knn_run, "eval.json")) as f:

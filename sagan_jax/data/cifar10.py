@@ -79,27 +79,32 @@ def _order(ids) -> np.ndarray:
     return np.argsort(np.asarray(nums), kind="stable")
 
 
-def read_cifar10(data_dir=None, download: bool = True) -> dict:
-    """{split: (images uint8 (N, 32, 32, 3), labels int32)} in the binary release's order."""
-    tfds = _tfds()
+def read_cifar10(data_dir=None, download: bool = True, progress: bool = True) -> dict:
+    """{split: (images uint8 (N, 32, 32, 3), labels int32)} in the binary release's order;
+    ``progress``: tfds' progress bars."""
+    from sagan_jax.data.tfds_import import progress_bars
 
-    builder = _builder(data_dir, download)
+    tfds = _tfds()
     out = {}
-    for split in ("train", "test"):
-        ex = tfds.as_numpy(builder.as_dataset(split=split, batch_size=-1, shuffle_files=False))
-        order = _order(ex["id"])
-        out[split] = (ex["image"][order], ex["label"][order].astype(np.int32))
+    with progress_bars(progress):
+        builder = _builder(data_dir, download)
+        for split in ("train", "test"):
+            ex = tfds.as_numpy(builder.as_dataset(split=split, batch_size=-1,
+                                                  shuffle_files=False))
+            order = _order(ex["id"])
+            out[split] = (ex["image"][order], ex["label"][order].astype(np.int32))
     return out
 
 
 def load_cifar10(abnormal_class: str, protocol: str, isize: int, data_dir=None,
                  download: bool = True, on_small_image: str = "error", arrays=None,
-                 resize: str = "crop") -> AnomalyData:
-    """Leave-one-class-out CIFAR-10; ``arrays`` replaces reading tfds (tests)."""
+                 resize: str = "crop", progress: bool = True) -> AnomalyData:
+    """Leave-one-class-out CIFAR-10; ``arrays`` replaces reading tfds (tests); ``progress``:
+    tfds' progress bars."""
     if abnormal_class not in CIFAR10_CLASSES:
         raise DataError(f"cifar10: --abnormal_class={abnormal_class!r} is not a class; "
                         f"classes: {', '.join(CIFAR10_CLASSES)}")
-    arrays = read_cifar10(data_dir, download) if arrays is None else arrays
+    arrays = read_cifar10(data_dir, download, progress) if arrays is None else arrays
     (trn_x, trn_y), (tst_x, tst_y) = arrays["train"], arrays["test"]
     if isize > trn_x.shape[1] and on_small_image == "error":
         raise DataError(f"tfds cifar10: images are {trn_x.shape[2]}x{trn_x.shape[1]}, smaller "

@@ -47,7 +47,8 @@ def _digits(cfg) -> AnomalyData:
 
 def _cifar10(cfg) -> AnomalyData:
     return load_cifar10(cfg.abnormal_class, cfg.protocol, cfg.isize, cfg.data_dir,
-                        cfg.download, cfg.on_small_image, resize=cfg.resize)
+                        cfg.download, cfg.on_small_image, resize=cfg.resize,
+                        progress=cfg.progress)
 
 
 def _image_folder(cfg) -> AnomalyData:
@@ -57,7 +58,8 @@ def _image_folder(cfg) -> AnomalyData:
 
 def _anomaly_folder(cfg) -> AnomalyData:
     return load_anomaly_folder(cfg.data_root, cfg.isize, cfg.on_bad_image,
-                               cfg.on_small_image, cfg.data_dir, cfg.resize, cfg.mask_root)
+                               cfg.on_small_image, cfg.data_dir, cfg.resize, cfg.mask_root,
+                               progress=cfg.progress)
 
 
 REGISTRY = {spec.name: spec for spec in (

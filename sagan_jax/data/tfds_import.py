@@ -3,6 +3,7 @@
 so training, scoring, checkpoints and plots run on a machine without TensorFlow."""
 from __future__ import annotations
 
+import contextlib
 import os
 
 
@@ -29,3 +30,17 @@ def tfds_available() -> bool:
     except ImportError:
         return False
     return True
+
+
+@contextlib.contextmanager
+def progress_bars(enable: bool):
+    """tfds' progress bars on or off for the calls inside (``--noprogress`` turns them off);
+    tfds keeps one switch for the process, which is put back afterwards."""
+    from tensorflow_datasets.core.utils import tqdm_utils
+
+    before = getattr(tqdm_utils, "_active", True)
+    tqdm_utils.display_progress_bar(enable)
+    try:
+        yield
+    finally:
+        tqdm_utils.display_progress_bar(before)
