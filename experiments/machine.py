@@ -216,6 +216,15 @@ def add_load_arguments(parser: argparse.ArgumentParser, writes_docs: bool = True
                              "average to fall to half the cores (0 = start at once)")
 
 
+def add_output_arguments(parser: argparse.ArgumentParser, doc: str) -> None:
+    """A docs-writing benchmark's --no-write, --doc (default ``doc``) and --json options, the
+    ones :func:`publish` reads."""
+    parser.add_argument("--no-write", dest="write", action="store_false",
+                        help=f"print the table only (default: also write {short_path(doc)})")
+    parser.add_argument("--doc", default=doc, help="the Markdown file to write")
+    parser.add_argument("--json", default="", help="also write the raw figures to this JSON file")
+
+
 def publish(args, name: str, text: str, load: LoadReport, raw=None) -> None:
     """A benchmark's ending: print ``text``; with ``args.json`` write ``raw`` and the load
     there; with ``args.write`` put ``text`` in section NAME of ``args.doc`` through the load

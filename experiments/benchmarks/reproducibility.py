@@ -16,13 +16,10 @@ this CPU may still matter on another (this script cannot run a second CPU model)
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
-import statistics
 import subprocess
 import sys
-import time
 
 from experiments import common, machine
 
@@ -45,7 +42,7 @@ SETTINGS = (
 
 
 def child(args) -> dict:
-    """One fresh process: train, hash, time."""
+    """One fresh process: train, hash, time; and one convolution's output hashed."""
     if args.cores == "one":
         os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
     os.environ["JAX_PLATFORMS"] = "cpu"
@@ -56,40 +53,16 @@ def child(args) -> dict:
     import jax
     import numpy as np
 
-    from sagan_jax.config import Config
-    from sagan_jax.devices import put_batch, put_replicated
-    from sagan_jax.training.state import init_state, make_optimizers
-    from sagan_jax.training.step import make_mesh, make_train_step
-
-    def digest(tree) -> str:
-        h = hashlib.sha256()
-        for a in jax.tree.leaves(jax.device_get(tree)):
-            h.update(np.asarray(a).tobytes())
-        return h.hexdigest()[:12]
+    from experiments.benchmarks.step_probe import digest, probe_step
 
     rng = np.random.default_rng(0)
     x = rng.standard_normal((64, 16, 16, 128)).astype(np.float32)
     w = rng.standard_normal((3, 3, 128, 128)).astype(np.float32)
     conv = jax.jit(lambda x, w: jax.lax.conv_general_dilated(
         x, w, (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC")))
-    conv_hash = digest(conv(x, w))
-    ynn = "ynn" in conv.lower(x, w).compile().as_text()
-
-    cfg = Config(ngf=args.ngf, ndf=args.ngf, batch_size=args.batch, isize=32,
-                 kernels_per_layer=args.kernels_per_layer)
-    mesh = make_mesh(n_devices, cfg.batch_size)
-    g_tx, d_tx = make_optimizers(cfg, 100)
-    state = put_replicated(init_state(cfg, jax.random.key(0), g_tx, d_tx), mesh)
-    step = make_train_step(cfg, g_tx, d_tx, mesh if mesh.devices.size > 1 else None)
-    batch = put_batch(rng.uniform(-1, 1, (cfg.batch_size, 32, 32, 3)).astype(np.float32), mesh)
-    times = []
-    for i in range(args.steps + 1):  # the first step compiles; not timed
-        t0 = time.perf_counter()
-        state, _ = step(state, batch, jax.random.key(1 + i))
-        jax.block_until_ready(state)
-        times.append(time.perf_counter() - t0)
-    return {"state": digest(state), "conv": conv_hash, "conv_ynn": ynn,
-            "step_s": statistics.median(times[1:]), "devices": mesh.devices.size,
+    out = probe_step(args.ngf, args.kernels_per_layer, args.batch, args.steps, n_devices)
+    return {**out, "conv": digest(conv(x, w)),
+            "conv_ynn": "ynn" in conv.lower(x, w).compile().as_text(),
             "cores": len(os.sched_getaffinity(0))}
 
 
@@ -132,10 +105,7 @@ def main(argv=None):
     p.add_argument("--batch", type=int, default=64)
     p.add_argument("--kernels_per_layer", type=int, default=2)
     p.add_argument("--steps", type=common.positive_int, default=3)
-    p.add_argument("--no-write", dest="write", action="store_false",
-                   help="print the table only (default: also write docs/benchmarks.md)")
-    p.add_argument("--doc", default=os.path.join(common.DOCS, "benchmarks.md"))
-    p.add_argument("--json", default="", help="also write the raw figures to this JSON file")
+    machine.add_output_arguments(p, common.BENCHMARKS_MD)
     machine.add_load_arguments(p)
     p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--xla_flags", default="", help=argparse.SUPPRESS)

@@ -14,14 +14,11 @@ the same bits).
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
-import resource
 import statistics
 import subprocess
 import sys
-import time
 
 from experiments import common, machine
 
@@ -37,36 +34,9 @@ def child(args) -> dict:
     from sagan_jax.devices import configure
 
     n = configure("auto", args.batch)
-    import jax
-    import numpy as np
+    from experiments.benchmarks.step_probe import probe_step
 
-    from sagan_jax.config import Config
-    from sagan_jax.devices import put_batch, put_replicated
-    from sagan_jax.training.state import init_state, make_optimizers
-    from sagan_jax.training.step import make_mesh, make_train_step
-
-    cfg = Config(ngf=args.ngf, ndf=args.ngf, batch_size=args.batch, isize=32,
-                 kernels_per_layer=args.kernels_per_layer)
-    mesh = make_mesh(n, cfg.batch_size)
-    g_tx, d_tx = make_optimizers(cfg, 100)
-    state = put_replicated(init_state(cfg, jax.random.key(0), g_tx, d_tx), mesh)
-    step = make_train_step(cfg, g_tx, d_tx, mesh if mesh.devices.size > 1 else None)
-    batch = put_batch(np.random.default_rng(0).uniform(
-        -1, 1, (cfg.batch_size, 32, 32, 3)).astype(np.float32), mesh)
-    compiled = step.lower(state, batch, jax.random.key(1)).compile()
-    arena = compiled.memory_analysis().temp_size_in_bytes / 2 ** 20
-    times = []
-    for i in range(args.steps + 1):  # the first run is not timed
-        t0 = time.perf_counter()
-        state, _ = compiled(state, batch, jax.random.key(1 + i))
-        jax.block_until_ready(state)
-        times.append(time.perf_counter() - t0)
-    h = hashlib.sha256()
-    for a in jax.tree.leaves(jax.device_get(state)):
-        h.update(np.asarray(a).tobytes())
-    return {"arena_mib": arena, "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-            "step_s": statistics.median(times[1:]), "state": h.hexdigest()[:12],
-            "devices": mesh.devices.size}
+    return probe_step(args.ngf, args.kernels_per_layer, args.batch, args.steps, n)
 
 
 def run_child(args, ngf: int, k: int, concurrency: str) -> dict:
@@ -89,10 +59,7 @@ def main(argv=None):
     p.add_argument("--batch", type=common.positive_int, default=64)
     p.add_argument("--steps", type=common.positive_int, default=4)
     p.add_argument("--repeats", type=common.positive_int, default=2)
-    p.add_argument("--no-write", dest="write", action="store_false",
-                   help="print the table only (default: also write docs/benchmarks.md)")
-    p.add_argument("--doc", default=os.path.join(common.DOCS, "benchmarks.md"))
-    p.add_argument("--json", default="", help="also write the raw figures to this JSON file")
+    machine.add_output_arguments(p, common.BENCHMARKS_MD)
     machine.add_load_arguments(p)
     p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--concurrency", default="false", help=argparse.SUPPRESS)
