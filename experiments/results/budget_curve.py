@@ -133,6 +133,9 @@ def plot(rows: list, path: str) -> None:
     import matplotlib.pyplot as plt
 
     classes = sorted({r["abnormal_class"] for r in rows})
+    cycle = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    models = sorted({r["model"] for r in rows})
+    color = {m: cycle[i % len(cycle)] for i, m in enumerate(models)}  # one per model, all plots
     fig, axes = plt.subplots(1, len(classes), figsize=(5 * len(classes), 3.6), squeeze=False)
     for ax, cls in zip(axes[0], classes):
         rs = [r for r in rows if r["abnormal_class"] == cls]
@@ -141,12 +144,13 @@ def plot(rows: list, path: str) -> None:
                           float(r["auc_originals"]) if r["auc_originals"] else None)
                          for r in rs if r["model"] == m)
             if common.is_fitted(m):
-                ax.axhline(pts[0][1], ls=":", label=f"{m}")
+                ax.axhline(pts[0][1], ls=":", color=color[m], label=f"{m}")
                 continue
-            line, = ax.plot([p[0] for p in pts], [p[1] for p in pts], "o-", label=f"{m} honest")
-            ax.plot([p[0] for p in pts if p[2] is not None], [p[2] for p in pts if p[2]
-                                                               is not None],
-                    "s--", color=line.get_color(), label=f"{m} originals'")
+            ax.plot([p[0] for p in pts], [p[1] for p in pts], "o-", color=color[m],
+                    label=f"{m} honest")
+            ax.plot([p[0] for p in pts if p[2] is not None],
+                    [p[2] for p in pts if p[2] is not None], "s--", color=color[m],
+                    label=f"{m} originals'")
         ax.axhline(0.5, color="grey", lw=0.5)
         ax.set(title=f"CIFAR-10, {cls} abnormal", xlabel="training images seen",
                ylabel="test AUC", ylim=(0, 1))
