@@ -56,10 +56,9 @@ COLLECTIVE_FLAGS = {"xla_cpu_collective_call_terminate_timeout_seconds": 24 * 36
                     "xla_cpu_collective_call_warn_stuck_timeout_seconds": 600}
 
 
-# XLA:CPU orders a program's operations for concurrency by default, which keeps many more
-# activations alive at once: the SAGAN training step then needs a temporary arena several times
-# larger and runs slower. The memory-minded order computes the same bits (docs/benchmarks.md,
-# section 8).
+# XLA:CPU orders a program's operations for concurrency by default, which keeps more
+# activations alive at once: the SAGAN training step then needs a larger temporary arena and
+# runs slower. The memory-minded order computes the same bits (docs/benchmarks.md, section 8).
 SCHEDULER_FLAGS = {"xla_cpu_enable_concurrency_optimized_scheduler": "false"}
 
 

@@ -115,7 +115,8 @@ def score_config(values: dict, explicit, caller: str = "") -> Config:
     ignored = [n for n in explicit if n in RESUMABLE_CHANGES and n in saved
                and n not in line + run_default and values[n] != saved[n]]
     if ignored:
-        log.info("--mode=%s ignores the training flags %s", mode, ", ".join(sorted(ignored)))
+        log.info("%s ignores the training flags %s", caller or f"--mode={mode}",
+                 ", ".join(sorted(ignored)))
     merged.update(mode=mode)
     if mode in ("score", "export"):
         merged.update(eval_batch_stats=False)  # per image: running averages only

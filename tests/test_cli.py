@@ -91,7 +91,7 @@ def test_more_host_devices_than_cores_is_warned(monkeypatch, caplog):
     monkeypatch.setenv("XLA_FLAGS", "")  # configure() adds its flags; JAX's client exists already
     cores = usable_cores()
     with caplog.at_level("WARNING", logger="sagan_jax"):
-        main.configure_host_devices(Config(host_devices=str(cores)))
+        main.configure_host_devices(Config(host_devices=str(cores), batch_size=64 * cores))
         assert not caplog.records
         main.configure_host_devices(Config(host_devices=str(2 * cores), batch_size=64 * cores))
     assert [r.getMessage() for r in caplog.records] == [

@@ -34,13 +34,21 @@ def tfds_available() -> bool:
 
 @contextlib.contextmanager
 def progress_bars(enable: bool):
-    """tfds' progress bars on or off for the calls inside (``--noprogress`` turns them off);
-    tfds keeps one switch for the process, which is put back afterwards."""
-    from tensorflow_datasets.core.utils import tqdm_utils
+    """tfds' progress bars off for the calls inside when ``enable`` is false (``--noprogress``);
+    tfds keeps one switch for the process, which is put back afterwards. With ``enable`` true,
+    nothing changes (a caller's own ``tfds.disable_progress_bar()`` holds)."""
+    if enable:
+        yield
+        return
+    tfds = import_tfds()
+    try:
+        from tensorflow_datasets.core.utils import tqdm_utils
 
-    before = getattr(tqdm_utils, "_active", True)
-    tqdm_utils.display_progress_bar(enable)
+        before = bool(getattr(tqdm_utils, "_active", True))
+    except ImportError:  # another tfds layout: assume the bars were on
+        before = True
+    tfds.display_progress_bar(False)
     try:
         yield
     finally:
-        tqdm_utils.display_progress_bar(before)
+        tfds.display_progress_bar(before)
