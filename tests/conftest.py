@@ -13,11 +13,13 @@ os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", tempfile.mkdtemp(prefix="saga
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "-1")
 
-# The XLA:CPU schedule every entry point gives a run (sagan_jax.devices.configure), for the
-# tests' own processes and the subprocesses they start.
-from sagan_jax.devices import lean_schedule  # noqa: E402
-
-lean_schedule()
+# XLA:CPU's own operation order for the tests' processes and the subprocesses they start (the
+# entry points keep a value set here): at the suite's tiny widths, where compilation dominates,
+# the memory-minded order the entry points choose made the suite slower, and both orders
+# compute the same bits (docs/benchmarks.md, section 8; tests/test_devices.py checks the choice).
+_SCHEDULER = "--xla_cpu_enable_concurrency_optimized_scheduler="
+if _SCHEDULER not in os.environ.get("XLA_FLAGS", ""):
+    os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + f" {_SCHEDULER}true").strip()
 
 # pytest's own process uses it too; _free_compiled_programs below keeps that process under the
 # kernel's limit on memory mappings (without it, XLA:CPU segfaulted or aborted about test 310).

@@ -8,7 +8,7 @@ from sagan_jax.data import load_data
 from sagan_jax.data import cifar10 as cifar10_module
 
 
-def fake_cifar(data_dir=None, download=True):
+def fake_cifar(data_dir=None, download=True, progress=True):
     out = {}
     for split, n in (("train", 20), ("test", 4)):
         labels = np.tile(np.arange(10, dtype=np.int32), n)

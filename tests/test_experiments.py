@@ -21,7 +21,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # results.table2_runner).
 LIBRARIES = ("common", "machine", "sections", "results.demo", "results.table2_runner",
              "results.table2_record", "results.table2_report", "results.table2_eval_modes",
-             "benchmarks.bench_runs_measure", "benchmarks.bench_runs_report")
+             "benchmarks.bench_runs_measure", "benchmarks.bench_runs_report",
+             "benchmarks.step_probe")
 MODULES = sorted(
     os.path.relpath(p, os.path.join(ROOT, "experiments"))[:-3].replace(os.sep, ".")
     for folder in ("", "results", "benchmarks")

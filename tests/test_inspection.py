@@ -108,7 +108,7 @@ def test_api_scores_arrays_and_refuses_wrong_shapes(doc_run):
                             "(which are resized)")
     with pytest.raises(DataError, match=r"^no images: an empty array; pass uint8 \(N, 16, 16"):
         det.score(np.zeros((0, 16, 16, 3), np.uint8))
-    with pytest.raises(ConfigError, match="differ from the run's: --isize=32"):
+    with pytest.raises(ConfigError, match="differ from the run's: isize=32"):
         type(det).load(str(doc_run["work"]), isize=32)
 
 
