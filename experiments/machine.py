@@ -223,13 +223,19 @@ def add_output_arguments(parser: argparse.ArgumentParser, doc: str) -> None:
                         help=f"print the table only (default: also write {short_path(doc)})")
     parser.add_argument("--doc", default=doc, help="the Markdown file to write")
     parser.add_argument("--json", default="", help="also write the raw figures to this JSON file")
+    parser.add_argument("--section", default="", metavar="NAME",
+                        help="write the table to this marked section of --doc instead of the "
+                             "benchmark's own (e.g. a second machine's table beside the "
+                             "headline one); a new name is appended at the end of the file")
 
 
 def publish(args, name: str, text: str, load: LoadReport, raw=None) -> None:
     """A benchmark's ending: print ``text``; with ``args.json`` write ``raw`` and the load
     there; with ``args.write`` put ``text`` in section NAME of ``args.doc`` through the load
-    guard (write_benchmark_section), exiting with status 3 when it refuses."""
+    guard (write_benchmark_section), exiting with status 3 when it refuses. ``args.section``,
+    where given, replaces NAME."""
     print(text)
+    name = getattr(args, "section", "") or name
     if raw is not None and getattr(args, "json", ""):
         with open(args.json, "w") as f:
             json.dump({**raw, "load": load.to_dict()}, f, indent=1, default=str)
@@ -245,7 +251,7 @@ def write_benchmark_section(path: str, name: str, body: str, load: LoadReport,
     ``allow_loaded``, and then write it with a 'loaded' label to section NAME_loaded. Returns
     the section written, or None when refused (with the reason on stderr)."""
     if not load.loaded:
-        replace_section(path, name, body)
+        replace_section(path, name, body, heading=f"### {name}")
         return name
     if not allow_loaded:
         print(f"not writing {short_path(path)}: the machine was loaded (1-min load average "

@@ -1,6 +1,7 @@
 """experiments/common.py (flagfiles -> Config through absl), sections.py (docs sections),
 machine.py (the load guard) and that every script in experiments/ starts. Fast: no training, no
 benchmark."""
+import argparse
 import ast
 import dataclasses
 import datetime
@@ -217,6 +218,24 @@ def test_guard_refuses_loaded_figures_unless_allowed(tmp_path, capsys):
     assert machine.write_benchmark_section(str(path), "bench", "quiet figures",
                                           report(0.2, 0.1)) == "bench"
     assert sections.read_section(str(path), "bench") == "quiet figures"
+
+
+def test_publish_writes_the_named_section(tmp_path, capsys):
+    """--section sends a table to another marked section (a second machine's), leaving the
+    headline; a new name is appended with its heading."""
+    path = tmp_path / "doc.md"
+    path.write_text(DOC)
+    ap = argparse.ArgumentParser()
+    machine.add_output_arguments(ap, str(path))
+    machine.add_load_arguments(ap)
+    machine.publish(ap.parse_args(["--section", "bench_amd"]), "bench", "amd figures",
+                    report(0.2, 0.1))
+    assert sections.read_section(str(path), "bench") == "old bench"
+    assert sections.read_section(str(path), "bench_amd") == "amd figures"
+    assert "### bench_amd\n<!-- bench_amd:begin -->" in path.read_text()
+    machine.publish(ap.parse_args([]), "bench", "new figures", report(0.2, 0.1))
+    assert sections.read_section(str(path), "bench") == "new figures"
+    assert "amd figures" in capsys.readouterr().out
 
 
 def test_benchmarks_doc_has_both_tables():

@@ -281,10 +281,7 @@ def main(argv=None):
     ap.add_argument("--repeats", type=common.positive_int, default=3)
     ap.add_argument("--steps", type=common.positive_int, default=2)
     ap.add_argument("--eval_batches", type=common.positive_int, default=2)
-    ap.add_argument("--no-write", dest="write", action="store_false",
-                    help="print the table only (default: also write docs/benchmarks.md)")
-    ap.add_argument("--doc", default=common.BENCHMARKS_MD, help="the Markdown file to write")
-    ap.add_argument("--json", default="", help="also write the raw figures to this JSON file")
+    machine.add_output_arguments(ap, common.BENCHMARKS_MD)
     machine.add_load_arguments(ap)
     ap.add_argument("--worker", choices=("jax", "torch"), help=argparse.SUPPRESS)
     ap.add_argument("--worker_cfg", help=argparse.SUPPRESS)

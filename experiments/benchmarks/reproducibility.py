@@ -86,13 +86,17 @@ def table(args, results) -> str:
     lines = [f"SAGAN, ngf = ndf = {args.ngf}, kernels_per_layer {args.kernels_per_layer}, batch "
              f"{args.batch}, 32x32: {args.steps} timed steps after the first, on one fixed "
              "batch from one initialisation. Rows whose final TrainState (or convolution "
-             "output) is bit-identical are listed under \"same bits as\".", "",
-             "| # | setting | host devices, cores | final state: same bits as | one "
-             "convolution: same bits as | convolution in YNNPACK | step s | speed vs row 1 |",
-             "|---:|---|---|---|---|---|---:|---:|"]
+             "output) is bit-identical are listed under \"same bits as\"; the digests (first "
+             "12 hex digits of a SHA-256 over every byte) compare rows across machines: the "
+             "same digest in the same row of two machines' tables is the same bits.", "",
+             "| # | setting | host devices, cores | final state: same bits as | state digest | "
+             "one convolution: same bits as | convolution digest | convolution in YNNPACK | "
+             "step s | speed vs row 1 |",
+             "|---:|---|---|---|---|---|---|---|---:|---:|"]
     for i, ((label, *_), r) in enumerate(zip(SETTINGS, results)):
         lines.append(f"| {i + 1} | {label} | {r['devices']}, {r['cores']} | "
-                     f"{same_as(i, 'state')} | {same_as(i, 'conv')} | "
+                     f"{same_as(i, 'state')} | `{r['state']}` | {same_as(i, 'conv')} | "
+                     f"`{r['conv']}` | "
                      f"{'yes' if r['conv_ynn'] else 'no'} | {r['step_s']:.2f} | "
                      f"{results[0]['step_s'] / r['step_s']:.2f}x |")
     return "\n".join(lines)
