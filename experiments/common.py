@@ -27,7 +27,6 @@ from typing import Iterable, Mapping, Optional, Sequence
 
 from absl import flags
 
-from sagan_jax import methods
 from sagan_jax.config import Config, ConfigError
 
 EXPERIMENTS = os.path.dirname(os.path.abspath(__file__))
@@ -40,13 +39,6 @@ RESULTS_MD = os.path.join(DOCS, "results.md")
 # --- flagfiles -> Config ------------------------------------------------------------------------
 class FlagError(ValueError):
     """Bad flags or flagfile; the message is one line."""
-
-
-def is_fitted(model: str) -> bool:
-    """Whether --model=MODEL is fitted in one call (no training loop, BatchNorm or epochs):
-    its registered spec says so (PCA and kNN among the built-in models; a name registered in
-    no spec, e.g. read from an old record, is not)."""
-    return model in methods.names() and methods.get(model).fit is not None
 
 
 def flagfile(name: str) -> str:

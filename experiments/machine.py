@@ -18,6 +18,7 @@ import importlib.metadata
 import json
 import os
 import platform
+import resource
 import subprocess
 import sys
 import time
@@ -202,6 +203,12 @@ def wait_for_quiet(max_wait_s: float, poll_s: float = 10.0) -> float:
               "figures will be labelled as loaded (and written to the docs only with "
               "--allow_loaded)", file=sys.stderr, flush=True)
     return load
+
+
+def peak_rss_mb() -> float:
+    """This process's peak resident set size so far, in MiB (getrusage's ru_maxrss: KiB on
+    Linux): what the benchmarks report as peak memory."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
 def add_load_arguments(parser: argparse.ArgumentParser, writes_docs: bool = True) -> None:

@@ -59,7 +59,7 @@ class ConfigError(ValueError):
 @dataclasses.dataclass(frozen=True)
 class Config:
     # What to run.
-    mode: str = flag("train", 'train | eval (score the test set with the checkpoint in --workdir) | summary | score (score new images from --input with the trained --workdir) | export (write WORKDIR/export/model.jaxexport and model.json: the scoring function, loadable with jax alone; with --export_savedmodel also a TensorFlow SavedModel)', "runtime", score="line")
+    mode: str = flag("train", 'train | eval (score the test set with the checkpoint in --workdir) | summary | score (score new images from --input with the trained --workdir) | export (write model.jaxexport and model.json into WORKDIR/export or --output: the scoring function, loadable with jax alone; with --export_savedmodel also a TensorFlow SavedModel)', "runtime", score="line")
     model: str = flag("sagan", "the model (the registry in sagan_jax/methods; each model's original settings in experiments/model_<name>.cfg)", "network")
     workdir: str = flag("workdirs/default", 'output folder: checkpoints, metrics.json, metrics.jsonl; resumes if it holds a run', "run_specific", score="line", resume=True)
     seed: int = flag(0, 'seed of initialisation, data order and splits', "run_specific")
@@ -136,8 +136,8 @@ class Config:
     threshold_fpr: float = flag(0.05, 'decision threshold for --mode=score: this false-positive rate on normal validation images (if there is no val split: training normals; for fitted models (knn, pca) each scored by the model refitted without it)', "experiment")
     # Scoring new images (--mode=score).
     input: Optional[str] = flag(None, '--mode=score: an image file or a folder of images to score', "scoring_io", score="line")
-    output: Optional[str] = flag(None, '--mode=score: CSV path (default WORKDIR/scores.csv); the anomaly maps go to the folder <CSV path without .csv>_maps', "scoring_io", score="line")
-    export_savedmodel: bool = flag(False, '--mode=export: also write WORKDIR/export/saved_model, a TensorFlow SavedModel of the same scoring function through jax2tf (signature serving_default: uint8 images -> score, map; any batch size), for serving stacks that want one; needs TensorFlow (pip install ".[tfds]")', "scoring_io", score="line")
+    output: Optional[str] = flag(None, '--mode=score: CSV path (default WORKDIR/scores.csv); the anomaly maps go to the folder <CSV path without .csv>_maps. --mode=export: the folder to write (default WORKDIR/export)', "scoring_io", score="line")
+    export_savedmodel: bool = flag(False, '--mode=export: also write saved_model/ beside model.jaxexport, a TensorFlow SavedModel of the same scoring function through jax2tf (signature serving_default: uint8 images -> score, map; any batch size), for serving stacks that want one; needs TensorFlow (pip install ".[tfds]")', "scoring_io", score="line")
     max_pictures: int = flag(200, '--mode=score and --mode=eval: at most this many overlay pictures (image, anomaly map, decision, score, mask outline): score mode into <csv name>_overlays/ beside the CSV, eval into WORKDIR/overlays/; the first ones in input order, the rest named in the log; 200 covers a usual test set (an MVTec AD category) without writing thousands of files from a large folder by accident; 0 = none', "scoring_io", score="line")
 
     def __post_init__(self):
@@ -383,7 +383,7 @@ def validate(cfg: Config) -> None:
 _USE = (
     ("input", lambda c: c.mode != "score", lambda c: f"in --mode={c.mode}"),
     ("max_pictures", lambda c: c.mode not in ("score", "eval"), lambda c: f"in --mode={c.mode}"),
-    ("output", lambda c: c.mode != "score", lambda c: f"in --mode={c.mode}"),
+    ("output", lambda c: c.mode not in ("score", "export"), lambda c: f"in --mode={c.mode}"),
     ("export_savedmodel", lambda c: c.mode != "export", lambda c: f"in --mode={c.mode}"),
     ("originals_score_lambda", lambda c: not c.eval_originals,
      lambda c: "without --eval_originals"),

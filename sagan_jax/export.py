@@ -31,6 +31,7 @@ import jax.numpy as jnp
 
 from sagan_jax import methods
 from sagan_jax.config import ConfigError
+from sagan_jax.data.base import DataError
 
 log = logging.getLogger("sagan_jax")
 MODEL_FILE, META_FILE, SAVED_MODEL_DIR = "model.jaxexport", "model.json", "saved_model"
@@ -181,6 +182,9 @@ def export_detector(det, folder: str) -> dict:
     """Write model.jaxexport and model.json of a sagan_jax.api.Detector into ``folder``, and
     saved_model/ with --export_savedmodel (TensorFlow checked before anything is written)."""
     cfg = det.cfg
+    if os.path.exists(folder) and not os.path.isdir(folder):
+        raise DataError(f"the export folder {folder!r} is a file; pass --output=FOLDER (a new "
+                        "or existing folder) for --mode=export")
     tf_modules = import_tensorflow() if cfg.export_savedmodel else None
     exported = export_function(cfg, det.variables)
     os.makedirs(folder, exist_ok=True)

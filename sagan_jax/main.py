@@ -188,7 +188,7 @@ def run(cfg: Config) -> dict:
     if cfg.mode == "export":
         from sagan_jax.api import Detector
 
-        result = Detector(cfg).export()
+        result = Detector(cfg).export(cfg.output)
         saved = f" and the SavedModel {result['saved_model']}" if "saved_model" in result else ""
         say(f"exported to {result['model']} and {result['meta']}{saved}")
         return result

@@ -17,6 +17,7 @@ from PIL import Image
 
 from sagan_jax.training.checkpoints import CheckpointError
 from sagan_jax.config import Config, ConfigError
+from sagan_jax.data.base import DataError
 from _cli import run_in_process
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -220,6 +221,19 @@ def test_export_batch_is_symbolic(doc_run):
     for b in (1, 3):
         score, amap = exp.call(np.zeros((b, 16, 16, 3), np.uint8))
         assert score.shape == (b,) and amap.shape == (b, 16, 16)
+
+
+def test_export_writes_to_output_folder(doc_run, tmp_path):
+    """--output names the export folder (default WORKDIR/export); a file there is refused in
+    one line before anything is written."""
+    res = cli("--mode=export", f"--workdir={doc_run['work']}", f"--output={tmp_path / 'exp'}")
+    assert res["model"] == str(tmp_path / "exp" / "model.jaxexport")
+    assert sorted(p.name for p in (tmp_path / "exp").iterdir()) == ["model.jaxexport",
+                                                                     "model.json"]
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(DataError, match=r"is a file; pass --output=FOLDER"):
+        cli("--mode=export", f"--workdir={doc_run['work']}", f"--output={tmp_path / 'file'}")
+    assert (tmp_path / "file").read_text() == "x"
 
 
 def test_export_without_a_checkpoint_is_refused(tmp_path):

@@ -5,14 +5,13 @@ from __future__ import annotations
 
 import json
 import os
-import resource
 import shutil
 import statistics
 import subprocess
 import sys
 import time
 
-from experiments import common
+from experiments import common, machine
 
 MODULE = "experiments.benchmarks.bench_runs"
 CHILD = "--_child_timing"
@@ -69,7 +68,7 @@ def torch_child_main(out_path: str, threads: int, seeds: list, main_argv: list) 
                                               if r["epoch"] >= 1]),
                      "time_to_first_step_s": m["time_to_first_step_s"]})
     with open(out_path, "w") as f:
-        peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # KiB on Linux
+        peak_mb = machine.peak_rss_mb()
         json.dump({"runs": runs, "threads": threads, "peak_host_memory_mb": round(peak_mb, 1)},
                   f)
 

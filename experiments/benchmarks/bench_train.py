@@ -37,7 +37,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import statistics
 import subprocess
 import sys
@@ -49,13 +48,8 @@ MODULE = "experiments.benchmarks.bench_train"
 
 
 # --- workers --------------------------------------------------------------------------------
-def _peak_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # KiB on Linux
-
-
 def jax_worker(cfg):
     import jax
-    import jax.numpy as jnp
     import numpy as np
 
     from sagan_jax import methods
@@ -143,7 +137,7 @@ def worker_main(args):
         t0 = time.perf_counter()
         fn(int(n))
         dt = time.perf_counter() - t0
-        out.write(json.dumps({"seconds": dt, "peak_mb": _peak_mb()}) + "\n")
+        out.write(json.dumps({"seconds": dt, "peak_mb": machine.peak_rss_mb()}) + "\n")
         out.flush()
 
 

@@ -28,7 +28,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import statistics
 import subprocess
 import sys
@@ -47,11 +46,6 @@ ROWS = (("init_s", "init (jitted init_state)"),
         ("rss_init_mb", "peak RSS after import and init, MB"),
         ("rss_compile_mb", "peak RSS after the step's compilation, MB"),
         ("rss_end_mb", "peak RSS after the first step, MB"))
-
-
-def _peak_mb() -> float:
-    """This process's peak resident set size so far (ru_maxrss: KiB on Linux)."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
 def child(args) -> dict:
@@ -89,7 +83,7 @@ def child(args) -> dict:
     t_start = time.perf_counter()
     state = jax.block_until_ready(init_state(cfg, key, g_tx, d_tx))
     out["init_s"] = time.perf_counter() - t_start
-    out["rss_init_mb"] = _peak_mb()
+    out["rss_init_mb"] = machine.peak_rss_mb()
     if args.eager_init:
         t = time.perf_counter()
         jax.block_until_ready(init_state_eager(cfg, key, g_tx, d_tx))
@@ -104,11 +98,11 @@ def child(args) -> dict:
     t = time.perf_counter()
     compiled = lowered.compile()
     out["compile_s"] = time.perf_counter() - t
-    out["rss_compile_mb"] = _peak_mb()
+    out["rss_compile_mb"] = machine.peak_rss_mb()
     t = time.perf_counter()
     jax.block_until_ready(compiled(state, x, rng))
     out["first_run_s"] = time.perf_counter() - t
-    out["rss_end_mb"] = _peak_mb()
+    out["rss_end_mb"] = machine.peak_rss_mb()
     out["total_s"] = out["init_s"] + out["trace_lower_s"] + out["compile_s"] + out["first_run_s"]
     out["hlo_ops"] = lowered.as_text().count("\n")
     return out

@@ -4,9 +4,10 @@ only once $XLA_FLAGS and the host devices are set (sagan_jax.devices.configure).
 from __future__ import annotations
 
 import hashlib
-import resource
 import statistics
 import time
+
+from experiments import machine
 
 
 def digest(tree) -> str:
@@ -50,5 +51,5 @@ def probe_step(ngf: int, kernels_per_layer: int, batch: int, steps: int, n_devic
         times.append(time.perf_counter() - t0)
     return {"state": digest(state), "step_s": statistics.median(times[1:]),
             "arena_mib": compiled.memory_analysis().temp_size_in_bytes / 2 ** 20,
-            "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+            "rss_mb": machine.peak_rss_mb(),
             "devices": mesh.devices.size}

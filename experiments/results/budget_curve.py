@@ -22,10 +22,10 @@ from __future__ import annotations
 
 import argparse
 import csv
-import json
 import os
 
 from experiments import common, sections
+from sagan_jax import methods
 
 MODULE = "experiments.results.budget_curve"
 RECORD = os.path.join(common.DOCS, "runs", "budget_curve.csv")
@@ -42,7 +42,7 @@ def run_config(model: str, cls: str, seed: int, out: str, data_root: str):
     files = [common.flagfile("cifar10_paper.cfg"), common.flagfile(f"model_{model}.cfg")]
     return common.config_from_flagfiles(*files, overrides=dict(
         dataset="image_folder", data_root=data_root, abnormal_class=cls, seed=seed,
-        eval_originals=not common.is_fitted(model), plots=False, progress=False,
+        eval_originals=not methods.is_fitted(model), plots=False, progress=False,
         workdir=os.path.join(out, model, f"{cls}_seed{seed}")))
 
 
@@ -61,7 +61,7 @@ def epoch_rows(model: str, cls: str, seed: int, workdir: str) -> list:
     for r in read_jsonl(path, "epoch"):
         if "test_auc" not in r:
             continue
-        fitted = common.is_fitted(model)
+        fitted = methods.is_fitted(model)
         rows.append({"model": model, "abnormal_class": cls, "seed": seed,
                      "epoch": r["epoch"] + 1,
                      "images_seen": 0 if fitted else int(r["step"]) * cfg["batch_size"],
@@ -107,7 +107,7 @@ def report(rows: list) -> str:
         return "\n".join(lines + ["No points recorded yet."])
     for cls in sorted({r["abnormal_class"] for r in rows}):
         rs = [r for r in rows if r["abnormal_class"] == cls]
-        base = {r["model"]: r["auc_honest"] for r in rs if common.is_fitted(r["model"])}
+        base = {r["model"]: r["auc_honest"] for r in rs if methods.is_fitted(r["model"])}
         gans = sorted({r["model"] for r in rs} - set(base))
         lines += [f"**{cls} abnormal** (baselines: " + (", ".join(
             f"{m} {float(a):.3f}" for m, a in sorted(base.items())) or "not run") + ")", ""]
@@ -143,7 +143,7 @@ def plot(rows: list, path: str) -> None:
             pts = sorted((int(r["images_seen"]), float(r["auc_honest"]),
                           float(r["auc_originals"]) if r["auc_originals"] else None)
                          for r in rs if r["model"] == m)
-            if common.is_fitted(m):
+            if methods.is_fitted(m):
                 ax.axhline(pts[0][1], ls=":", color=color[m], label=f"{m}")
                 continue
             ax.plot([p[0] for p in pts], [p[1] for p in pts], "o-", color=color[m],

@@ -14,6 +14,7 @@ from experiments import common, machine, sections
 from experiments.results.table2_eval_modes import collect_studies, eval_modes_table
 from experiments.results.table2_record import (BUDGETS, CSV_FIELDS, home_as_tilde,
                                                legacy_workdir, run_workdir, write_record)
+from sagan_jax import methods
 
 
 MODULE = "experiments.table2"
@@ -114,7 +115,7 @@ def three_way_table(rows: list, classes, models) -> str:
         mine = [r for r in rows if r["model"] == model]  # none: rows of '–'
         seeds = ",".join(map(str, sorted({r["seed"] for r in mine}))) or "–"
         for key, label in THREE_WAY:
-            if common.is_fitted(model) and key != "auc_last_epoch":
+            if methods.is_fitted(model) and key != "auc_last_epoch":
                 continue
             cells, means = [], []
             for c in classes:
@@ -125,11 +126,11 @@ def three_way_table(rows: list, classes, models) -> str:
             avg = (f"{statistics.mean(means):.3f}" if len(means) == len(classes) else
                    f"{statistics.mean(means):.3f} ({len(means)} of {len(classes)})" if means
                    else "–")
-            name = ("(a) = (b) = (c): no BatchNorm, no epochs" if common.is_fitted(model)
+            name = ("(a) = (b) = (c): no BatchNorm, no epochs" if methods.is_fitted(model)
                     else label)
             lines.append(f"| {model_label(model)} | {name} | " + " | ".join(cells) + f" | {avg} | "
                          f"{seeds} |")
-        d = [] if common.is_fitted(model) else originals_gains(mine)
+        d = [] if methods.is_fitted(model) else originals_gains(mine)
         if d:
             gaps.append(f"{model_label(model)}: (a) - (b) = {statistics.mean(d):+.1f} AUC points "
                         f"on average over {len(d)} runs (from {min(d):+.1f} to {max(d):+.1f})")
@@ -158,8 +159,8 @@ def three_way_facts(rows: list, models) -> str:
         b = [r["auc_last_epoch"] for r in mine]
         below = sum(v < 0.5 for v in b)
         walls = [r["wall_time_s"] / (r.get("runs_in_program") or 1) for r in mine]
-        trains = [r["train_s"] for r in mine if r.get("train_s")] if not common.is_fitted(model) else []
-        if common.is_fitted(model):
+        trains = [r["train_s"] for r in mine if r.get("train_s")] if not methods.is_fitted(model) else []
+        if methods.is_fitted(model):
             c_last = c_gain = a_gap = "–"
         else:
             with_c = [r for r in mine if r["auc_val_selected"] != ""]

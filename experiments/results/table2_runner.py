@@ -121,7 +121,7 @@ def finished_run(args, model: str, cls: str, seed: int):
     """(run Config, metrics) of a run that finished all its epochs, in the run-axis layout
     or the earlier one (the Config's workdir is where it was found); (Config, None) if none."""
     cfg = run_config(args, model, cls, seed)
-    epochs = 1 if common.is_fitted(model) else cfg.epochs  # a fitted model's one "epoch" is its fit
+    epochs = 1 if methods.is_fitted(model) else cfg.epochs  # a fitted model's one "epoch" is its fit
     for workdir in (cfg.workdir, legacy_workdir(args.out, model, cls, seed)):
         metrics = common.done_metrics(workdir, epochs)
         if metrics is not None:
@@ -220,7 +220,7 @@ def run_all(args, monitor: machine.LoadMonitor) -> list:
             done = [(c, s) for c in classes for s in seeds]  # the loop's order: classes outer
             for (cls, seed), metrics in zip(done, results):
                 rcfg = (cfg if len(done) == 1 else run_config(args, model, cls, seed))
-                epochs = 1 if common.is_fitted(model) else rcfg.epochs  # as finished_run reads it back
+                epochs = 1 if methods.is_fitted(model) else rcfg.epochs  # as finished_run reads it back
                 why = common.no_result(metrics, epochs)
                 if why:  # not a result: the report's coverage line names it
                     log.warning("%s %s seed %d: no row, %s", model, cls, seed, why)

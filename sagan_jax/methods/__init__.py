@@ -34,6 +34,13 @@ def get(name: str) -> ModelSpec:
     return spec
 
 
+def is_fitted(name: str) -> bool:
+    """Whether ``--model=name`` is fitted in one call (no training loop, BatchNorm or epochs):
+    its spec has a ``fit`` (PCA and kNN among the built-in models). A name no spec registers,
+    e.g. read from an old record, is not."""
+    return name in REGISTRY and get(name).fit is not None
+
+
 def build_models(cfg, axis_name=None):
     """(generator, discriminator) of ``cfg.model``. ``axis_name`` syncs BatchNorm statistics
     over a mapped axis (data parallelism); the parameters do not depend on it."""

@@ -41,7 +41,7 @@ log = logging.getLogger("sagan_jax")
 
 def is_fitted(cfg) -> bool:
     """Whether ``cfg.model`` is fitted in one call (no training loop)."""
-    return methods.get(cfg.model).fit is not None
+    return methods.is_fitted(cfg.model)
 
 
 def fit_runs(runs, load) -> list:
