@@ -63,8 +63,11 @@ SCHEDULER_FLAGS = {"xla_cpu_enable_concurrency_optimized_scheduler": "false"}
 
 
 def _add_xla_flags(values: dict) -> None:
+    """Append ``--k=v`` to $XLA_FLAGS for each flag the user did not set there, with a value
+    (``--k=...``) or bare (``--k``, which XLA reads as true for a boolean)."""
     flags = os.environ.get("XLA_FLAGS", "")
-    extra = [f"--{k}={v}" for k, v in values.items() if f"--{k}=" not in flags]
+    given = {t.split("=", 1)[0] for t in flags.split()}
+    extra = [f"--{k}={v}" for k, v in values.items() if f"--{k}" not in given]
     if extra:
         os.environ["XLA_FLAGS"] = " ".join([flags] + extra).strip()
 

@@ -30,6 +30,12 @@ def test_configure_adds_the_lean_schedule_and_keeps_the_users(monkeypatch):
     monkeypatch.setenv("XLA_FLAGS", f"--{flag}=true")
     devices.configure("1")
     assert os.environ["XLA_FLAGS"].split() == [f"--{flag}=true"]
+    monkeypatch.setenv("XLA_FLAGS", f"--{flag} --xla_cpu_max_isa=AVX2")  # bare: XLA reads true
+    devices.configure("1")
+    assert os.environ["XLA_FLAGS"].split() == [f"--{flag}", "--xla_cpu_max_isa=AVX2"]
+    monkeypatch.setenv("XLA_FLAGS", f"--{flag}_not_this_one=1")  # another flag's prefix
+    devices.configure("1")
+    assert f"--{flag}=false" in os.environ["XLA_FLAGS"].split()
 
 
 def _starved(delay, xla_flags):
