@@ -241,12 +241,13 @@ def configure_host_devices(cfg) -> None:
     except ValueError:
         raise ConfigError(f"{source} must be 'auto' or a positive number of host devices; fix "
                           "or unset it") from None
-    trains = cfg.mode == "train" and methods.get(cfg.model).fit is None
+    trains = cfg.mode == "train" and not methods.is_fitted(cfg.model)
     if n > 1 and trains and not cfg.num_devices and cfg.batch_size % n:
         raise ConfigError(f"--batch_size={cfg.batch_size} does not split over the {n} host "
                           f"devices of {source}; use a multiple of {n}, or --host_devices=auto "
                           "(the most devices that divide the batch)")
-    if n > usable_cores():
+    platforms = [p.strip() for p in os.environ.get("JAX_PLATFORMS", "").split(",") if p.strip()]
+    if n > usable_cores() and (not platforms or "cpu" in platforms):  # host devices: CPU only
         logging.getLogger("sagan_jax").warning(
             "%s asks for %d host devices but this process may use %d cores: the devices share "
             "cores, which is slower than one per core (--host_devices=auto)", source, n,

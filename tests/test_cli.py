@@ -98,6 +98,11 @@ def test_more_host_devices_than_cores_is_warned(monkeypatch, caplog):
         f"--host_devices={2 * cores} asks for {2 * cores} host devices but this process may use "
         f"{cores} cores: the devices share cores, which is slower than one per core "
         "(--host_devices=auto)"]
+    caplog.clear()
+    monkeypatch.setenv("JAX_PLATFORMS", "cuda")  # host devices do nothing on an accelerator
+    with caplog.at_level("WARNING", logger="sagan_jax"):
+        main.configure_host_devices(Config(host_devices=str(2 * cores), batch_size=64 * cores))
+    assert not caplog.records
 
 
 def test_full_disk_is_one_line(tmp_path, monkeypatch, capsys):
