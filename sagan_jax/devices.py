@@ -62,7 +62,7 @@ COLLECTIVE_FLAGS = {"xla_cpu_collective_call_terminate_timeout_seconds": 24 * 36
 SCHEDULER_FLAGS = {"xla_cpu_enable_concurrency_optimized_scheduler": "false"}
 
 
-def _add_xla_flags(values: dict) -> None:
+def add_xla_flags(values: dict) -> None:
     """Append ``--k=v`` to $XLA_FLAGS for each flag the user did not set there, with a value
     (``--k=...``) or bare (``--k``, which XLA reads as true for a boolean)."""
     flags = os.environ.get("XLA_FLAGS", "")
@@ -75,13 +75,13 @@ def _add_xla_flags(values: dict) -> None:
 def patient_collectives() -> None:
     """Add :data:`COLLECTIVE_FLAGS` to $XLA_FLAGS (before JAX's CPU client exists); a value the
     user set there is kept."""
-    _add_xla_flags(COLLECTIVE_FLAGS)
+    add_xla_flags(COLLECTIVE_FLAGS)
 
 
 def lean_schedule() -> None:
     """Add :data:`SCHEDULER_FLAGS` to $XLA_FLAGS (before JAX's CPU client exists); a value the
     user set there is kept."""
-    _add_xla_flags(SCHEDULER_FLAGS)
+    add_xla_flags(SCHEDULER_FLAGS)
 
 
 def configure(host_devices: str, *batch_sizes: int) -> int:

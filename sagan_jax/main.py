@@ -150,9 +150,9 @@ def run(cfg: Config) -> dict:
     from sagan_jax.methods.summary import summary_text
 
     if cfg.mode == "summary":
-        from sagan_jax.training.fit import fit_summary_text, is_fitted
+        from sagan_jax.training.fit import fit_summary_text
 
-        print(fit_summary_text(cfg) if is_fitted(cfg) else summary_text(cfg))
+        print(fit_summary_text(cfg) if methods.is_fitted(cfg.model) else summary_text(cfg))
         return {}
     configure_host_devices(cfg)  # first: a refused device count leaves nothing behind
     if cfg.mode not in ("score", "export"):  # score mode writes to --output only

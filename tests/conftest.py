@@ -17,9 +17,9 @@ os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "-1")
 # entry points keep a value set here): at the suite's tiny widths, where compilation dominates,
 # the memory-minded order the entry points choose made the suite slower, and both orders
 # compute the same bits (docs/benchmarks.md, section 8; tests/test_devices.py checks the choice).
-_SCHEDULER = "--xla_cpu_enable_concurrency_optimized_scheduler="
-if _SCHEDULER not in os.environ.get("XLA_FLAGS", ""):
-    os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + f" {_SCHEDULER}true").strip()
+from sagan_jax.devices import SCHEDULER_FLAGS, add_xla_flags  # noqa: E402
+
+add_xla_flags({flag: "true" for flag in SCHEDULER_FLAGS})
 
 # pytest's own process uses it too; _free_compiled_programs below keeps that process under the
 # kernel's limit on memory mappings (without it, XLA:CPU segfaulted or aborted about test 310).

@@ -39,11 +39,6 @@ from sagan_jax.training.metric_writer import MetricWriter
 log = logging.getLogger("sagan_jax")
 
 
-def is_fitted(cfg) -> bool:
-    """Whether ``cfg.model`` is fitted in one call (no training loop)."""
-    return methods.is_fitted(cfg.model)
-
-
 def fit_runs(runs, load) -> list:
     """Fit and evaluate each run on its data (``load(run.cfg)``), one after the other."""
     return [fit_and_evaluate(run, load(run.cfg)) for run in runs]

@@ -75,9 +75,9 @@ def train(cfg, load=None) -> dict:
         checkpoints.check_resumable(run.cfg)
     with checkpoints.WorkdirLock(cfg.workdir) if is_writer() else _nothing():
         results = []
-        if fit.is_fitted(cfg):  # PCA, kNN: fitted in one call each (training/fit.py)
+        if methods.is_fitted(cfg.model):  # PCA, kNN: fitted in one call each (training/fit.py)
             results = fit.fit_runs(runs, load)
-        groups = [] if fit.is_fitted(cfg) else program_groups(runs, cfg.max_runs_per_program)
+        groups = [] if methods.is_fitted(cfg.model) else program_groups(runs, cfg.max_runs_per_program)
         for i, group in enumerate(groups):
             if i:  # free the last group's compiled programs: each maps memory, and a long run
                 # list in one process otherwise exhausts vm.max_map_count (LLVM "Cannot
@@ -100,7 +100,7 @@ def train_and_evaluate(cfg, data) -> dict:
     """Train and evaluate one run of ``cfg`` on ``data`` (its result, as in metrics.json)."""
     run = Run("", cfg.replace(seeds="", abnormal_classes=""))
     with checkpoints.WorkdirLock(cfg.workdir) if is_writer() else _nothing():
-        if fit.is_fitted(cfg):
+        if methods.is_fitted(cfg.model):
             return fit.fit_and_evaluate(run, data)
         return Trainer(cfg, [run], [data]).run()[0]
 
