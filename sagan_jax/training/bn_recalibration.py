@@ -64,6 +64,10 @@ def recalibrate_batchnorm(cfg, state, images_u8: np.ndarray, seed: int, mesh=Non
     total = None
     for idx in recalibration_batches(len(images_u8), cfg.batch_size, n_batches, seed):
         stats = _batch_statistics(variables, put_batch(to_float_np(images_u8[idx]), mesh), cfg)
+        # One batch at a time: the batches do not depend on each other, so without this wait
+        # several all-reducing programs can be in flight at once, and on host devices one of
+        # them was seen to wait forever for a device busy with the next one.
+        stats = jax.block_until_ready(stats)
         total = stats if total is None else jax.tree.map(jnp.add, total, stats)
     g_stats, d_stats = jax.tree.map(lambda t: t / n_batches, total)
     return state.replace(g_stats=g_stats, d_stats=d_stats)
