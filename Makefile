@@ -28,12 +28,12 @@ install-test: $(VENV)/.installed-test
 demo: install
 	$(PY) -m experiments.demo
 
-# The float-sensitive tests run again under a second XLA:CPU setting (AVX2 code, one thread),
-# so an assertion that holds on one CPU only fails here before it fails for a user.
+# Two workers, one module each at a time, longest modules first (tests/conftest.py), one thread
+# each. The float-sensitive tests run again under a second XLA:CPU setting (AVX2 code, XLA's
+# thread pool), so an assertion that holds on one CPU only fails here before it fails for a user.
 test: install-test
-	$(PY) -m pytest -q -n 2 --dist loadfile tests
-	XLA_FLAGS="--xla_cpu_max_isa=AVX2 --xla_cpu_multi_thread_eigen=false" \
-	    $(PY) -m pytest -q -p no:xdist -m float_sensitive tests
+	$(PY) -m pytest -q -n 2 --dist loadfile --no-loadscope-reorder tests
+	XLA_FLAGS="--xla_cpu_max_isa=AVX2" $(PY) -m pytest -q -p no:xdist -m float_sensitive tests
 
 clean:
 	rm -rf $(VENV) workdirs

@@ -21,6 +21,16 @@ from sagan_jax.devices import SCHEDULER_FLAGS, add_xla_flags  # noqa: E402
 
 add_xla_flags({flag: "true" for flag in SCHEDULER_FLAGS})
 
+# When the suite's workers fill the cores (`make test`: two workers, two cores), each worker and
+# the subprocesses it starts compute on one thread: XLA's and PyTorch's thread pools are sized
+# for the whole machine, and beside a busy worker their threads wait on each other instead of
+# working (a tiny JAX-against-PyTorch training test took half again as long). `make test`'s
+# second pass keeps the pools (another XLA:CPU setting for the float-sensitive tests).
+_WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+if _WORKERS > 1 and len(os.sched_getaffinity(0)) <= _WORKERS:
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    add_xla_flags({"xla_cpu_multi_thread_eigen": "false"})
+
 # pytest's own process uses it too; _free_compiled_programs below keeps that process under the
 # kernel's limit on memory mappings (without it, XLA:CPU segfaulted or aborted about test 310).
 import jax  # noqa: E402
@@ -61,6 +71,22 @@ def _maps() -> int:
             return sum(1 for _ in f)
     except OSError:  # not Linux
         return -1
+
+
+# The modules that take minutes, longest first (pytest --durations=0 on two cores); the rest
+# follow in their own order. With `--dist loadfile --no-loadscope-reorder` (make test) a worker
+# takes the next module when it is free, so starting with the long ones lets both finish
+# together instead of one running the longest module alone at the end.
+LONGEST_FIRST = ("test_runs.py", "test_checkpoints.py", "test_models.py", "test_device_check.py",
+                 "test_training.py", "test_torch_train.py", "test_multiprocess.py",
+                 "test_hostile_user.py", "test_inspection.py", "test_score_mode.py",
+                 "test_anomaly_maps.py", "test_torch_parity.py", "test_data_mvtec.py",
+                 "test_no_tensorflow.py", "test_fit_baselines.py", "test_init_jit.py")
+
+
+def pytest_collection_modifyitems(items):
+    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))
 
 
 def pytest_runtest_logreport(report):

@@ -48,7 +48,6 @@ def free_port():
 
 def launch(args, n_proc, env_extra=None, script=None):
     env = dict(os.environ, PYTHONPATH=ROOT, JAX_PLATFORMS="cpu", **(env_extra or {}))
-    env.pop("XLA_FLAGS", None)
     cmd = [sys.executable, script] if script else [sys.executable, "-m", "sagan_jax.main"]
     if n_proc == 1:
         return [subprocess.Popen(cmd + args, cwd=ROOT, env=env, stdout=subprocess.PIPE,

@@ -112,10 +112,15 @@ def test_one_run_in_the_program_equals_per_step_training(digits):
 # vmap turns per-run kernels into grouped convolutions whose kernel gradients XLA reduces in
 # another order: the first DSC's kernel differs by ~1e-5 after one step and the difference
 # grows with each step, so vmap is compared over 2 steps (unroll: 4) at the same tolerance.
+# unroll: two seeds of one class; vmap: two seeds of two abnormal classes, with their own
+# training sets (of different sizes) and batch orders.
 @pytest.mark.parametrize("impl,steps", [("unroll", 4), ("vmap", 2)])
-def test_seeds_together_equal_alone(digits, impl, steps):
-    cfgs = [Config(**TINY, seed=s) for s in (0, 1)]
-    datas = [digits["0"]] * 2
+def test_seeds_and_classes_together_equal_alone(digits, impl, steps):
+    classes = ("0", "0") if impl == "unroll" else ("0", "1")
+    cfgs = [Config(**TINY, seed=s, abnormal_class=c) for s, c in zip((0, 1), classes)]
+    datas = [digits[c] for c in classes]
+    if impl == "vmap":
+        assert len(datas[0].train) != len(datas[1].train)
     together, metrics = train_together(cfgs, datas, impl, steps)
     for k, c in enumerate(cfgs):
         (alone,), m_alone = train_together([c], [datas[k]], "unroll", steps)
@@ -123,17 +128,6 @@ def test_seeds_together_equal_alone(digits, impl, steps):
         np.testing.assert_allclose(metrics[k]["l_g"], m_alone[0]["l_g"], rtol=TOL)
     # the runs really differ (a test of equality between identical runs could not fail)
     assert _max_diff(together[0].g_params, together[1].g_params) > 1e-3
-
-
-def test_abnormal_classes_together_equal_alone(digits):
-    """Two abnormal classes: own training sets (of different sizes), own batch orders."""
-    cfgs = [Config(**TINY, abnormal_class=c) for c in ("0", "1")]
-    datas = [digits["0"], digits["1"]]
-    assert len(datas[0].train) != len(datas[1].train)
-    together, _ = train_together(cfgs, datas, "vmap", 2)
-    for k, c in enumerate(cfgs):
-        (alone,), _ = train_together([c], [datas[k]], "unroll", 2)
-        assert _max_diff(together[k], alone) < TOL
 
 
 def test_per_run_learning_rate(digits):
