@@ -17,7 +17,7 @@ os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "-1")
 # entry points keep a value set here): at the suite's tiny widths, where compilation dominates,
 # the memory-minded order the entry points choose made the suite slower, and both orders
 # compute the same bits (docs/benchmarks.md, section 8; tests/test_devices.py checks the choice).
-from sagan_jax.devices import SCHEDULER_FLAGS, add_xla_flags  # noqa: E402
+from sagan_jax.devices import SCHEDULER_FLAGS, add_xla_flags, usable_cores  # noqa: E402
 
 add_xla_flags({flag: "true" for flag in SCHEDULER_FLAGS})
 
@@ -27,7 +27,7 @@ add_xla_flags({flag: "true" for flag in SCHEDULER_FLAGS})
 # working (a tiny JAX-against-PyTorch training test took half again as long). `make test`'s
 # second pass keeps the pools (another XLA:CPU setting for the float-sensitive tests).
 _WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
-if _WORKERS > 1 and len(os.sched_getaffinity(0)) <= _WORKERS:
+if _WORKERS > 1 and usable_cores() <= _WORKERS:
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     add_xla_flags({"xla_cpu_multi_thread_eigen": "false"})
 
