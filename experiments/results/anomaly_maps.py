@@ -149,11 +149,9 @@ def main(argv=None):
                 args=common.set_args(args.set))
         except common.FlagError as e:
             common.fail(str(e), MODULE)
-        if cfg.compilation_cache and not os.environ.get("JAX_COMPILATION_CACHE_DIR"):
-            import jax  # the seeds' programs are the same: compile them once
+        from sagan_jax.main import enable_compilation_cache
 
-            jax.config.update("jax_compilation_cache_dir",
-                              os.path.expanduser(cfg.compilation_cache))
+        enable_compilation_cache(cfg.compilation_cache)  # the seeds' programs are the same
         t0 = time.time()
         if common.done_metrics(cfg.workdir, cfg.epochs) is None:
             from sagan_jax.training.loop import train

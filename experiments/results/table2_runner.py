@@ -325,11 +325,8 @@ def parse_args(argv=None):
 def main(argv=None):
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     args = parse_args(argv)
-    import jax
+    from sagan_jax.main import enable_compilation_cache
 
-    # The runs differ only in data: compiled steps are reused across classes from this cache.
-    jax.config.update("jax_compilation_cache_dir",
-                      os.path.expanduser("~/.cache/sagan_jax/jax_compilation_cache"))
     try:  # fail early on a bad combination or a record of other flags, before any training
         for m in args.models:
             for c in args.classes:
@@ -338,6 +335,10 @@ def main(argv=None):
         check_finished(args)
     except common.FlagError as e:
         common.fail(str(e))
+    # The runs differ only in data: compiled steps are reused across classes from the cache
+    # (--set compilation_cache=..., as in sagan_jax.main; '' = off).
+    enable_compilation_cache(run_config(args, args.models[0], args.classes[0],
+                                        args.seeds[0]).compilation_cache)
     monitor = machine.LoadMonitor()
     rows = run_all(args, monitor)
     write_outputs(args, rows, None if args.report_only else monitor.report())
