@@ -154,8 +154,7 @@ def main(argv=None):
     ap.add_argument("--md", default="", help="also write the table to this file")
     ap.add_argument("--scan_steps", type=common.positive_int, default=2)
     ap.add_argument("--repeats", type=common.positive_int, default=3)
-    ap.add_argument("--no-write", dest="write", action="store_false")
-    ap.add_argument("--doc", default=common.BENCHMARKS_MD)
+    machine.add_output_arguments(ap, common.BENCHMARKS_MD)
     machine.add_load_arguments(ap)
     args = ap.parse_args(argv)
     unknown = sorted(set(args.variants) - {"alone", "cond", "scan", "chunk"})
@@ -188,7 +187,10 @@ def main(argv=None):
     if args.md:
         with open(args.md, "w") as f:
             f.write("\n".join(lines) + "\n")
-    machine.publish(args, "bench_control_flow", "\n".join(lines), load)
+    raw = {"rows": [{"variant": name, "first_call_s": first, "s_per_step": per,
+                     "convolutions_xla_own": c[0], "convolutions_library": c[1]}
+                    for name, first, per, c in rows]}
+    machine.publish(args, "bench_control_flow", "\n".join(lines), load, raw)
 
 
 if __name__ == "__main__":

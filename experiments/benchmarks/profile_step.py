@@ -268,9 +268,7 @@ def main(argv=None):
                          "authors' code)")
     ap.add_argument("--steps", type=common.positive_int, default=3)
     ap.add_argument("--threads", type=int, default=0, help="PyTorch threads (0 = its default)")
-    ap.add_argument("--json", default="", help="also write the raw figures here")
-    ap.add_argument("--no-write", dest="write", action="store_false")
-    ap.add_argument("--doc", default=common.BENCHMARKS_MD)
+    machine.add_output_arguments(ap, common.BENCHMARKS_MD)
     machine.add_load_arguments(ap)
     args = ap.parse_args(argv)
     if args.threads < 0:
