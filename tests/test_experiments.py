@@ -481,6 +481,11 @@ def test_table2_bad_seeds_give_one_line(capsys, seeds, expected):
     ("benchmarks.bf16_check", ["--batch=1798"], "--batch=1798: the embedded digits hold 1797 images"),
     ("results.anomaly_maps", ["--seeds="], "--seeds=: give distinct seeds, at least one"),
     ("benchmarks.profile_step", ["--threads=-1"], "--threads=-1: give 0 (PyTorch's default) or more"),
+    ("results.budget_curve", ["--collect", "--models=sagan,bogus"],
+     "--models=sagan,bogus: choose from "),
+    ("results.budget_curve", ["--collect", "--seeds=x"],
+     "argument --seeds: 'x' is not a comma-separated list of integers (e.g. 0,1,2)"),
+    ("results.budget_curve", ["--collect", "--classes=,"], "--classes and --seeds: give at least one"),
 ])
 def test_benchmarks_refuse_bad_flags_before_waiting(monkeypatch, capsys, module, argv, expected):
     """A benchmark waits up to --wait_quiet seconds for a quiet machine; a bad flag must end it

@@ -168,7 +168,7 @@ def main(argv=None):
     ap.add_argument("--report", action="store_true", help="the record -> docs/results.md")
     ap.add_argument("--models", default="sagan,ganomaly,pca,knn")
     ap.add_argument("--classes", default="frog")
-    ap.add_argument("--seeds", default="0")
+    ap.add_argument("--seeds", type=common.int_list, default="0")
     ap.add_argument("--out", default=DEFAULT_OUT)
     ap.add_argument("--data_root", default=DATA_ROOT)
     ap.add_argument("--record", default=RECORD)
@@ -177,7 +177,13 @@ def main(argv=None):
         ap.error("choose --train, --collect and/or --report")
     models = [m for m in args.models.split(",") if m]
     classes = [c for c in args.classes.split(",") if c]
-    seeds = common.int_list(args.seeds)
+    seeds = args.seeds
+    unknown = [m for m in models if m not in methods.names()]
+    if unknown or not models:
+        ap.error(f"--models={args.models}: choose from {', '.join(methods.names())}, "
+                 "e.g. --models=sagan,ganomaly,pca,knn")
+    if not classes or not seeds:
+        ap.error("--classes and --seeds: give at least one each, e.g. --classes=frog --seeds=0")
     runs = [(m, c, s) for c in classes for m in models for s in seeds]
     if args.train:
         from sagan_jax.main import configure_logging
@@ -188,11 +194,15 @@ def main(argv=None):
         for m, c, s in runs:
             train(run_config(m, c, s, args.out, args.data_root))
     if args.collect:
-        rows = []
+        rows, empty = [], []
         for m, c, s in runs:
-            rows += epoch_rows(m, c, s, os.path.join(args.out, m, f"{c}_seed{s}"))
+            got = epoch_rows(m, c, s, os.path.join(args.out, m, f"{c}_seed{s}"))
+            rows += got
+            if not got:
+                empty.append(f"{m} {c} seed {s}")
         write_record(args.record, rows)
-        print(f"{len(rows)} points from {args.out} in {args.record}")
+        print(f"{len(rows)} points from {args.out} in {args.record}"
+              + (f"; no scored epoch yet for: {', '.join(empty)}" if empty else ""))
     if args.report:
         rows = read_record(args.record)
         if rows:
